@@ -1,0 +1,198 @@
+//! Talking to RabbitMQ: connecting, and publishing with confirms so that a
+//! message counts as sent only once the broker has taken responsibility for it.
+//!
+//! lapin does not recover connections reliably, so services own their
+//! reconnect loop; this module gives them the pieces (connect, confirmed channel).
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{Confirmation, PublisherConfirm};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use std::time::Duration;
+
+/// Why a publish did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The channel or connection failed before the broker confirmed.
+    #[error("publishing to {exchange}/{routing_key} failed: {source}")]
+    Broker {
+        /// Target exchange.
+        exchange: String,
+        /// Routing key used.
+        routing_key: String,
+        /// What lapin reported.
+        #[source]
+        source: lapin::Error,
+    },
+    /// The broker refused the message (negative acknowledgement).
+    #[error("broker refused the message for {exchange}/{routing_key}")]
+    Nacked {
+        /// Target exchange.
+        exchange: String,
+        /// Routing key used.
+        routing_key: String,
+    },
+    /// No queue was bound for the routing key: the message would have been lost.
+    #[error("message for {exchange}/{routing_key} was unroutable")]
+    Unroutable {
+        /// Target exchange.
+        exchange: String,
+        /// Routing key used.
+        routing_key: String,
+    },
+}
+
+/// Connects to the broker at `url`, naming the connection after the service.
+pub async fn connect(url: &str, service: &str) -> Result<Connection, lapin::Error> {
+    let properties = ConnectionProperties::default()
+        .with_connection_name(LongString::from(format!("postline-{service}")));
+    Connection::connect(url, properties).await
+}
+
+/// Connects, retrying with capped exponential backoff until it works or `cancel` fires.
+pub async fn connect_with_retry(
+    url: &str,
+    service: &str,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Option<Connection> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match connect(url, service).await {
+            Ok(connection) => return Some(connection),
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "broker connection failed");
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// A channel in confirm mode: every publish is persistent, mandatory and confirmed.
+#[derive(Clone)]
+pub struct ConfirmedPublisher {
+    channel: Channel,
+}
+
+impl std::fmt::Debug for ConfirmedPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfirmedPublisher")
+            .field("channel", &self.channel.id())
+            .finish()
+    }
+}
+
+/// A publish the broker has received but not yet confirmed.
+#[must_use = "a publish counts only once its confirmation has been awaited"]
+pub struct PendingConfirm {
+    confirm: PublisherConfirm,
+    exchange: String,
+    routing_key: String,
+}
+
+impl PendingConfirm {
+    /// Waits for the broker's verdict; an unroutable message is an error.
+    pub async fn confirmed(self) -> Result<(), PublishError> {
+        match self.confirm.await {
+            Ok(Confirmation::Ack(None)) => Ok(()),
+            // lapin reports a mandatory message that no queue took as an ack
+            // carrying the returned message: for us that is a loss, so an error.
+            Ok(Confirmation::Ack(Some(_))) => Err(PublishError::Unroutable {
+                exchange: self.exchange,
+                routing_key: self.routing_key,
+            }),
+            Ok(Confirmation::Nack(_)) | Ok(Confirmation::NotRequested) => {
+                Err(PublishError::Nacked {
+                    exchange: self.exchange,
+                    routing_key: self.routing_key,
+                })
+            }
+            Err(source) => Err(PublishError::Broker {
+                exchange: self.exchange,
+                routing_key: self.routing_key,
+                source,
+            }),
+        }
+    }
+}
+
+impl ConfirmedPublisher {
+    /// Opens a channel on `connection` and puts it in confirm mode.
+    pub async fn open(connection: &Connection) -> Result<Self, lapin::Error> {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self { channel })
+    }
+
+    /// The underlying channel (for declarations).
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Whether the channel is still usable.
+    pub fn is_connected(&self) -> bool {
+        self.channel.status().connected()
+    }
+
+    /// Sends a persistent, mandatory message; await the result to know it is safe.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<PendingConfirm, PublishError> {
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                options,
+                body,
+                properties.with_delivery_mode(2),
+            )
+            .await
+            .map_err(|source| PublishError::Broker {
+                exchange: exchange.to_string(),
+                routing_key: routing_key.to_string(),
+                source,
+            })?;
+        Ok(PendingConfirm {
+            confirm,
+            exchange: exchange.to_string(),
+            routing_key: routing_key.to_string(),
+        })
+    }
+
+    /// Publishes and waits for the confirmation.
+    pub async fn publish_confirmed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishError> {
+        self.publish(exchange, routing_key, body, properties)
+            .await?
+            .confirmed()
+            .await
+    }
+}
+
+/// Builds an AMQP header table from string pairs.
+pub fn string_headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in pairs {
+        table.insert(name.into(), AMQPValue::LongString(LongString::from(value)));
+    }
+    table
+}

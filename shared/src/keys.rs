@@ -1,0 +1,54 @@
+//! The Redis layout: every key and channel Postline uses, under one namespace.
+//!
+//! Keeping the names in one place is what lets each test (and each
+//! deployment sharing a Redis) live in its own namespace without collisions.
+
+/// Builds namespaced Redis key names.
+#[derive(Debug, Clone)]
+pub struct RedisKeys {
+    prefix: String,
+}
+
+impl RedisKeys {
+    /// Keys under `namespace` (e.g. `postline`).
+    pub fn new(namespace: &str) -> Self {
+        Self {
+            prefix: namespace.to_string(),
+        }
+    }
+
+    /// JSON document of one subscription.
+    pub fn subscription(&self, id: &str) -> String {
+        format!("{}:sub:{id}", self.prefix)
+    }
+
+    /// Set of all subscription ids.
+    pub fn subscription_ids(&self) -> String {
+        format!("{}:subs", self.prefix)
+    }
+
+    /// Pub/sub channel announcing the id of each created, updated or deleted subscription.
+    pub fn subscription_changes(&self) -> String {
+        format!("{}:subs:changed", self.prefix)
+    }
+
+    /// Marks an event id as already accepted by intake (idempotent intake).
+    pub fn intake_dedup(&self, event_id: &str) -> String {
+        format!("{}:seen:{event_id}", self.prefix)
+    }
+
+    /// Marks an event as delivered to a subscription, so it is never POSTed twice.
+    pub fn delivered(&self, subscription_id: &str, event_id: &str) -> String {
+        format!("{}:delivered:{subscription_id}:{event_id}", self.prefix)
+    }
+
+    /// Hash of a subscription's delivery state (last success, last failure, counters).
+    pub fn delivery_state(&self, subscription_id: &str) -> String {
+        format!("{}:state:{subscription_id}", self.prefix)
+    }
+
+    /// Pattern matching every key of the namespace (for tests and tooling).
+    pub fn all(&self) -> String {
+        format!("{}:*", self.prefix)
+    }
+}

@@ -1,0 +1,22 @@
+//! Postline's shared library: the wire formats, the AMQP topology, the Redis
+//! layout and the operational plumbing that the ingest, delivery and token
+//! services all rely on. Every module here is used by at least two services.
+
+pub mod broker;
+pub mod config;
+pub mod envelope;
+pub mod keys;
+pub mod metrics;
+pub mod ops;
+pub mod problem;
+pub mod secret;
+pub mod shutdown;
+pub mod signing;
+pub mod subscription;
+pub mod telemetry;
+pub mod topology;
+pub mod webhook;
+
+pub use config::CommonConfig;
+pub use envelope::Envelope;
+pub use subscription::Subscription;

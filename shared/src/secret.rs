@@ -1,0 +1,44 @@
+//! A string that must never be shown: signing secrets, tokens, passwords.
+//!
+//! `Debug` prints a fixed placeholder, so a secret that slips into a log line
+//! or an error message stays hidden. It serializes to its value because it is
+//! stored (Redis); API views must leave secrets out instead of serializing them.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A secret value; `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for signing or authenticating; never for display.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_value() {
+        let secret = Secret::new("hunter2-very-secret");
+        let shown = format!("{secret:?} {:?}", vec![secret.clone()]);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(secret.expose(), "hunter2-very-secret");
+    }
+}

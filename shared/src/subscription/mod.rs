@@ -1,0 +1,446 @@
+//! Subscriptions: who wants which events, where, and how they must be sent.
+//!
+//! [`SubscriptionSpec`] is what an operator writes (create body, validated
+//! strictly); [`Subscription`] is what is stored; [`SubscriptionView`] is what
+//! the API shows — the same minus every secret.
+
+mod filter;
+mod store;
+
+pub use filter::{EventTypePattern, Filter};
+pub use store::{StoreError, SubscriptionChange, SubscriptionStore};
+
+use crate::envelope::Envelope;
+use crate::problem::Problem;
+use crate::secret::Secret;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Default receiver timeout.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+/// Longest receiver timeout a subscription may ask for.
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+/// Longest subscription id.
+pub const MAX_ID_LEN: usize = 64;
+
+/// What the receiver gets as the request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyMode {
+    /// `{id, type, operation, timestamp, payload}`.
+    #[default]
+    Envelope,
+    /// The producer's payload, byte for byte.
+    Payload,
+}
+
+/// Which responses count as delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SuccessRule {
+    /// Any 2xx status.
+    #[default]
+    #[serde(rename = "2xx")]
+    AnyTwoHundred,
+    /// Exactly 200 OK (201, 204… are failures).
+    #[serde(rename = "200")]
+    OnlyOk,
+}
+
+impl SuccessRule {
+    /// Whether `status` counts as delivered under this rule.
+    pub fn accepts(self, status: u16) -> bool {
+        match self {
+            Self::AnyTwoHundred => (200..300).contains(&status),
+            Self::OnlyOk => status == 200,
+        }
+    }
+}
+
+/// Delivery ordering for a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderMode {
+    /// Event N+1 is sent only after event N succeeded or was given up.
+    #[default]
+    Strict,
+    /// Events are sent concurrently; a failure does not hold the others.
+    None,
+}
+
+/// Whether a subscription is being delivered to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscriptionStatus {
+    /// Events are delivered.
+    #[default]
+    Active,
+    /// Events queue up but are not delivered until resumed.
+    Paused,
+    /// Deactivated after giving up; events queue up until re-enabled.
+    Disabled,
+}
+
+/// Encoding of a custom signature header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureEncoding {
+    /// Lowercase hex.
+    #[default]
+    Hex,
+    /// Standard base64.
+    Base64,
+}
+
+/// A partner-specific signature header: HMAC-SHA256 of the raw body with the first secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureHeader {
+    /// Header name, e.g. `X-FacesWebhookSignature`.
+    pub name: String,
+    /// How the digest is written.
+    #[serde(default)]
+    pub encoding: SignatureEncoding,
+}
+
+/// A subscription as an operator writes it (the create body).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSpec {
+    /// Name-like id (`acme_us`): lowercase letters, digits, `_` and `-`.
+    pub id: String,
+    /// Where events are POSTed (http or https).
+    pub endpoint: String,
+    /// Event types wanted: exact names or `*` wildcards.
+    pub event_types: Vec<String>,
+    /// All must match for an event to be delivered.
+    #[serde(default)]
+    pub filters: Vec<Filter>,
+    /// Envelope or bare payload.
+    #[serde(default)]
+    pub body: BodyMode,
+    /// Extra fixed headers (e.g. `API-Version: 2.0`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Signing secrets (write-only); Standard Webhooks headers are sent when set.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    /// Optional partner-specific signature header.
+    #[serde(default)]
+    pub signature_header: Option<SignatureHeader>,
+    /// Which statuses count as delivered.
+    #[serde(default)]
+    pub success: SuccessRule,
+    /// Receiver timeout in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Ordering guarantee.
+    #[serde(default)]
+    pub order: OrderMode,
+    /// Initial status (`active` or `paused`).
+    #[serde(default)]
+    pub status: SubscriptionStatus,
+}
+
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+
+/// A partial update: every field given replaces the stored one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionPatch {
+    /// New endpoint.
+    pub endpoint: Option<String>,
+    /// New event types.
+    pub event_types: Option<Vec<String>>,
+    /// New filters.
+    pub filters: Option<Vec<Filter>>,
+    /// New body mode.
+    pub body: Option<BodyMode>,
+    /// New extra headers.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// New secrets (replaces all; send `[]` to remove).
+    pub secrets: Option<Vec<Secret>>,
+    /// New signature header (`null` is not distinguishable from absent; send it to set one).
+    pub signature_header: Option<SignatureHeader>,
+    /// New success rule.
+    pub success: Option<SuccessRule>,
+    /// New timeout.
+    pub timeout_ms: Option<u64>,
+    /// New order mode.
+    pub order: Option<OrderMode>,
+    /// New status (`active` re-enables, `paused` pauses).
+    pub status: Option<SubscriptionStatus>,
+}
+
+/// A stored subscription.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Subscription {
+    /// What the operator configured.
+    pub spec: SubscriptionSpec,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What the API shows of a subscription: everything but the secrets.
+#[derive(Debug, Serialize)]
+pub struct SubscriptionView<'a> {
+    /// Id.
+    pub id: &'a str,
+    /// Endpoint.
+    pub endpoint: &'a str,
+    /// Event types.
+    pub event_types: &'a [String],
+    /// Filters.
+    pub filters: &'a [Filter],
+    /// Body mode.
+    pub body: BodyMode,
+    /// Extra headers.
+    pub headers: &'a BTreeMap<String, String>,
+    /// How many signing secrets are set (their values are never shown).
+    pub secrets_count: usize,
+    /// Custom signature header.
+    pub signature_header: Option<&'a SignatureHeader>,
+    /// Success rule.
+    pub success: SuccessRule,
+    /// Timeout.
+    pub timeout_ms: u64,
+    /// Order mode.
+    pub order: OrderMode,
+    /// Status.
+    pub status: SubscriptionStatus,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl SubscriptionSpec {
+    /// Checks every field, naming the first that is wrong.
+    pub fn validate(&self) -> Result<(), Problem> {
+        validate_id(&self.id)?;
+        validate_endpoint(&self.endpoint)?;
+        if self.event_types.is_empty() {
+            return Err(Problem::field("event_types", "must list at least one event type"));
+        }
+        for (i, pattern) in self.event_types.iter().enumerate() {
+            EventTypePattern::parse(pattern)
+                .map_err(|m| Problem::field(format!("event_types[{i}]"), m))?;
+        }
+        for (i, filter) in self.filters.iter().enumerate() {
+            filter
+                .validate()
+                .map_err(|p| p.within(&format!("filters[{i}]")))?;
+        }
+        for (name, value) in &self.headers {
+            validate_extra_header(name, value)?;
+        }
+        for (i, secret) in self.secrets.iter().enumerate() {
+            crate::signing::SigningKey::from_secret(secret)
+                .map_err(|m| Problem::field(format!("secrets[{i}]"), m))?;
+        }
+        if let Some(header) = &self.signature_header {
+            if self.secrets.is_empty() {
+                return Err(Problem::field(
+                    "signature_header",
+                    "needs at least one secret in `secrets`",
+                ));
+            }
+            validate_header_name(&header.name)
+                .map_err(|m| Problem::field("signature_header.name", m))?;
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(Problem::field(
+                "timeout_ms",
+                format!("must be between 1 and {MAX_TIMEOUT_MS}"),
+            ));
+        }
+        if self.status == SubscriptionStatus::Disabled {
+            return Err(Problem::field(
+                "status",
+                "may be set to `active` or `paused`; `disabled` is set by delivery",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies a patch, returning the updated spec (not yet validated).
+    pub fn patched(&self, patch: SubscriptionPatch) -> Self {
+        let mut spec = self.clone();
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(v) = patch.$field { spec.$field = v; } )* };
+        }
+        take!(endpoint, event_types, filters, body, headers, secrets, success, timeout_ms, order, status);
+        if let Some(header) = patch.signature_header {
+            spec.signature_header = Some(header);
+        }
+        spec
+    }
+}
+
+impl Subscription {
+    /// The id.
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    /// Whether `envelope` (and its JSON tree `tree`) is wanted by this subscription.
+    pub fn wants(&self, envelope: &Envelope, tree: &serde_json::Value) -> bool {
+        let type_matches = self
+            .spec
+            .event_types
+            .iter()
+            .filter_map(|p| EventTypePattern::parse(p).ok())
+            .any(|p| p.matches(&envelope.event_type));
+        type_matches && self.spec.filters.iter().all(|f| f.matches(tree))
+    }
+
+    /// The API view, without secrets.
+    pub fn view(&self) -> SubscriptionView<'_> {
+        let s = &self.spec;
+        SubscriptionView {
+            id: &s.id,
+            endpoint: &s.endpoint,
+            event_types: &s.event_types,
+            filters: &s.filters,
+            body: s.body,
+            headers: &s.headers,
+            secrets_count: s.secrets.len(),
+            signature_header: s.signature_header.as_ref(),
+            success: s.success,
+            timeout_ms: s.timeout_ms,
+            order: s.order,
+            status: s.status,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+fn validate_id(id: &str) -> Result<(), Problem> {
+    let well_formed = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if well_formed {
+        Ok(())
+    } else {
+        Err(Problem::field(
+            "id",
+            format!("must be 1 to {MAX_ID_LEN} of a-z 0-9 _ -, starting with a letter or digit"),
+        ))
+    }
+}
+
+fn validate_endpoint(endpoint: &str) -> Result<(), Problem> {
+    let url = url::Url::parse(endpoint)
+        .map_err(|e| Problem::field("endpoint", format!("not a valid URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Problem::field("endpoint", "must be an http or https URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(Problem::field("endpoint", "must name a host"));
+    }
+    if url.fragment().is_some() {
+        return Err(Problem::field("endpoint", "must not have a #fragment"));
+    }
+    Ok(())
+}
+
+/// Headers Postline sets itself, which extra headers may not override.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "host",
+    "user-agent",
+    "authorization",
+    "transfer-encoding",
+    "connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+fn validate_header_name(name: &str) -> Result<(), String> {
+    reqwest::header::HeaderName::from_bytes(name.as_bytes())
+        .map(|_| ())
+        .map_err(|_| format!("{name:?} is not a valid HTTP header name"))
+}
+
+fn validate_extra_header(name: &str, value: &str) -> Result<(), Problem> {
+    let field = format!("headers.{name}");
+    validate_header_name(name).map_err(|m| Problem::field(&field, m))?;
+    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(Problem::field(&field, "is set by Postline and cannot be overridden"));
+    }
+    reqwest::header::HeaderValue::from_str(value)
+        .map(|_| ())
+        .map_err(|_| Problem::field(&field, "value is not a valid HTTP header value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::problem::parse_json;
+
+    fn spec(json: &str) -> Result<SubscriptionSpec, Problem> {
+        let spec: SubscriptionSpec = parse_json(json.as_bytes())?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    #[test]
+    fn accepts_a_full_spec_with_defaults() {
+        let s = spec(r#"{"id":"acme_us","endpoint":"https://a.example/hook","event_types":["order.*"]}"#)
+            .unwrap();
+        assert_eq!(s.timeout_ms, DEFAULT_TIMEOUT_MS);
+        assert_eq!(s.order, OrderMode::Strict);
+        assert_eq!(s.success, SuccessRule::AnyTwoHundred);
+    }
+
+    #[test]
+    fn names_each_bad_field() {
+        let base = r#""endpoint":"https://a.example/","event_types":["a"]"#;
+        let cases = [
+            (format!(r#"{{"id":"Bad Id",{base}}}"#), "id"),
+            (r#"{"id":"a","endpoint":"ftp://x/","event_types":["a"]}"#.to_string(), "endpoint"),
+            (r#"{"id":"a","endpoint":"not a url","event_types":["a"]}"#.to_string(), "endpoint"),
+            (r#"{"id":"a","endpoint":"https://x/","event_types":[]}"#.to_string(), "event_types"),
+            (r#"{"id":"a","endpoint":"https://x/","event_types":["a b"]}"#.to_string(), "event_types[0]"),
+            (format!(r#"{{"id":"a",{base},"colour":"red"}}"#), "colour"),
+            (format!(r#"{{"id":"a",{base},"headers":{{"Content-Type":"x"}}}}"#), "headers.Content-Type"),
+            (format!(r#"{{"id":"a",{base},"timeout_ms":0}}"#), "timeout_ms"),
+            (format!(r#"{{"id":"a",{base},"filters":[{{"pointer":"x","in":[1]}}]}}"#), "filters[0].pointer"),
+            (format!(r#"{{"id":"a",{base},"signature_header":{{"name":"X-Sig"}}}}"#), "signature_header"),
+        ];
+        for (json, field) in cases {
+            let problem = spec(&json).unwrap_err();
+            assert_eq!(problem.field.as_deref(), Some(field), "{json}: {problem}");
+        }
+    }
+
+    #[test]
+    fn view_hides_secrets() {
+        let s = spec(r#"{"id":"a","endpoint":"https://x/","event_types":["a"],"secrets":["shh-top-secret"]}"#)
+            .unwrap();
+        let now = Utc::now();
+        let stored = Subscription { spec: s, created_at: now, updated_at: now };
+        let shown = serde_json::to_string(&stored.view()).unwrap();
+        assert!(!shown.contains("shh-top-secret"), "{shown}");
+        assert!(shown.contains(r#""secrets_count":1"#), "{shown}");
+        assert!(!format!("{stored:?}").contains("shh-top-secret"));
+    }
+
+    #[test]
+    fn success_rules() {
+        assert!(SuccessRule::AnyTwoHundred.accepts(204));
+        assert!(!SuccessRule::OnlyOk.accepts(204));
+        assert!(SuccessRule::OnlyOk.accepts(200));
+        assert!(!SuccessRule::AnyTwoHundred.accepts(302));
+    }
+}

@@ -1,0 +1,208 @@
+//! The AMQP topology: exchange and queue names, their arguments, and the
+//! idempotent declarations every service runs after (re)connecting.
+//!
+//! - `<ns>.ingest` topic exchange → `<ns>.ingest` queue (single active consumer)
+//! - `<ns>.ingest.rejected` queue for input that cannot be accepted
+//! - `<ns>.deliver` direct exchange → `<ns>.sub.<id>` per subscription
+//!   (durable, single active consumer, two priority levels)
+//! - `<ns>.delay` exchange for the retry ladder's delay queues
+
+use lapin::options::{
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+use serde::{Deserialize, Serialize};
+
+/// Which RabbitMQ queue type subscription queues use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// Classic queues: single node, the default.
+    #[default]
+    Classic,
+    /// Quorum queues: replicated, for clusters (RabbitMQ 4.x for priorities).
+    Quorum,
+}
+
+impl std::str::FromStr for QueueType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "classic" => Ok(Self::Classic),
+            "quorum" => Ok(Self::Quorum),
+            other => Err(format!("unknown queue type {other:?} (classic|quorum)")),
+        }
+    }
+}
+
+/// Names of every exchange and queue under one namespace.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    namespace: String,
+    queue_type: QueueType,
+}
+
+impl Topology {
+    /// The topology of `namespace`, with subscription queues of `queue_type`.
+    pub fn new(namespace: &str, queue_type: QueueType) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            queue_type,
+        }
+    }
+
+    /// Topic exchange upstream systems publish events to (routing key = event type).
+    pub fn ingest_exchange(&self) -> String {
+        format!("{}.ingest", self.namespace)
+    }
+
+    /// Intake queue consumed by ingest.
+    pub fn ingest_queue(&self) -> String {
+        format!("{}.ingest", self.namespace)
+    }
+
+    /// Queue holding intake messages that could not be accepted, with the reason.
+    pub fn rejected_queue(&self) -> String {
+        format!("{}.ingest.rejected", self.namespace)
+    }
+
+    /// Direct exchange routing event copies to subscription queues by subscription id.
+    pub fn deliver_exchange(&self) -> String {
+        format!("{}.deliver", self.namespace)
+    }
+
+    /// Headers exchange in front of the retry ladder's delay queues.
+    pub fn delay_exchange(&self) -> String {
+        format!("{}.delay", self.namespace)
+    }
+
+    /// The queue of one subscription.
+    pub fn subscription_queue(&self, subscription_id: &str) -> String {
+        format!("{}.sub.{subscription_id}", self.namespace)
+    }
+
+    /// Declares the exchanges and intake queues (idempotent; run after every connect).
+    pub async fn declare_core(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .exchange_declare(
+                self.ingest_exchange().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.deliver_exchange().into(),
+                ExchangeKind::Direct,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.delay_exchange().into(),
+                ExchangeKind::Headers,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        let mut intake_args = FieldTable::default();
+        intake_args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        channel
+            .queue_declare(
+                self.ingest_queue().into(),
+                QueueDeclareOptions::durable(),
+                intake_args,
+            )
+            .await?;
+        channel
+            .queue_bind(
+                self.ingest_queue().into(),
+                self.ingest_exchange().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_declare(
+                self.rejected_queue().into(),
+                QueueDeclareOptions::durable(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Declares a subscription's queue and binds it (idempotent); returns its depth.
+    pub async fn declare_subscription(
+        &self,
+        channel: &Channel,
+        subscription_id: &str,
+    ) -> Result<u32, lapin::Error> {
+        let queue = channel
+            .queue_declare(
+                self.subscription_queue(subscription_id).into(),
+                QueueDeclareOptions::durable(),
+                self.subscription_queue_arguments(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                self.subscription_queue(subscription_id).into(),
+                self.deliver_exchange().into(),
+                subscription_id.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(queue.message_count())
+    }
+
+    /// Deletes a subscription's queue (and with it its binding and backlog).
+    pub async fn delete_subscription(
+        &self,
+        channel: &Channel,
+        subscription_id: &str,
+    ) -> Result<u32, lapin::Error> {
+        channel
+            .queue_delete(
+                self.subscription_queue(subscription_id).into(),
+                QueueDeleteOptions::default(),
+            )
+            .await
+    }
+
+    fn subscription_queue_arguments(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(1));
+        if self.queue_type == QueueType::Quorum {
+            args.insert("x-queue-type".into(), long_string("quorum"));
+            // A finite delivery limit makes a quorum queue return requeued
+            // messages near the head, which ordered delivery relies on.
+            args.insert("x-delivery-limit".into(), AMQPValue::LongInt(1_000_000));
+        }
+        args
+    }
+}
+
+fn long_string(text: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(text))
+}
+
+/// Reads a string header from AMQP message properties.
+pub fn header_str(headers: Option<&FieldTable>, name: &str) -> Option<String> {
+    let value = headers?.inner().get(&ShortString::from(name))?;
+    match value {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
