@@ -1,1 +1,16 @@
-fn main() {}
+//! `postline-ingest`: runs the ingest service until SIGTERM or Ctrl-C.
+
+use anyhow::Context;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    postline_shared::telemetry::init();
+    let config = postline_ingest::IngestConfig::from_env().context("reading configuration")?;
+    if config.admin_token.expose() == postline_ingest::config::DEV_ADMIN_TOKEN {
+        tracing::warn!("POSTLINE_ADMIN_TOKEN is not set: using the development token");
+    }
+    let shutdown = postline_shared::shutdown::on_signal();
+    let running = postline_ingest::start(config, shutdown).await?;
+    running.done.await.context("ingest task failed")?;
+    Ok(())
+}

@@ -4,6 +4,7 @@
 //! strictly); [`Subscription`] is what is stored; [`SubscriptionView`] is what
 //! the API shows — the same minus every secret.
 
+pub mod catalog;
 mod filter;
 mod store;
 

@@ -1,0 +1,66 @@
+//! The ingest HTTP API under `/v1`: event intake for producers and the
+//! subscription management API for operators.
+
+mod auth;
+mod error;
+mod events;
+mod subscriptions;
+
+pub use error::ApiError;
+
+use crate::broker_link::PublisherHandle;
+use crate::fanout::Fanout;
+use crate::metrics::IngestMetrics;
+use axum::routing::{get, post};
+use axum::Router;
+use postline_shared::secret::Secret;
+use postline_shared::subscription::catalog::Catalog;
+use postline_shared::subscription::SubscriptionStore;
+use postline_shared::topology::Topology;
+use std::sync::Arc;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Publishes accepted events.
+    pub fanout: Fanout,
+    /// The current broker publisher (`None` while reconnecting).
+    pub publisher: PublisherHandle,
+    /// Subscription storage.
+    pub store: SubscriptionStore,
+    /// This process's view of subscriptions (updated at once on API changes).
+    pub catalog: Arc<Catalog>,
+    /// AMQP names.
+    pub topology: Topology,
+    /// Metrics.
+    pub metrics: IngestMetrics,
+    /// Token for `/v1/subscriptions`.
+    pub admin_token: Secret,
+    /// Token for `/v1/events`.
+    pub producer_token: Secret,
+    /// Largest single event.
+    pub max_event_bytes: usize,
+    /// Largest batch body.
+    pub max_batch_bytes: usize,
+    /// Most events per batch.
+    pub max_batch_events: usize,
+}
+
+/// The `/v1` routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/events", post(events::post_one))
+        .route("/v1/events/batch", post(events::post_batch))
+        .route(
+            "/v1/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            get(subscriptions::get)
+                .patch(subscriptions::update)
+                .delete(subscriptions::delete),
+        )
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .with_state(state)
+}

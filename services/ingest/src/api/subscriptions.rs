@@ -1,0 +1,134 @@
+//! `/v1/subscriptions`: create, read, list, update and delete subscriptions.
+//! Creating declares the subscription's queue; deleting removes it.
+
+use super::auth::require_bearer;
+use super::{ApiError, ApiState};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use postline_shared::broker::ConfirmedPublisher;
+use postline_shared::problem::parse_json;
+use postline_shared::subscription::{Subscription, SubscriptionPatch, SubscriptionSpec};
+
+fn view(subscription: &Subscription) -> serde_json::Value {
+    serde_json::to_value(subscription.view()).unwrap_or_default()
+}
+
+fn publisher(state: &ApiState) -> Result<ConfirmedPublisher, ApiError> {
+    state
+        .publisher
+        .borrow()
+        .clone()
+        .filter(|p| p.is_connected())
+        .ok_or_else(|| ApiError::unavailable("broker not connected; retry"))
+}
+
+/// `POST /v1/subscriptions`.
+pub async fn create(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_bearer(&headers, &state.admin_token)?;
+    let spec: SubscriptionSpec = parse_json(&body).map_err(ApiError::invalid)?;
+    spec.validate().map_err(ApiError::invalid)?;
+    if state.store.find(&spec.id).await?.is_some() {
+        return Err(postline_shared::subscription::StoreError::AlreadyExists(spec.id).into());
+    }
+    // Queue first: once the subscription is stored, events start being
+    // routed to it, and a copy with no queue to land in would be refused.
+    let publisher = publisher(&state)?;
+    state
+        .topology
+        .declare_subscription(publisher.channel(), &spec.id)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "declaring a subscription queue failed");
+            ApiError::unavailable("broker refused the queue declaration; retry")
+        })?;
+    let subscription = state.store.create(spec).await?;
+    state.catalog.upsert(subscription.clone());
+    tracing::info!(subscription = %subscription.id(), "subscription created");
+    Ok((StatusCode::CREATED, Json(view(&subscription))).into_response())
+}
+
+/// `GET /v1/subscriptions`.
+pub async fn list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_bearer(&headers, &state.admin_token)?;
+    let all = state.store.list().await?;
+    let views: Vec<_> = all.iter().map(view).collect();
+    Ok(Json(serde_json::json!({ "subscriptions": views })))
+}
+
+/// `GET /v1/subscriptions/{id}`.
+pub async fn get(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_bearer(&headers, &state.admin_token)?;
+    let subscription = state.store.get(&id).await?;
+    let mut shown = view(&subscription);
+    // Backlog depth straight from the broker, when it is reachable.
+    if let Ok(publisher) = publisher(&state) {
+        if let Ok(depth) = state
+            .topology
+            .declare_subscription(publisher.channel(), &id)
+            .await
+        {
+            shown["backlog"] = depth.into();
+        }
+    }
+    Ok(Json(shown))
+}
+
+/// `PATCH /v1/subscriptions/{id}`.
+pub async fn update(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_bearer(&headers, &state.admin_token)?;
+    let patch: SubscriptionPatch = parse_json(&body).map_err(ApiError::invalid)?;
+    let subscription = state.store.update(&id, patch).await?;
+    state.catalog.upsert(subscription.clone());
+    tracing::info!(subscription = %id, "subscription updated");
+    Ok(Json(view(&subscription)))
+}
+
+/// `DELETE /v1/subscriptions/{id}`: removes the subscription, its queue and backlog.
+pub async fn delete(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    require_bearer(&headers, &state.admin_token)?;
+    let publisher = publisher(&state)?;
+    // The subscription goes first so no new copy is routed to the queue.
+    let outcome = state.store.delete(&id).await;
+    state.catalog.remove(&id);
+    // Removing the queue is idempotent, so a repeated DELETE (after a 404 or
+    // a broker hiccup) still cleans up a queue left behind.
+    let discarded = state
+        .topology
+        .delete_subscription(publisher.channel(), &id)
+        .await;
+    outcome?;
+    let body = match discarded {
+        Ok(discarded) => {
+            tracing::info!(subscription = %id, discarded, "subscription deleted");
+            serde_json::json!({ "id": id, "deleted": true, "queue_deleted": true, "discarded_events": discarded })
+        }
+        Err(error) => {
+            tracing::warn!(%error, subscription = %id, "subscription deleted; removing its queue failed (repeat the DELETE)");
+            serde_json::json!({ "id": id, "deleted": true, "queue_deleted": false })
+        }
+    };
+    Ok((StatusCode::OK, Json(body)).into_response())
+}

@@ -1,0 +1,85 @@
+//! The ingest service's broker connection: a supervisor that connects,
+//! declares the topology, shares a confirmed publisher with the HTTP API, runs
+//! the AMQP intake, and starts over with backoff whenever the connection fails.
+
+use crate::amqp_intake::AmqpIntake;
+use postline_shared::broker::{self, ConfirmedPublisher};
+use postline_shared::ops::Readiness;
+use postline_shared::subscription::catalog::Catalog;
+use postline_shared::topology::Topology;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The current publisher, or `None` while disconnected.
+pub type PublisherHandle = watch::Receiver<Option<ConfirmedPublisher>>;
+
+/// Runs the broker side of ingest until `stop_intake` and then `close` are cancelled.
+///
+/// `stop_intake` ends AMQP consumption (the first step of shutdown);
+/// `close` drops the connection once the HTTP API has drained.
+#[allow(clippy::too_many_arguments)]
+pub async fn supervise(
+    amqp_url: String,
+    topology: Topology,
+    catalog: Arc<Catalog>,
+    intake: AmqpIntake,
+    publisher_tx: watch::Sender<Option<ConfirmedPublisher>>,
+    readiness: Arc<Readiness>,
+    stop_intake: CancellationToken,
+    close: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let Some(connection) = broker::connect_with_retry(&amqp_url, "ingest", &close).await else {
+            return;
+        };
+        match prepare(&connection, &topology, &catalog).await {
+            Ok(publisher) => {
+                tracing::info!("connected to the broker; topology declared");
+                backoff = Duration::from_millis(200);
+                publisher_tx.send_replace(Some(publisher.clone()));
+                readiness.set_broker(true);
+                let intake_result = intake.run(&connection, &publisher, &stop_intake).await;
+                if let Err(error) = intake_result {
+                    tracing::warn!(%error, "AMQP intake stopped");
+                }
+                if stop_intake.is_cancelled() {
+                    // Keep publishing for HTTP requests still draining.
+                    close.cancelled().await;
+                    readiness.set_broker(false);
+                    publisher_tx.send_replace(None);
+                    let _ = connection.close(200, "shutdown".into()).await;
+                    return;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "preparing the broker connection failed"),
+        }
+        readiness.set_broker(false);
+        publisher_tx.send_replace(None);
+        let _ = connection.close(320, "reconnecting".into()).await;
+        tokio::select! {
+            _ = close.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn prepare(
+    connection: &lapin::Connection,
+    topology: &Topology,
+    catalog: &Catalog,
+) -> Result<ConfirmedPublisher, lapin::Error> {
+    let publisher = ConfirmedPublisher::open(connection).await?;
+    topology.declare_core(publisher.channel()).await?;
+    // Re-declaring every known subscription queue heals one lost in a crash
+    // between storing a subscription and declaring its queue.
+    for subscription in catalog.all() {
+        topology
+            .declare_subscription(publisher.channel(), subscription.id())
+            .await?;
+    }
+    Ok(publisher)
+}

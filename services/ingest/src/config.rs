@@ -1,0 +1,70 @@
+//! Ingest settings from the environment.
+
+use postline_shared::config::{env_or, ConfigError};
+use postline_shared::secret::Secret;
+use postline_shared::CommonConfig;
+use std::net::SocketAddr;
+
+/// Development token used when `POSTLINE_ADMIN_TOKEN` is unset.
+pub const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
+/// Development token used when `POSTLINE_PRODUCER_TOKEN` is unset.
+pub const DEV_PRODUCER_TOKEN: &str = "dev-producer-token";
+
+/// Everything the ingest service needs to run.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Namespace, broker and Redis.
+    pub common: CommonConfig,
+    /// HTTP listen address (`POSTLINE_INGEST_LISTEN`).
+    pub listen: SocketAddr,
+    /// Bearer token for the management API (`POSTLINE_ADMIN_TOKEN`).
+    pub admin_token: Secret,
+    /// Bearer token for producers posting events (`POSTLINE_PRODUCER_TOKEN`).
+    pub producer_token: Secret,
+    /// Largest accepted event, in bytes (`POSTLINE_MAX_EVENT_BYTES`).
+    pub max_event_bytes: usize,
+    /// Largest batch request body (`POSTLINE_MAX_BATCH_BYTES`).
+    pub max_batch_bytes: usize,
+    /// Most events in one batch (`POSTLINE_MAX_BATCH_EVENTS`).
+    pub max_batch_events: usize,
+    /// How long an accepted event id is remembered for idempotent intake (`POSTLINE_DEDUP_TTL_SECS`).
+    pub dedup_ttl_secs: u64,
+    /// Intake messages in flight from the broker (`POSTLINE_INTAKE_PREFETCH`).
+    pub intake_prefetch: u16,
+}
+
+impl IngestConfig {
+    /// Reads the configuration from the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let defaults = Self::local(CommonConfig::from_env()?);
+        Ok(Self {
+            listen: env_or("POSTLINE_INGEST_LISTEN", defaults.listen)?,
+            admin_token: Secret::new(env_or("POSTLINE_ADMIN_TOKEN", DEV_ADMIN_TOKEN.to_string())?),
+            producer_token: Secret::new(env_or(
+                "POSTLINE_PRODUCER_TOKEN",
+                DEV_PRODUCER_TOKEN.to_string(),
+            )?),
+            max_event_bytes: env_or("POSTLINE_MAX_EVENT_BYTES", defaults.max_event_bytes)?,
+            max_batch_bytes: env_or("POSTLINE_MAX_BATCH_BYTES", defaults.max_batch_bytes)?,
+            max_batch_events: env_or("POSTLINE_MAX_BATCH_EVENTS", defaults.max_batch_events)?,
+            dedup_ttl_secs: env_or("POSTLINE_DEDUP_TTL_SECS", defaults.dedup_ttl_secs)?,
+            intake_prefetch: env_or("POSTLINE_INTAKE_PREFETCH", defaults.intake_prefetch)?,
+            ..defaults
+        })
+    }
+
+    /// Defaults around `common`, listening on 127.0.0.1:8080.
+    pub fn local(common: CommonConfig) -> Self {
+        Self {
+            common,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_token: Secret::new(DEV_ADMIN_TOKEN),
+            producer_token: Secret::new(DEV_PRODUCER_TOKEN),
+            max_event_bytes: 256 * 1024,
+            max_batch_bytes: 16 * 1024 * 1024,
+            max_batch_events: 1000,
+            dedup_ttl_secs: 7 * 24 * 3600,
+            intake_prefetch: 64,
+        }
+    }
+}

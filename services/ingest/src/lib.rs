@@ -1,0 +1,124 @@
+//! The Postline ingest service: the front door. It takes events from the AMQP
+//! intake queue and from `POST /v1/events`, publishes one confirmed copy per
+//! matching subscription, and serves the subscription management API.
+
+pub mod amqp_intake;
+pub mod api;
+pub mod broker_link;
+pub mod config;
+pub mod fanout;
+pub mod metrics;
+
+pub use config::IngestConfig;
+
+use anyhow::Context;
+use postline_shared::ops::{self, Readiness};
+use postline_shared::subscription::catalog::{self, Catalog};
+use postline_shared::subscription::SubscriptionStore;
+use std::net::SocketAddr;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A started ingest service.
+pub struct RunningIngest {
+    /// Where the HTTP API listens (useful with port 0).
+    pub addr: SocketAddr,
+    /// Completes when the service has shut down.
+    pub done: JoinHandle<()>,
+}
+
+/// Starts ingest; it runs until `shutdown` is cancelled, then stops intake,
+/// drains HTTP requests in flight and closes the broker connection.
+pub async fn start(config: IngestConfig, shutdown: CancellationToken) -> anyhow::Result<RunningIngest> {
+    let registry = prometheus::Registry::new();
+    let metrics = metrics::IngestMetrics::register(&registry).context("registering metrics")?;
+    let readiness = Readiness::new();
+    let common = &config.common;
+    let topology = common.topology();
+    let keys = common.keys();
+    let (redis_client, redis) = postline_shared::config::connect_redis(&common.redis_url)
+        .await
+        .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
+    readiness.set_redis(true);
+    let store = SubscriptionStore::new(redis.clone(), redis_client, keys.clone());
+    let catalog = Catalog::new();
+
+    let background = CancellationToken::new();
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
+    let sync = tokio::spawn(catalog::sync(
+        store.clone(),
+        catalog.clone(),
+        background.clone(),
+        |_| {},
+        Some(loaded_tx),
+    ));
+    // Matching against an empty catalog would silently drop events: wait for the first load.
+    loaded_rx.await.context("loading subscriptions")?;
+    let redis_watch = tokio::spawn(ops::watch_redis(redis.clone(), readiness.clone(), background.clone()));
+
+    let fanout = fanout::Fanout::new(
+        catalog.clone(),
+        topology.clone(),
+        keys,
+        redis,
+        config.dedup_ttl_secs,
+        metrics.clone(),
+    );
+    let (publisher_tx, publisher_rx) = tokio::sync::watch::channel(None);
+    let intake = amqp_intake::AmqpIntake::new(
+        fanout.clone(),
+        topology.clone(),
+        metrics.clone(),
+        config.max_event_bytes,
+        config.intake_prefetch,
+    );
+    let close_broker = CancellationToken::new();
+    let broker = tokio::spawn(broker_link::supervise(
+        common.amqp_url.clone(),
+        topology.clone(),
+        catalog.clone(),
+        intake,
+        publisher_tx,
+        readiness.clone(),
+        shutdown.clone(),
+        close_broker.clone(),
+    ));
+
+    let state = api::ApiState {
+        fanout,
+        publisher: publisher_rx,
+        store,
+        catalog,
+        topology,
+        metrics,
+        admin_token: config.admin_token.clone(),
+        producer_token: config.producer_token.clone(),
+        max_event_bytes: config.max_event_bytes,
+        max_batch_bytes: config.max_batch_bytes,
+        max_batch_events: config.max_batch_events,
+    };
+    let app = api::router(state).merge(ops::router(readiness, registry));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(%addr, namespace = %common.namespace, "ingest listening");
+
+    let done = tokio::spawn(async move {
+        let stop = shutdown.clone();
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+        {
+            tracing::error!(%error, "HTTP server failed");
+        }
+        // HTTP has drained: no request can still need the publisher.
+        close_broker.cancel();
+        let _ = broker.await;
+        background.cancel();
+        let _ = sync.await;
+        let _ = redis_watch.await;
+        tracing::info!("ingest stopped");
+    });
+    Ok(RunningIngest { addr, done })
+}
