@@ -5,9 +5,9 @@
 //! reconnect loop; this module gives them the pieces (connect, confirmed channel).
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{Confirmation, PublisherConfirm};
 use std::time::Duration;
 
 /// Why a publish did not take effect.

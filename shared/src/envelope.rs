@@ -125,10 +125,16 @@ impl Envelope {
 
 fn validate_id(id: &str) -> Result<(), Problem> {
     if id.is_empty() || id.len() > MAX_ID_LEN {
-        return Err(Problem::field("id", format!("must be 1 to {MAX_ID_LEN} bytes")));
+        return Err(Problem::field(
+            "id",
+            format!("must be 1 to {MAX_ID_LEN} bytes"),
+        ));
     }
     if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Problem::field("id", "must not contain spaces or control characters"));
+        return Err(Problem::field(
+            "id",
+            "must not contain spaces or control characters",
+        ));
     }
     Ok(())
 }
@@ -136,7 +142,10 @@ fn validate_id(id: &str) -> Result<(), Problem> {
 /// Checks an event type: 1–255 bytes of letters, digits and `. _ - : /`.
 pub fn validate_type(event_type: &str) -> Result<(), Problem> {
     if event_type.is_empty() || event_type.len() > MAX_TYPE_LEN {
-        return Err(Problem::field("type", format!("must be 1 to {MAX_TYPE_LEN} bytes")));
+        return Err(Problem::field(
+            "type",
+            format!("must be 1 to {MAX_TYPE_LEN} bytes"),
+        ));
     }
     if !event_type
         .chars()
@@ -165,7 +174,12 @@ mod tests {
         let raw = br#"{"type":"order.created","payload":{ "b":1,  "a":[1.50, "x"] }}"#;
         let envelope = Envelope::from_input_bytes(raw, now()).unwrap();
         assert_eq!(envelope.timestamp, "2026-01-02T03:04:05.678Z");
-        assert_eq!(uuid::Uuid::parse_str(&envelope.id).unwrap().get_version_num(), 7);
+        assert_eq!(
+            uuid::Uuid::parse_str(&envelope.id)
+                .unwrap()
+                .get_version_num(),
+            7
+        );
         assert_eq!(envelope.payload.get(), r#"{ "b":1,  "a":[1.50, "x"] }"#);
         let back = Envelope::from_wire(&envelope.to_wire()).unwrap();
         assert_eq!(back.payload.get(), envelope.payload.get());
@@ -176,7 +190,10 @@ mod tests {
         let cases: [(&[u8], &str); 5] = [
             (br#"{"payload":{}}"#, "type"),
             (br#"{"type":"a b","payload":{}}"#, "type"),
-            (br#"{"type":"a","timestamp":"yesterday","payload":{}}"#, "timestamp"),
+            (
+                br#"{"type":"a","timestamp":"yesterday","payload":{}}"#,
+                "timestamp",
+            ),
             (br#"{"type":"a"}"#, "payload"),
             (br#"{"type":"a","payload":{},"extra":1}"#, "extra"),
         ];
@@ -192,7 +209,8 @@ mod tests {
 
     #[test]
     fn normalises_timestamps_to_utc() {
-        let raw = br#"{"id":"e1","type":"a","timestamp":"2026-05-01T12:00:00+02:00","payload":null}"#;
+        let raw =
+            br#"{"id":"e1","type":"a","timestamp":"2026-05-01T12:00:00+02:00","payload":null}"#;
         let envelope = Envelope::from_input_bytes(raw, now()).unwrap();
         assert_eq!(envelope.timestamp, "2026-05-01T10:00:00.000Z");
         assert_eq!(envelope.id, "e1");

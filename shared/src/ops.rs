@@ -47,7 +47,10 @@ struct OpsState {
 /// Routes for `/healthz`, `/readyz` and `/metrics`, to merge into a service's router.
 pub fn router(readiness: Arc<Readiness>, registry: prometheus::Registry) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(OpsState {

@@ -125,13 +125,13 @@ mod tests {
     fn names_unknown_missing_and_mistyped_fields() {
         let unknown = parse_json::<Outer>(br#"{"name":"a","filters":[],"colour":1}"#).unwrap_err();
         assert_eq!(unknown.field.as_deref(), Some("colour"));
-        let nested = parse_json::<Outer>(br#"{"name":"a","filters":[{"pointer":"/x","y":1}]}"#)
-            .unwrap_err();
+        let nested =
+            parse_json::<Outer>(br#"{"name":"a","filters":[{"pointer":"/x","y":1}]}"#).unwrap_err();
         assert_eq!(nested.field.as_deref(), Some("filters[0].y"));
         let missing = parse_json::<Outer>(br#"{"filters":[]}"#).unwrap_err();
         assert_eq!(missing.field.as_deref(), Some("name"));
-        let mistyped = parse_json::<Outer>(br#"{"name":"a","filters":[{"pointer":3}]}"#)
-            .unwrap_err();
+        let mistyped =
+            parse_json::<Outer>(br#"{"name":"a","filters":[{"pointer":3}]}"#).unwrap_err();
         assert_eq!(mistyped.field.as_deref(), Some("filters[0].pointer"));
         let broken = parse_json::<Outer>(b"{not json").unwrap_err();
         assert_eq!(broken.code, "not_json");

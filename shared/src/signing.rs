@@ -81,10 +81,12 @@ pub fn body_signature(secret: &Secret, body: &[u8], encoding: SignatureEncoding)
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]
@@ -96,8 +98,12 @@ mod tests {
         // The example from the Standard Webhooks specification's test suite.
         let secret = Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
         let body = br#"{"test": 2432232314}"#;
-        let signature =
-            standard_webhooks_signature(&[secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
+        let signature = standard_webhooks_signature(
+            &[secret],
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            body,
+        );
         assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 
@@ -111,7 +117,11 @@ mod tests {
     #[test]
     fn body_signature_encodings() {
         let secret = Secret::new("key");
-        let hex = body_signature(&secret, b"The quick brown fox jumps over the lazy dog", SignatureEncoding::Hex);
+        let hex = body_signature(
+            &secret,
+            b"The quick brown fox jumps over the lazy dog",
+            SignatureEncoding::Hex,
+        );
         // RFC 4231-style known value for HMAC-SHA256("key", pangram).
         assert_eq!(
             hex.as_deref(),

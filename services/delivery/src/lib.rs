@@ -1,11 +1,21 @@
 //! The Postline delivery service: one ordered consumer per subscription queue,
 //! POSTing each event to its receiver and acking only after a final outcome.
 
+pub mod attempt;
 pub mod config;
+pub mod consumer;
+pub mod metrics;
+pub mod state;
+pub mod supervisor;
 
 pub use config::DeliveryConfig;
 
+use anyhow::Context;
+use postline_shared::ops::{self, Readiness};
+use postline_shared::subscription::catalog::{self, Catalog};
+use postline_shared::subscription::SubscriptionStore;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +29,81 @@ pub struct RunningDelivery {
 
 /// Starts delivery; it runs until `shutdown` is cancelled, then finishes the
 /// POSTs in flight, acks them, hands back everything else, and exits.
-pub async fn start(config: DeliveryConfig, shutdown: CancellationToken) -> anyhow::Result<RunningDelivery> {
-    let _ = (config, shutdown);
-    anyhow::bail!("delivery is being written")
+pub async fn start(
+    config: DeliveryConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningDelivery> {
+    let registry = prometheus::Registry::new();
+    let metrics = metrics::DeliveryMetrics::register(&registry).context("registering metrics")?;
+    let readiness = Readiness::new();
+    let common = &config.common;
+    let keys = common.keys();
+    let (redis_client, redis) = postline_shared::config::connect_redis(&common.redis_url)
+        .await
+        .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
+    readiness.set_redis(true);
+    let store = SubscriptionStore::new(redis.clone(), redis_client, keys.clone());
+    let catalog = Catalog::new();
+
+    let background = CancellationToken::new();
+    let (changed_tx, changed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
+    let sync = tokio::spawn(catalog::sync(
+        store,
+        catalog.clone(),
+        background.clone(),
+        move |id: &str| {
+            let _ = changed_tx.send(id.to_string());
+        },
+        Some(loaded_tx),
+    ));
+    loaded_rx.await.context("loading subscriptions")?;
+    let redis_watch = tokio::spawn(ops::watch_redis(
+        redis.clone(),
+        readiness.clone(),
+        background.clone(),
+    ));
+
+    let context = Arc::new(consumer::ConsumerContext {
+        topology: common.topology(),
+        state: state::DeliveryState::new(redis, keys, config.delivered_ttl_secs),
+        client: postline_shared::webhook::http_client().context("building the HTTP client")?,
+        metrics,
+        prefetch: config.prefetch,
+        inplace_retries: config.inplace_retries,
+        retry_pause: config.retry_pause,
+    });
+    let supervisor = supervisor::Supervisor {
+        amqp_url: common.amqp_url.clone(),
+        context,
+        catalog,
+        readiness: readiness.clone(),
+    };
+    let supervising = tokio::spawn(supervisor.run(changed_rx, shutdown.clone()));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(%addr, namespace = %common.namespace, "delivery ops endpoints listening");
+    let app = ops::router(readiness, registry);
+    let done = tokio::spawn(async move {
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        });
+        // The supervisor returns once every consumer has finished its POST in
+        // flight, acked it, and handed the rest back.
+        let _ = supervising.await;
+        background.cancel();
+        let _ = sync.await;
+        let _ = redis_watch.await;
+        if let Ok(Err(error)) = server.await {
+            tracing::error!(%error, "ops server failed");
+        }
+        tracing::info!("delivery stopped");
+    });
+    Ok(RunningDelivery { addr, done })
 }

@@ -160,7 +160,10 @@ impl AmqpIntake {
         let headers = string_headers([
             (REJECT_CODE_HEADER, problem.code),
             (REJECT_REASON_HEADER, reason.as_str()),
-            ("postline-original-routing-key", delivery.routing_key.as_str()),
+            (
+                "postline-original-routing-key",
+                delivery.routing_key.as_str(),
+            ),
         ]);
         publisher
             .publish_confirmed(

@@ -95,7 +95,10 @@ impl Fanout {
         let mut redis = self.redis.clone();
         let seen_key = self.keys.intake_dedup(&envelope.id);
         if redis.exists::<_, bool>(&seen_key).await? {
-            self.metrics.duplicates.with_label_values(&[source.label()]).inc();
+            self.metrics
+                .duplicates
+                .with_label_values(&[source.label()])
+                .inc();
             return Ok(Accepted::Duplicate);
         }
         let tree = envelope.to_value();
@@ -151,10 +154,11 @@ impl Fanout {
         // Remember the id only now that every copy is safe: a crash before
         // this line means the event is accepted again and republished (the
         // per-subscription delivered markers then stop a second POST).
-        let _: () = redis
-            .set_ex(&seen_key, 1u8, self.dedup_ttl_secs)
-            .await?;
-        self.metrics.ingested.with_label_values(&[source.label()]).inc();
+        let _: () = redis.set_ex(&seen_key, 1u8, self.dedup_ttl_secs).await?;
+        self.metrics
+            .ingested
+            .with_label_values(&[source.label()])
+            .inc();
         self.metrics.copies_published.inc_by(targets.len() as u64);
         if targets.is_empty() {
             self.metrics.unmatched.inc();

@@ -29,7 +29,10 @@ pub struct RunningIngest {
 
 /// Starts ingest; it runs until `shutdown` is cancelled, then stops intake,
 /// drains HTTP requests in flight and closes the broker connection.
-pub async fn start(config: IngestConfig, shutdown: CancellationToken) -> anyhow::Result<RunningIngest> {
+pub async fn start(
+    config: IngestConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningIngest> {
     let registry = prometheus::Registry::new();
     let metrics = metrics::IngestMetrics::register(&registry).context("registering metrics")?;
     let readiness = Readiness::new();
@@ -54,7 +57,11 @@ pub async fn start(config: IngestConfig, shutdown: CancellationToken) -> anyhow:
     ));
     // Matching against an empty catalog would silently drop events: wait for the first load.
     loaded_rx.await.context("loading subscriptions")?;
-    let redis_watch = tokio::spawn(ops::watch_redis(redis.clone(), readiness.clone(), background.clone()));
+    let redis_watch = tokio::spawn(ops::watch_redis(
+        redis.clone(),
+        readiness.clone(),
+        background.clone(),
+    ));
 
     let fanout = fanout::Fanout::new(
         catalog.clone(),

@@ -1,1 +1,13 @@
-fn main() {}
+//! `postline-token`: runs the token service until SIGTERM or Ctrl-C.
+
+use anyhow::Context;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    postline_shared::telemetry::init();
+    let config = postline_token::TokenConfig::from_env().context("reading configuration")?;
+    let shutdown = postline_shared::shutdown::on_signal();
+    let running = postline_token::start(config, shutdown).await?;
+    running.done.await.context("token task failed")?;
+    Ok(())
+}

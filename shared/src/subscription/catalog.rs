@@ -35,7 +35,9 @@ impl Catalog {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Subscription>>> {
-        self.subscriptions.write().unwrap_or_else(|e| e.into_inner())
+        self.subscriptions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Inserts or replaces one subscription.
@@ -82,7 +84,11 @@ impl Catalog {
     }
 
     /// The subscriptions that want `envelope`, sorted by id.
-    pub fn matching(&self, envelope: &Envelope, tree: &serde_json::Value) -> Vec<Arc<Subscription>> {
+    pub fn matching(
+        &self,
+        envelope: &Envelope,
+        tree: &serde_json::Value,
+    ) -> Vec<Arc<Subscription>> {
         let mut wanted: Vec<_> = self
             .read()
             .values()

@@ -225,7 +225,10 @@ impl SubscriptionSpec {
         validate_id(&self.id)?;
         validate_endpoint(&self.endpoint)?;
         if self.event_types.is_empty() {
-            return Err(Problem::field("event_types", "must list at least one event type"));
+            return Err(Problem::field(
+                "event_types",
+                "must list at least one event type",
+            ));
         }
         for (i, pattern) in self.event_types.iter().enumerate() {
             EventTypePattern::parse(pattern)
@@ -274,7 +277,18 @@ impl SubscriptionSpec {
         macro_rules! take {
             ($($field:ident),*) => { $( if let Some(v) = patch.$field { spec.$field = v; } )* };
         }
-        take!(endpoint, event_types, filters, body, headers, secrets, success, timeout_ms, order, status);
+        take!(
+            endpoint,
+            event_types,
+            filters,
+            body,
+            headers,
+            secrets,
+            success,
+            timeout_ms,
+            order,
+            status
+        );
         if let Some(header) = patch.signature_header {
             spec.signature_header = Some(header);
         }
@@ -377,7 +391,10 @@ fn validate_extra_header(name: &str, value: &str) -> Result<(), Problem> {
     let field = format!("headers.{name}");
     validate_header_name(name).map_err(|m| Problem::field(&field, m))?;
     if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(Problem::field(&field, "is set by Postline and cannot be overridden"));
+        return Err(Problem::field(
+            &field,
+            "is set by Postline and cannot be overridden",
+        ));
     }
     reqwest::header::HeaderValue::from_str(value)
         .map(|_| ())
@@ -397,8 +414,10 @@ mod tests {
 
     #[test]
     fn accepts_a_full_spec_with_defaults() {
-        let s = spec(r#"{"id":"acme_us","endpoint":"https://a.example/hook","event_types":["order.*"]}"#)
-            .unwrap();
+        let s = spec(
+            r#"{"id":"acme_us","endpoint":"https://a.example/hook","event_types":["order.*"]}"#,
+        )
+        .unwrap();
         assert_eq!(s.timeout_ms, DEFAULT_TIMEOUT_MS);
         assert_eq!(s.order, OrderMode::Strict);
         assert_eq!(s.success, SuccessRule::AnyTwoHundred);
@@ -409,15 +428,39 @@ mod tests {
         let base = r#""endpoint":"https://a.example/","event_types":["a"]"#;
         let cases = [
             (format!(r#"{{"id":"Bad Id",{base}}}"#), "id"),
-            (r#"{"id":"a","endpoint":"ftp://x/","event_types":["a"]}"#.to_string(), "endpoint"),
-            (r#"{"id":"a","endpoint":"not a url","event_types":["a"]}"#.to_string(), "endpoint"),
-            (r#"{"id":"a","endpoint":"https://x/","event_types":[]}"#.to_string(), "event_types"),
-            (r#"{"id":"a","endpoint":"https://x/","event_types":["a b"]}"#.to_string(), "event_types[0]"),
+            (
+                r#"{"id":"a","endpoint":"ftp://x/","event_types":["a"]}"#.to_string(),
+                "endpoint",
+            ),
+            (
+                r#"{"id":"a","endpoint":"not a url","event_types":["a"]}"#.to_string(),
+                "endpoint",
+            ),
+            (
+                r#"{"id":"a","endpoint":"https://x/","event_types":[]}"#.to_string(),
+                "event_types",
+            ),
+            (
+                r#"{"id":"a","endpoint":"https://x/","event_types":["a b"]}"#.to_string(),
+                "event_types[0]",
+            ),
             (format!(r#"{{"id":"a",{base},"colour":"red"}}"#), "colour"),
-            (format!(r#"{{"id":"a",{base},"headers":{{"Content-Type":"x"}}}}"#), "headers.Content-Type"),
-            (format!(r#"{{"id":"a",{base},"timeout_ms":0}}"#), "timeout_ms"),
-            (format!(r#"{{"id":"a",{base},"filters":[{{"pointer":"x","in":[1]}}]}}"#), "filters[0].pointer"),
-            (format!(r#"{{"id":"a",{base},"signature_header":{{"name":"X-Sig"}}}}"#), "signature_header"),
+            (
+                format!(r#"{{"id":"a",{base},"headers":{{"Content-Type":"x"}}}}"#),
+                "headers.Content-Type",
+            ),
+            (
+                format!(r#"{{"id":"a",{base},"timeout_ms":0}}"#),
+                "timeout_ms",
+            ),
+            (
+                format!(r#"{{"id":"a",{base},"filters":[{{"pointer":"x","in":[1]}}]}}"#),
+                "filters[0].pointer",
+            ),
+            (
+                format!(r#"{{"id":"a",{base},"signature_header":{{"name":"X-Sig"}}}}"#),
+                "signature_header",
+            ),
         ];
         for (json, field) in cases {
             let problem = spec(&json).unwrap_err();
@@ -430,7 +473,11 @@ mod tests {
         let s = spec(r#"{"id":"a","endpoint":"https://x/","event_types":["a"],"secrets":["shh-top-secret"]}"#)
             .unwrap();
         let now = Utc::now();
-        let stored = Subscription { spec: s, created_at: now, updated_at: now };
+        let stored = Subscription {
+            spec: s,
+            created_at: now,
+            updated_at: now,
+        };
         let shown = serde_json::to_string(&stored.view()).unwrap();
         assert!(!shown.contains("shh-top-secret"), "{shown}");
         assert!(shown.contains(r#""secrets_count":1"#), "{shown}");

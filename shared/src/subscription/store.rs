@@ -53,7 +53,9 @@ pub struct SubscriptionStore {
 
 impl std::fmt::Debug for SubscriptionStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SubscriptionStore").field("keys", &self.keys).finish()
+        f.debug_struct("SubscriptionStore")
+            .field("keys", &self.keys)
+            .finish()
     }
 }
 

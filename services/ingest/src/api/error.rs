@@ -52,7 +52,9 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::NotFound(id) => Self::not_found(format!("subscription {id} does not exist")),
+            StoreError::NotFound(id) => {
+                Self::not_found(format!("subscription {id} does not exist"))
+            }
             StoreError::AlreadyExists(id) => Self {
                 status: StatusCode::CONFLICT,
                 problem: Problem::field("id", format!("subscription {id} already exists")),
@@ -68,6 +70,10 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(serde_json::json!({ "error": self.problem }))).into_response()
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.problem })),
+        )
+            .into_response()
     }
 }

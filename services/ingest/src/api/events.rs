@@ -21,8 +21,8 @@ pub async fn post_one(
 ) -> Result<Response, ApiError> {
     require_bearer(&headers, &state.producer_token)?;
     let bytes = read_limited(&state, body, state.max_event_bytes).await?;
-    let envelope = Envelope::from_input_bytes(&bytes, chrono::Utc::now())
-        .map_err(|p| reject(&state, p))?;
+    let envelope =
+        Envelope::from_input_bytes(&bytes, chrono::Utc::now()).map_err(|p| reject(&state, p))?;
     publish_all(&state, vec![envelope]).await
 }
 
@@ -71,7 +71,11 @@ async fn publish_all(state: &ApiState, envelopes: Vec<Envelope>) -> Result<Respo
     let mut ids = Vec::with_capacity(envelopes.len());
     let mut duplicates = Vec::new();
     for envelope in envelopes {
-        match state.fanout.accept(&publisher, &envelope, Source::Http).await {
+        match state
+            .fanout
+            .accept(&publisher, &envelope, Source::Http)
+            .await
+        {
             Ok(Accepted::Published(copies)) => {
                 tracing::debug!(event_id = %envelope.id, copies, "event accepted over HTTP");
             }
@@ -100,11 +104,17 @@ async fn read_limited(state: &ApiState, body: Body, limit: usize) -> Result<Byte
 }
 
 fn too_large(size: usize, limit: usize) -> Problem {
-    Problem::whole("too_large", format!("event is {size} bytes; the limit is {limit}"))
+    Problem::whole(
+        "too_large",
+        format!("event is {size} bytes; the limit is {limit}"),
+    )
 }
 
 fn too_large_unknown(limit: usize) -> Problem {
-    Problem::whole("too_large", format!("request body exceeds the limit of {limit} bytes"))
+    Problem::whole(
+        "too_large",
+        format!("request body exceeds the limit of {limit} bytes"),
+    )
 }
 
 fn reject(state: &ApiState, problem: Problem) -> ApiError {

@@ -1,0 +1,80 @@
+//! One delivery attempt: send a built request and decide, by the
+//! subscription's success rule, whether the receiver took the event.
+//! (Building is `postline_shared::webhook`; retrying is the consumer's call.)
+
+use postline_shared::subscription::SuccessRule;
+use postline_shared::webhook::WebhookRequest;
+use std::time::{Duration, Instant};
+
+/// Most bytes of a failing receiver's answer kept for the error message.
+const ERROR_SNIPPET_BYTES: usize = 200;
+
+/// Why an attempt did not deliver.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AttemptError {
+    /// The receiver answered, but not with a success.
+    #[error("receiver answered {status}: {snippet}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// Start of the response body.
+        snippet: String,
+    },
+    /// No answer within the subscription's timeout.
+    #[error("receiver did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection could not be made or broke.
+    #[error("connection failed: {0}")]
+    Connection(String),
+}
+
+/// The result of one POST.
+#[derive(Debug)]
+pub struct Attempt {
+    /// The status on success, or why it failed.
+    pub result: Result<u16, AttemptError>,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// Sends `request` once and classifies the answer.
+pub async fn send(
+    client: &reqwest::Client,
+    request: &WebhookRequest,
+    rule: SuccessRule,
+) -> Attempt {
+    let started = Instant::now();
+    let result = match request.to_reqwest(client).send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            // Reading the body lets the connection be reused.
+            let body = response.bytes().await.unwrap_or_default();
+            if rule.accepts(status) {
+                Ok(status)
+            } else {
+                let end = body.len().min(ERROR_SNIPPET_BYTES);
+                Err(AttemptError::Status {
+                    status,
+                    snippet: String::from_utf8_lossy(&body[..end]).into_owned(),
+                })
+            }
+        }
+        Err(error) if error.is_timeout() => Err(AttemptError::Timeout(request.timeout)),
+        Err(error) => Err(AttemptError::Connection(error_chain(&error))),
+    };
+    Attempt {
+        result,
+        duration: started.elapsed(),
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,201 @@
+//! Keeps one consumer running per active subscription: connects to the
+//! broker, starts, updates and stops consumers as subscriptions change, and
+//! starts everything over after a lost connection (lapin does not recover).
+
+use crate::consumer::{ConsumerContext, Ended, SubscriptionConsumer};
+use lapin::Connection;
+use postline_shared::broker::{self, ConfirmedPublisher};
+use postline_shared::ops::Readiness;
+use postline_shared::subscription::catalog::Catalog;
+use postline_shared::subscription::{Subscription, SubscriptionStatus};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Longest pause before a handed-back event is tried again.
+const MAX_HAND_BACK_PAUSE: Duration = Duration::from_secs(30);
+/// How often connection health and crashed consumers are checked.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+struct RunningConsumer {
+    settings: watch::Sender<Arc<Subscription>>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// The delivery supervisor.
+pub struct Supervisor {
+    /// Broker URL.
+    pub amqp_url: String,
+    /// Shared consumer context.
+    pub context: Arc<ConsumerContext>,
+    /// Current subscriptions.
+    pub catalog: Arc<Catalog>,
+    /// Readiness flags to keep current.
+    pub readiness: Arc<Readiness>,
+}
+
+impl Supervisor {
+    /// Runs until `shutdown`; `changed` carries ids of subscriptions that changed.
+    pub async fn run(
+        self,
+        mut changed: mpsc::UnboundedReceiver<String>,
+        shutdown: CancellationToken,
+    ) {
+        let mut backoff = Duration::from_millis(200);
+        while let Some(connection) =
+            broker::connect_with_retry(&self.amqp_url, "delivery", &shutdown).await
+        {
+            let publisher = match ConfirmedPublisher::open(&connection).await {
+                Ok(publisher) => publisher,
+                Err(error) => {
+                    tracing::warn!(%error, "opening the publisher channel failed");
+                    let _ = connection.close(320, "reconnecting".into()).await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(200);
+            self.readiness.set_broker(true);
+            tracing::info!(
+                subscriptions = self.catalog.len(),
+                "connected to the broker; starting consumers"
+            );
+            let connection = Arc::new(connection);
+            let mut consumers: HashMap<String, RunningConsumer> = HashMap::new();
+            // Everything is reconciled on connect; queued change notices are stale.
+            while changed.try_recv().is_ok() {}
+            for subscription in self.catalog.all() {
+                self.reconcile(&mut consumers, subscription.id(), &connection, &publisher);
+            }
+            let mut health = tokio::time::interval(HEALTH_CHECK_EVERY);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    Some(id) = changed.recv() => self.reconcile(&mut consumers, &id, &connection, &publisher),
+                    _ = health.tick() => {
+                        if !connection.status().connected() {
+                            tracing::warn!("broker connection lost; restarting all consumers");
+                            break;
+                        }
+                        // Restart consumers that ended on their own (queue
+                        // re-created, channel error) if still wanted.
+                        let ended: Vec<String> = consumers
+                            .iter()
+                            .filter(|(_, c)| c.task.is_finished())
+                            .map(|(id, _)| id.clone())
+                            .collect();
+                        for id in ended {
+                            consumers.remove(&id);
+                            self.reconcile(&mut consumers, &id, &connection, &publisher);
+                        }
+                    }
+                }
+            }
+            stop_all(&mut consumers).await;
+            self.context.metrics.consumers.set(0);
+            self.readiness.set_broker(false);
+            let _ = connection.close(200, "delivery stopping".into()).await;
+            if shutdown.is_cancelled() {
+                break;
+            }
+        }
+        tracing::info!("delivery supervisor stopped");
+    }
+
+    fn reconcile(
+        &self,
+        consumers: &mut HashMap<String, RunningConsumer>,
+        id: &str,
+        connection: &Arc<Connection>,
+        publisher: &ConfirmedPublisher,
+    ) {
+        let wanted = self
+            .catalog
+            .get(id)
+            .filter(|s| s.spec.status == SubscriptionStatus::Active);
+        match (wanted, consumers.get(id)) {
+            (Some(subscription), Some(running)) => {
+                running.settings.send_replace(subscription);
+            }
+            (Some(subscription), None) => {
+                let running = self.spawn(subscription, connection.clone(), publisher.clone());
+                consumers.insert(id.to_string(), running);
+            }
+            (None, Some(_)) => {
+                if let Some(running) = consumers.remove(id) {
+                    tracing::info!(subscription = %id, "subscription no longer active; stopping its consumer");
+                    // Stopping lets the POST in flight finish; the task is not awaited here.
+                    running.stop.cancel();
+                }
+            }
+            (None, None) => {}
+        }
+        self.context.metrics.consumers.set(consumers.len() as i64);
+    }
+
+    fn spawn(
+        &self,
+        subscription: Arc<Subscription>,
+        connection: Arc<Connection>,
+        publisher: ConfirmedPublisher,
+    ) -> RunningConsumer {
+        let (settings, settings_rx) = watch::channel(subscription.clone());
+        let stop = CancellationToken::new();
+        let consumer = SubscriptionConsumer {
+            context: self.context.clone(),
+            subscription: settings_rx,
+            publisher,
+        };
+        let task_stop = stop.clone();
+        let base_pause = self.context.retry_pause.max(Duration::from_millis(10));
+        let task = tokio::spawn(async move {
+            let id = subscription.id().to_string();
+            let mut pause = base_pause;
+            loop {
+                match consumer.run(&connection, &task_stop).await {
+                    Ok(Ended::HandedBack { progressed }) => {
+                        if progressed {
+                            pause = base_pause;
+                        }
+                        // Nothing is held while waiting: the event sits at the head of its queue.
+                        tokio::select! {
+                            _ = task_stop.cancelled() => return,
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                        pause = (pause * 2).min(MAX_HAND_BACK_PAUSE);
+                    }
+                    Ok(Ended::Stopped) => return,
+                    Ok(Ended::Cancelled) => {
+                        tracing::info!(subscription = %id, "broker cancelled the consumer (queue deleted?)");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(subscription = %id, %error, "consumer failed");
+                        return;
+                    }
+                }
+            }
+        });
+        RunningConsumer {
+            settings,
+            stop,
+            task,
+        }
+    }
+}
+
+async fn stop_all(consumers: &mut HashMap<String, RunningConsumer>) {
+    for running in consumers.values() {
+        running.stop.cancel();
+    }
+    for (id, running) in consumers.drain() {
+        if let Err(error) = running.task.await {
+            tracing::warn!(subscription = %id, %error, "consumer task panicked");
+        }
+    }
+}
