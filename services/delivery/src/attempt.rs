@@ -60,7 +60,8 @@ pub async fn send(
             }
         }
         Err(error) if error.is_timeout() => Err(AttemptError::Timeout(request.timeout)),
-        Err(error) => Err(AttemptError::Connection(error_chain(&error))),
+        // The URL is left out: it may carry credentials or an API key.
+        Err(error) => Err(AttemptError::Connection(error_chain(&error.without_url()))),
     };
     Attempt {
         result,
