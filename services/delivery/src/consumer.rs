@@ -14,7 +14,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, Bas
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
 use postline_shared::broker::{string_headers, ConfirmedPublisher, PublishError};
-use postline_shared::subscription::Subscription;
+use postline_shared::subscription::{OrderMode, Subscription};
 use postline_shared::topology::Topology;
 use postline_shared::webhook::WebhookRequest;
 use postline_shared::Envelope;
@@ -22,6 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+/// How long an unordered subscription holds a failing event before handing it back.
+const UNORDERED_HAND_BACK_PAUSE: Duration = Duration::from_secs(5);
 
 /// What every consumer of this process shares.
 pub struct ConsumerContext {
@@ -73,6 +76,7 @@ enum Handled {
 }
 
 /// One consumer session on the queue of the subscription in `subscription`.
+#[derive(Clone)]
 pub struct SubscriptionConsumer {
     /// Shared context.
     pub context: Arc<ConsumerContext>,
@@ -104,26 +108,79 @@ impl SubscriptionConsumer {
                 FieldTable::default(),
             )
             .await?;
-        let mut progressed = false;
-        let outcome = loop {
-            let delivery = tokio::select! {
-                biased;
-                _ = stop.cancelled() => break Ok(Ended::Stopped),
-                next = consumer.next() => match next {
-                    Some(Ok(delivery)) => delivery,
-                    Some(Err(error)) => break Err(error.into()),
-                    None => break Ok(Ended::Cancelled),
-                },
-            };
-            match self.handle(&id, delivery, stop).await {
-                Ok(Handled::Done) => progressed = true,
-                Ok(Handled::HandBack) => break Ok(Ended::HandedBack { progressed }),
-                Err(error) => break Err(error),
-            }
+        let unordered = self.subscription.borrow().spec.order == OrderMode::None;
+        let outcome = if unordered {
+            self.consume_unordered(&id, &mut consumer, stop).await
+        } else {
+            self.consume_in_order(&id, &mut consumer, stop).await
         };
         // Closing the channel returns every prefetched, unacked message to the
         // queue in its original position, so the next consumer resumes in order.
         let _ = channel.close(200, "consumer stopped".into()).await;
+        outcome
+    }
+
+    /// Strict order: one event at a time; a failing event stops the session.
+    async fn consume_in_order(
+        &self,
+        id: &str,
+        consumer: &mut lapin::Consumer,
+        stop: &CancellationToken,
+    ) -> Result<Ended, ConsumerError> {
+        let mut progressed = false;
+        loop {
+            let delivery = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(Ended::Stopped),
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => delivery,
+                    Some(Err(error)) => return Err(error.into()),
+                    None => return Ok(Ended::Cancelled),
+                },
+            };
+            match self.handle(id, delivery, stop).await? {
+                Handled::Done => progressed = true,
+                Handled::HandBack => return Ok(Ended::HandedBack { progressed }),
+            }
+        }
+    }
+
+    /// Order mode `none`: up to `prefetch` POSTs at once; a failing event is
+    /// handed back on its own after a pause, and the others keep flowing.
+    async fn consume_unordered(
+        &self,
+        id: &str,
+        consumer: &mut lapin::Consumer,
+        stop: &CancellationToken,
+    ) -> Result<Ended, ConsumerError> {
+        let limit = usize::from(self.context.prefetch.max(1));
+        let mut in_flight = tokio::task::JoinSet::new();
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break Ok(Ended::Stopped),
+                Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    match joined {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(error)) => break Err(error),
+                        Err(panic) => {
+                            tracing::error!(subscription = %id, %panic, "delivery task panicked");
+                        }
+                    }
+                }
+                next = consumer.next(), if in_flight.len() < limit => match next {
+                    Some(Ok(delivery)) => {
+                        let worker = self.clone();
+                        let (id, stop) = (id.to_string(), stop.clone());
+                        in_flight.spawn(async move { worker.handle(&id, delivery, &stop).await });
+                    }
+                    Some(Err(error)) => break Err(error.into()),
+                    None => break Ok(Ended::Cancelled),
+                },
+            }
+        };
+        // POSTs in flight finish and are acked (or handed back) before the channel closes.
+        while in_flight.join_next().await.is_some() {}
         outcome
     }
 
@@ -152,7 +209,7 @@ impl SubscriptionConsumer {
             Ok(false) => {}
             Err(error) => {
                 tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "redis unavailable; handing the event back");
-                return self.hand_back(id, &envelope, delivery).await;
+                return self.hand_back(id, &envelope, delivery, stop).await;
             }
         }
         for attempt_number in 1..=1 + context.inplace_retries {
@@ -207,7 +264,7 @@ impl SubscriptionConsumer {
                 }
             }
         }
-        self.hand_back(id, &envelope, delivery).await
+        self.hand_back(id, &envelope, delivery, stop).await
     }
 
     async fn hand_back(
@@ -215,10 +272,16 @@ impl SubscriptionConsumer {
         id: &str,
         envelope: &Envelope,
         delivery: Delivery,
+        stop: &CancellationToken,
     ) -> Result<Handled, ConsumerError> {
+        if self.subscription.borrow().spec.order == OrderMode::None {
+            // Without ordering the others keep flowing; holding just this
+            // message for a while keeps it from coming straight back.
+            pause_or_stop(UNORDERED_HAND_BACK_PAUSE, stop).await;
+        }
         // A requeued message returns to its original place at the head of a
-        // classic queue; the caller then closes the channel so the messages
-        // prefetched behind it go back too and nothing overtakes it.
+        // classic queue; in strict mode the caller then closes the channel so
+        // the messages prefetched behind it go back too and nothing overtakes it.
         delivery
             .acker
             .nack(BasicNackOptions {

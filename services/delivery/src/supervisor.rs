@@ -119,8 +119,18 @@ impl Supervisor {
             .get(id)
             .filter(|s| s.spec.status == SubscriptionStatus::Active);
         match (wanted, consumers.get(id)) {
-            (Some(subscription), Some(running)) => {
+            (Some(subscription), Some(running))
+                if running.settings.borrow().spec.order == subscription.spec.order =>
+            {
                 running.settings.send_replace(subscription);
+            }
+            (Some(subscription), Some(_)) => {
+                // The order mode decides how the session consumes: start a new one.
+                if let Some(previous) = consumers.remove(id) {
+                    previous.stop.cancel();
+                }
+                let running = self.spawn(subscription, connection.clone(), publisher.clone());
+                consumers.insert(id.to_string(), running);
             }
             (Some(subscription), None) => {
                 let running = self.spawn(subscription, connection.clone(), publisher.clone());
