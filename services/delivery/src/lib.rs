@@ -25,6 +25,17 @@ pub struct RunningDelivery {
     pub addr: SocketAddr,
     /// Completes when the service has shut down.
     pub done: JoinHandle<()>,
+    supervisor: tokio::task::AbortHandle,
+    stop: CancellationToken,
+}
+
+impl RunningDelivery {
+    /// Simulates a crash: every consumer is aborted mid-work without acking,
+    /// and the broker connection drops, so the broker requeues what was in flight.
+    pub fn kill(&self) {
+        self.supervisor.abort();
+        self.stop.cancel();
+    }
 }
 
 /// Starts delivery; it runs until `shutdown` is cancelled, then finishes the
@@ -33,6 +44,8 @@ pub async fn start(
     config: DeliveryConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningDelivery> {
+    // A child token, so `kill` can stop this instance without touching the caller's.
+    let shutdown = shutdown.child_token();
     let registry = prometheus::Registry::new();
     let metrics = metrics::DeliveryMetrics::register(&registry).context("registering metrics")?;
     let readiness = Readiness::new();
@@ -80,6 +93,7 @@ pub async fn start(
         readiness: readiness.clone(),
     };
     let supervising = tokio::spawn(supervisor.run(changed_rx, shutdown.clone()));
+    let supervisor_abort = supervising.abort_handle();
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -87,8 +101,9 @@ pub async fn start(
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, namespace = %common.namespace, "delivery ops endpoints listening");
     let app = ops::router(readiness, registry);
+    let stop_token = shutdown.clone();
     let done = tokio::spawn(async move {
-        let stop = shutdown.clone();
+        let stop = stop_token;
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -105,5 +120,10 @@ pub async fn start(
         }
         tracing::info!("delivery stopped");
     });
-    Ok(RunningDelivery { addr, done })
+    Ok(RunningDelivery {
+        addr,
+        done,
+        supervisor: supervisor_abort,
+        stop: shutdown,
+    })
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 /// Longest pause before a handed-back event is tried again.
@@ -23,7 +23,16 @@ const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
 struct RunningConsumer {
     settings: watch::Sender<Arc<Subscription>>,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    task: AbortHandle,
+}
+
+/// The consumers of one connection. Their tasks live in a `JoinSet`, so if
+/// the supervisor itself is dropped (a simulated crash) every consumer is
+/// aborted with it and the connection closes, returning unacked messages.
+#[derive(Default)]
+struct Consumers {
+    by_id: HashMap<String, RunningConsumer>,
+    tasks: JoinSet<()>,
 }
 
 /// The delivery supervisor.
@@ -66,7 +75,7 @@ impl Supervisor {
                 "connected to the broker; starting consumers"
             );
             let connection = Arc::new(connection);
-            let mut consumers: HashMap<String, RunningConsumer> = HashMap::new();
+            let mut consumers = Consumers::default();
             // Everything is reconciled on connect; queued change notices are stale.
             while changed.try_recv().is_ok() {}
             for subscription in self.catalog.all() {
@@ -84,13 +93,15 @@ impl Supervisor {
                         }
                         // Restart consumers that ended on their own (queue
                         // re-created, channel error) if still wanted.
+                        while consumers.tasks.try_join_next().is_some() {}
                         let ended: Vec<String> = consumers
+                            .by_id
                             .iter()
                             .filter(|(_, c)| c.task.is_finished())
                             .map(|(id, _)| id.clone())
                             .collect();
                         for id in ended {
-                            consumers.remove(&id);
+                            consumers.by_id.remove(&id);
                             self.reconcile(&mut consumers, &id, &connection, &publisher);
                         }
                     }
@@ -109,7 +120,7 @@ impl Supervisor {
 
     fn reconcile(
         &self,
-        consumers: &mut HashMap<String, RunningConsumer>,
+        consumers: &mut Consumers,
         id: &str,
         connection: &Arc<Connection>,
         publisher: &ConfirmedPublisher,
@@ -118,7 +129,7 @@ impl Supervisor {
             .catalog
             .get(id)
             .filter(|s| s.spec.status == SubscriptionStatus::Active);
-        match (wanted, consumers.get(id)) {
+        match (wanted, consumers.by_id.get(id)) {
             (Some(subscription), Some(running))
                 if running.settings.borrow().spec.order == subscription.spec.order =>
             {
@@ -126,18 +137,28 @@ impl Supervisor {
             }
             (Some(subscription), Some(_)) => {
                 // The order mode decides how the session consumes: start a new one.
-                if let Some(previous) = consumers.remove(id) {
+                if let Some(previous) = consumers.by_id.remove(id) {
                     previous.stop.cancel();
                 }
-                let running = self.spawn(subscription, connection.clone(), publisher.clone());
-                consumers.insert(id.to_string(), running);
+                let running = self.spawn(
+                    &mut consumers.tasks,
+                    subscription,
+                    connection.clone(),
+                    publisher.clone(),
+                );
+                consumers.by_id.insert(id.to_string(), running);
             }
             (Some(subscription), None) => {
-                let running = self.spawn(subscription, connection.clone(), publisher.clone());
-                consumers.insert(id.to_string(), running);
+                let running = self.spawn(
+                    &mut consumers.tasks,
+                    subscription,
+                    connection.clone(),
+                    publisher.clone(),
+                );
+                consumers.by_id.insert(id.to_string(), running);
             }
             (None, Some(_)) => {
-                if let Some(running) = consumers.remove(id) {
+                if let Some(running) = consumers.by_id.remove(id) {
                     tracing::info!(subscription = %id, "subscription no longer active; stopping its consumer");
                     // Stopping lets the POST in flight finish; the task is not awaited here.
                     running.stop.cancel();
@@ -145,11 +166,15 @@ impl Supervisor {
             }
             (None, None) => {}
         }
-        self.context.metrics.consumers.set(consumers.len() as i64);
+        self.context
+            .metrics
+            .consumers
+            .set(consumers.by_id.len() as i64);
     }
 
     fn spawn(
         &self,
+        tasks: &mut JoinSet<()>,
         subscription: Arc<Subscription>,
         connection: Arc<Connection>,
         publisher: ConfirmedPublisher,
@@ -163,7 +188,7 @@ impl Supervisor {
         };
         let task_stop = stop.clone();
         let base_pause = self.context.retry_pause.max(Duration::from_millis(10));
-        let task = tokio::spawn(async move {
+        let task = tasks.spawn(async move {
             let id = subscription.id().to_string();
             let mut pause = base_pause;
             loop {
@@ -199,13 +224,15 @@ impl Supervisor {
     }
 }
 
-async fn stop_all(consumers: &mut HashMap<String, RunningConsumer>) {
-    for running in consumers.values() {
+async fn stop_all(consumers: &mut Consumers) {
+    for running in consumers.by_id.values() {
         running.stop.cancel();
     }
-    for (id, running) in consumers.drain() {
-        if let Err(error) = running.task.await {
-            tracing::warn!(subscription = %id, %error, "consumer task panicked");
+    consumers.by_id.clear();
+    // Consumers already stopping (paused or deleted subscriptions) are awaited too.
+    while let Some(joined) = consumers.tasks.join_next().await {
+        if let Err(error) = joined {
+            tracing::warn!(%error, "consumer task failed");
         }
     }
 }
