@@ -37,7 +37,7 @@ impl IngestConfig {
     /// Reads the configuration from the environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         let defaults = Self::local(CommonConfig::from_env()?);
-        Ok(Self {
+        let config = Self {
             listen: env_or("POSTLINE_INGEST_LISTEN", defaults.listen)?,
             admin_token: Secret::new(env_or("POSTLINE_ADMIN_TOKEN", DEV_ADMIN_TOKEN.to_string())?),
             producer_token: Secret::new(env_or(
@@ -50,7 +50,16 @@ impl IngestConfig {
             dedup_ttl_secs: env_or("POSTLINE_DEDUP_TTL_SECS", defaults.dedup_ttl_secs)?,
             intake_prefetch: env_or("POSTLINE_INTAKE_PREFETCH", defaults.intake_prefetch)?,
             ..defaults
-        })
+        };
+        if config.admin_token == config.producer_token {
+            // One token for both would let every producer manage subscriptions.
+            return Err(ConfigError {
+                name: "POSTLINE_PRODUCER_TOKEN".into(),
+                value: "<redacted>".into(),
+                reason: "must differ from POSTLINE_ADMIN_TOKEN".into(),
+            });
+        }
+        Ok(config)
     }
 
     /// Defaults around `common`, listening on 127.0.0.1:8080.
