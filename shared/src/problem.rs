@@ -51,7 +51,7 @@ impl Problem {
     pub fn from_json(error: serde_path_to_error::Error<serde_json::Error>) -> Self {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        let message = strip_position(&inner.to_string());
+        let message = without_input_values(&strip_position(&inner.to_string()));
         if inner.is_syntax() || inner.is_eof() {
             return Self::whole("not_json", format!("body is not valid JSON: {message}"));
         }
@@ -95,6 +95,28 @@ fn quoted_name(message: &str, marker: &str) -> Option<String> {
     Some(rest[..rest.find('`')?].to_string())
 }
 
+/// Drops the offending value from serde's "invalid type/value" messages
+/// (`invalid type: string "hunter2", expected a sequence` → `invalid type:
+/// string, expected a sequence`): the value may be a secret in the wrong place,
+/// and errors are both returned and logged.
+fn without_input_values(message: &str) -> String {
+    let Some(rest) = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+    else {
+        return message.to_string();
+    };
+    let prefix = &message[..message.len() - rest.len()];
+    let (found, expected) = match rest.find(", expected") {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let kind = found
+        .find([' ', '"', '`'])
+        .map_or(found, |cut| &found[..cut]);
+    format!("{prefix}{kind}{expected}")
+}
+
 fn strip_position(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(at) => message[..at].to_string(),
@@ -135,6 +157,18 @@ mod tests {
         assert_eq!(mistyped.field.as_deref(), Some("filters[0].pointer"));
         let broken = parse_json::<Outer>(b"{not json").unwrap_err();
         assert_eq!(broken.code, "not_json");
+    }
+
+    #[test]
+    fn never_echoes_the_offending_value() {
+        let mistyped = parse_json::<Outer>(br#"{"name":"a","filters":"hunter2"}"#).unwrap_err();
+        assert!(!mistyped.message.contains("hunter2"), "{mistyped}");
+        assert_eq!(
+            mistyped.message,
+            "invalid type: string, expected a sequence"
+        );
+        let number = parse_json::<Outer>(br#"{"name":12345678,"filters":[]}"#).unwrap_err();
+        assert!(!number.message.contains("12345678"), "{number}");
     }
 
     #[test]

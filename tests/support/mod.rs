@@ -1,1 +1,32 @@
+//! Test support for Postline's end-to-end tests: every test runs the real
+//! ingest and delivery services in-process against the real RabbitMQ and
+//! Redis, in a namespace of its own, and watches what a real HTTP receiver gets.
+//!
+//! - [`env::TestEnv`]: a namespace, the services, and helpers to drive them
+//!   (HTTP API in [`api`], AMQP in [`amqp`]) and to clean up after the test.
+//! - [`receiver::Receiver`]: a recording HTTP server that fails on command.
+//! - [`logs`]: captures every log line so tests can look for leaked secrets.
+//! - [`events`] and [`signatures`]: building events, comparing sequences, and
+//!   verifying signatures independently of Postline's own code.
 
+pub mod amqp;
+pub mod api;
+pub mod env;
+pub mod events;
+pub mod logs;
+pub mod namespace;
+pub mod receiver;
+pub mod signatures;
+pub mod wait;
+
+pub use env::{TestEnv, TestEnvBuilder};
+pub use receiver::{Receiver, Recorded};
+
+use std::time::Duration;
+
+/// The default deadline of every wait in the tests: generous, because the
+/// tests assert on outcomes, never on speed.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long a test watches for unexpected extra requests after it got what it expected.
+pub const QUIET: Duration = Duration::from_millis(500);

@@ -1,0 +1,227 @@
+//! A small AMQP client for the tests, written straight on lapin (not on
+//! Postline's broker module) so the tests do not trust the code they test:
+//! confirmed publishing, `basic_get`, passive declarations and deletions.
+
+use anyhow::{anyhow, bail, Context};
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+
+/// One message taken from a queue with `basic_get`.
+#[derive(Debug, Clone)]
+pub struct GotMessage {
+    /// The body.
+    pub body: Vec<u8>,
+    /// The routing key it was published with.
+    pub routing_key: String,
+    /// String headers (other header types are left out).
+    pub headers: Vec<(String, String)>,
+    /// Its priority, if set.
+    pub priority: Option<u8>,
+}
+
+impl GotMessage {
+    /// A string header by exact name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON (panics when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "message body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// The tests' own broker connection.
+pub struct AmqpClient {
+    connection: Connection,
+    publisher: Channel,
+}
+
+impl AmqpClient {
+    /// Connects to `url` and opens a channel in confirm mode.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let connection = Connection::connect(url, ConnectionProperties::default())
+            .await
+            .with_context(|| format!("connecting to RabbitMQ at {url}"))?;
+        let publisher = connection.create_channel().await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self {
+            connection,
+            publisher,
+        })
+    }
+
+    /// Publishes one persistent, mandatory message and waits for the broker's
+    /// confirm; an unroutable or refused message is an error.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+    ) -> anyhow::Result<()> {
+        self.publish_many(exchange, [(routing_key.to_string(), body.to_vec())])
+            .await
+    }
+
+    /// Publishes messages in order on one channel, then waits for every confirm.
+    pub async fn publish_many(
+        &self,
+        exchange: &str,
+        messages: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> anyhow::Result<()> {
+        let mut pending = Vec::new();
+        for (routing_key, body) in messages {
+            let confirm = self
+                .publisher
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &body,
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .with_context(|| format!("publishing to {exchange}/{routing_key}"))?;
+            pending.push((routing_key, confirm));
+        }
+        for (routing_key, confirm) in pending {
+            match confirm.await? {
+                Confirmation::Ack(None) => {}
+                Confirmation::Ack(Some(_)) => {
+                    bail!("message to {exchange}/{routing_key} was unroutable")
+                }
+                other => bail!("message to {exchange}/{routing_key} not confirmed: {other:?}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one message from `queue` (auto-acked), `None` when it is empty.
+    pub async fn get(&self, queue: &str) -> anyhow::Result<Option<GotMessage>> {
+        let channel = self.connection.create_channel().await?;
+        let got = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .with_context(|| format!("basic_get from {queue}"))?;
+        let _ = channel.close(200, "done".into()).await;
+        Ok(got.map(|message| {
+            let delivery = message.delivery;
+            GotMessage {
+                body: delivery.data.clone(),
+                routing_key: delivery.routing_key.as_str().to_string(),
+                headers: string_headers(delivery.properties.headers().as_ref()),
+                priority: *delivery.properties.priority(),
+            }
+        }))
+    }
+
+    /// Takes every message currently in `queue`.
+    pub async fn drain(&self, queue: &str) -> anyhow::Result<Vec<GotMessage>> {
+        let mut all = Vec::new();
+        while let Some(message) = self.get(queue).await? {
+            all.push(message);
+        }
+        Ok(all)
+    }
+
+    /// The number of ready messages in `queue`, or `None` when it does not
+    /// exist (a passive declare on a fresh channel, which the broker closes on 404).
+    pub async fn queue_depth(&self, queue: &str) -> anyhow::Result<Option<u32>> {
+        let channel = self.connection.create_channel().await?;
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(queue) => {
+                let _ = channel.close(200, "done".into()).await;
+                Ok(Some(queue.message_count()))
+            }
+            Err(error) if is_not_found(&error) => Ok(None),
+            Err(error) => Err(anyhow!(error).context(format!("passive declare of {queue}"))),
+        }
+    }
+
+    /// Deletes a queue (missing is fine).
+    pub async fn delete_queue(&self, queue: &str) -> anyhow::Result<()> {
+        let channel = self.connection.create_channel().await?;
+        match channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await
+        {
+            Ok(_) => {
+                let _ = channel.close(200, "done".into()).await;
+                Ok(())
+            }
+            Err(error) if is_not_found(&error) => Ok(()),
+            Err(error) => Err(anyhow!(error).context(format!("deleting queue {queue}"))),
+        }
+    }
+
+    /// Deletes an exchange (missing is fine).
+    pub async fn delete_exchange(&self, exchange: &str) -> anyhow::Result<()> {
+        let channel = self.connection.create_channel().await?;
+        match channel
+            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+            .await
+        {
+            Ok(()) => {
+                let _ = channel.close(200, "done".into()).await;
+                Ok(())
+            }
+            Err(error) if is_not_found(&error) => Ok(()),
+            Err(error) => Err(anyhow!(error).context(format!("deleting exchange {exchange}"))),
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(&self) {
+        let _ = self.connection.close(200, "test done".into()).await;
+    }
+}
+
+fn is_not_found(error: &lapin::Error) -> bool {
+    let text = format!("{error:?} {error}");
+    text.contains("NOTFOUND") || text.contains("NOT-FOUND") || text.contains("NOT_FOUND")
+}
+
+fn string_headers(headers: Option<&FieldTable>) -> Vec<(String, String)> {
+    let Some(headers) = headers else {
+        return Vec::new();
+    };
+    headers
+        .inner()
+        .iter()
+        .filter_map(|(name, value): (&ShortString, &AMQPValue)| {
+            let text = match value {
+                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                AMQPValue::ShortString(s) => s.as_str().to_string(),
+                _ => return None,
+            };
+            Some((name.as_str().to_string(), text))
+        })
+        .collect()
+}

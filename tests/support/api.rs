@@ -1,0 +1,196 @@
+//! The ingest HTTP API as the tests call it: events with the producer token,
+//! subscriptions with the admin token, and raw requests for the error cases.
+//! Every helper returns the status and the body (JSON, or `Null` when the
+//! body is not JSON) and never asserts, so tests state what they expect.
+
+use crate::env::TestEnv;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// Which bearer token a raw request carries.
+#[derive(Debug, Clone, Copy)]
+pub enum Auth<'a> {
+    /// No `Authorization` header.
+    None,
+    /// The environment's admin token.
+    Admin,
+    /// The environment's producer token.
+    Producer,
+    /// This exact token.
+    Token(&'a str),
+}
+
+/// A response: status, body text, and the body as JSON (`Null` if not JSON).
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The raw body.
+    pub text: String,
+    /// The body parsed as JSON, `Null` when it is not JSON.
+    pub json: Value,
+}
+
+impl ApiResponse {
+    /// `error.code` of an error body.
+    pub fn error_code(&self) -> Option<&str> {
+        self.json["error"]["code"].as_str()
+    }
+
+    /// `error.field` of an error body.
+    pub fn error_field(&self) -> Option<&str> {
+        self.json["error"]["field"].as_str()
+    }
+}
+
+impl TestEnv {
+    /// Any request to the ingest API.
+    pub async fn api(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Auth<'_>,
+        body: Option<Vec<u8>>,
+    ) -> ApiResponse {
+        let url = format!("{}{path}", self.ingest_url);
+        let mut request = self.http.request(method.clone(), &url);
+        let token = match auth {
+            Auth::None => None,
+            Auth::Admin => Some(self.admin_token().to_string()),
+            Auth::Producer => Some(self.producer_token().to_string()),
+            Auth::Token(token) => Some(token.to_string()),
+        };
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url} failed: {e}"));
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        ApiResponse { status, text, json }
+    }
+
+    async fn json_call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Auth<'_>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let body = body.map(|b| serde_json::to_vec(b).expect("JSON body"));
+        let response = self.api(method, path, auth, body).await;
+        (response.status, response.json)
+    }
+
+    /// `POST /v1/subscriptions`; tracks the id for clean-up.
+    pub async fn create_subscription(&self, spec: Value) -> (StatusCode, Value) {
+        if let Some(id) = spec["id"].as_str() {
+            self.subscription_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.to_string());
+        }
+        self.json_call(Method::POST, "/v1/subscriptions", Auth::Admin, Some(&spec))
+            .await
+    }
+
+    /// Creates a subscription and asserts 201; returns the response body.
+    pub async fn subscribe(&self, spec: Value) -> Value {
+        let (status, body) = self.create_subscription(spec.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "creating {spec} answered {body}"
+        );
+        body
+    }
+
+    /// `GET /v1/subscriptions/{id}`.
+    pub async fn get_subscription(&self, id: &str) -> (StatusCode, Value) {
+        self.json_call(
+            Method::GET,
+            &format!("/v1/subscriptions/{id}"),
+            Auth::Admin,
+            None,
+        )
+        .await
+    }
+
+    /// `GET /v1/subscriptions`.
+    pub async fn list_subscriptions(&self) -> (StatusCode, Value) {
+        self.json_call(Method::GET, "/v1/subscriptions", Auth::Admin, None)
+            .await
+    }
+
+    /// `PATCH /v1/subscriptions/{id}`.
+    pub async fn patch_subscription(&self, id: &str, patch: Value) -> (StatusCode, Value) {
+        self.json_call(
+            Method::PATCH,
+            &format!("/v1/subscriptions/{id}"),
+            Auth::Admin,
+            Some(&patch),
+        )
+        .await
+    }
+
+    /// `DELETE /v1/subscriptions/{id}`.
+    pub async fn delete_subscription(&self, id: &str) -> (StatusCode, Value) {
+        self.json_call(
+            Method::DELETE,
+            &format!("/v1/subscriptions/{id}"),
+            Auth::Admin,
+            None,
+        )
+        .await
+    }
+
+    /// `POST /v1/events` with a JSON event.
+    pub async fn post_event(&self, event: Value) -> (StatusCode, Value) {
+        self.json_call(Method::POST, "/v1/events", Auth::Producer, Some(&event))
+            .await
+    }
+
+    /// Posts an event and asserts 202; returns the assigned id.
+    pub async fn send_event(&self, event: Value) -> String {
+        let (status, body) = self.post_event(event.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "posting {event} answered {body}"
+        );
+        body["ids"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("202 without ids: {body}"))
+            .to_string()
+    }
+
+    /// `POST /v1/events` with these exact body bytes.
+    pub async fn post_event_raw(&self, body: &[u8]) -> ApiResponse {
+        self.api(
+            Method::POST,
+            "/v1/events",
+            Auth::Producer,
+            Some(body.to_vec()),
+        )
+        .await
+    }
+
+    /// `POST /v1/events/batch` with a JSON array.
+    pub async fn post_batch(&self, events: Value) -> (StatusCode, Value) {
+        self.json_call(
+            Method::POST,
+            "/v1/events/batch",
+            Auth::Producer,
+            Some(&events),
+        )
+        .await
+    }
+}
