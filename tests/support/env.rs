@@ -28,6 +28,9 @@ pub struct TestEnvBuilder {
     pub ingest: IngestConfig,
     /// Delivery settings (port 0, 20 ms retry pause, 3 in-place retries).
     pub delivery: DeliveryConfig,
+    /// The broker the test itself talks to (publishing, inspecting queues),
+    /// kept apart from the services' URLs so a test can route those through a proxy.
+    pub broker_url: String,
     /// Whether `start` also starts delivery (default true).
     pub with_delivery: bool,
 }
@@ -42,7 +45,15 @@ impl TestEnvBuilder {
     /// Fast local settings in a fresh namespace.
     pub fn new() -> Self {
         let namespace = namespace::unique();
-        let common = CommonConfig::local(&namespace);
+        let mut common = CommonConfig::local(&namespace);
+        // The same variables as the services, so the suite can run against another broker or Redis.
+        if let Ok(url) = std::env::var("POSTLINE_AMQP_URL") {
+            common.amqp_url = url;
+        }
+        if let Ok(url) = std::env::var("POSTLINE_REDIS_URL") {
+            common.redis_url = url;
+        }
+        let broker_url = common.amqp_url.clone();
         let mut ingest = IngestConfig::local(common.clone());
         ingest.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         ingest.admin_token = Secret::new(namespace::random_token("admin"));
@@ -55,6 +66,7 @@ impl TestEnvBuilder {
             namespace,
             ingest,
             delivery,
+            broker_url,
             with_delivery: true,
         }
     }
@@ -81,7 +93,7 @@ impl TestEnvBuilder {
     pub async fn start(self) -> TestEnv {
         logs::init();
         let common = self.ingest.common.clone();
-        let amqp = AmqpClient::connect(&common.amqp_url)
+        let amqp = AmqpClient::connect(&self.broker_url)
             .await
             .expect("the tests need RabbitMQ at the default URL (scripts/test starts it)");
         let redis = redis::Client::open(common.redis_url.as_str())

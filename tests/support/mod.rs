@@ -15,6 +15,7 @@ pub mod env;
 pub mod events;
 pub mod logs;
 pub mod namespace;
+pub mod proxy;
 pub mod receiver;
 pub mod signatures;
 pub mod wait;

@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::Router;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -86,6 +86,8 @@ struct Script {
     default: u16,
     /// How long to wait before answering.
     delay: Duration,
+    /// Events refused until cleared, by event id, with the status to answer.
+    refused_events: HashMap<String, u16>,
 }
 
 #[derive(Debug)]
@@ -118,6 +120,7 @@ impl Receiver {
                 next: VecDeque::new(),
                 default: 200,
                 delay: Duration::ZERO,
+                refused_events: HashMap::new(),
             },
         }));
         let app = Router::new()
@@ -163,6 +166,20 @@ impl Receiver {
             .script
             .next
             .extend(std::iter::repeat_n(status, count));
+    }
+
+    /// Answers `status` to every request carrying event `event_id` until
+    /// [`Receiver::accept_event`] (other events are answered as usual).
+    pub fn refuse_event(&self, event_id: &str, status: u16) {
+        self.lock()
+            .script
+            .refused_events
+            .insert(event_id.to_string(), status);
+    }
+
+    /// Stops refusing event `event_id`.
+    pub fn accept_event(&self, event_id: &str) {
+        self.lock().script.refused_events.remove(event_id);
     }
 
     /// Answers `status` to every request from now on (after any scripted ones).
@@ -317,20 +334,28 @@ async fn record(
     let at = Instant::now();
     let (status, delay) = {
         let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
-        let status = inner
-            .script
-            .next
-            .pop_front()
-            .unwrap_or(inner.script.default);
-        inner.requests.push(Recorded {
+        let mut recorded = Recorded {
             method,
             path: uri.path().to_string(),
             query: uri.query().map(str::to_string),
             headers,
             body,
             at,
-            status,
-        });
+            status: 0,
+        };
+        let refused = recorded
+            .event_id()
+            .and_then(|id| inner.script.refused_events.get(&id).copied());
+        let status = match refused {
+            Some(status) => status,
+            None => inner
+                .script
+                .next
+                .pop_front()
+                .unwrap_or(inner.script.default),
+        };
+        recorded.status = status;
+        inner.requests.push(recorded);
         (status, inner.script.delay)
     };
     if !delay.is_zero() {
