@@ -188,6 +188,37 @@ impl ConfirmedPublisher {
     }
 }
 
+/// Header naming why a message was dead-lettered (a stable code).
+pub const REJECT_CODE_HEADER: &str = "postline-reject-code";
+/// Header explaining, for people, why a message was dead-lettered.
+pub const REJECT_REASON_HEADER: &str = "postline-reject-reason";
+
+impl ConfirmedPublisher {
+    /// Puts a message that cannot be processed into `queue` (the rejected
+    /// queue) with its reason, confirmed, so nothing is dropped silently.
+    pub async fn dead_letter(
+        &self,
+        queue: &str,
+        body: &[u8],
+        code: &str,
+        reason: &str,
+        context: &[(&str, &str)],
+    ) -> Result<(), PublishError> {
+        let headers = string_headers(
+            [(REJECT_CODE_HEADER, code), (REJECT_REASON_HEADER, reason)]
+                .into_iter()
+                .chain(context.iter().copied()),
+        );
+        self.publish_confirmed(
+            "",
+            queue,
+            body,
+            BasicProperties::default().with_headers(headers),
+        )
+        .await
+    }
+}
+
 /// Builds an AMQP header table from string pairs.
 pub fn string_headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> FieldTable {
     let mut table = FieldTable::default();

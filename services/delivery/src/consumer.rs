@@ -12,8 +12,8 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection};
-use postline_shared::broker::{string_headers, ConfirmedPublisher, PublishError};
+use lapin::Connection;
+use postline_shared::broker::{ConfirmedPublisher, PublishError};
 use postline_shared::subscription::{OrderMode, Subscription};
 use postline_shared::topology::Topology;
 use postline_shared::webhook::WebhookRequest;
@@ -302,17 +302,13 @@ impl SubscriptionConsumer {
     ) -> Result<(), ConsumerError> {
         tracing::error!(subscription = %id, %reason, "unreadable message on a subscription queue; dead-lettering it");
         self.context.metrics.count(id, "invalid_message");
-        let headers = string_headers([
-            ("postline-reject-code", "invalid_envelope"),
-            ("postline-reject-reason", reason),
-            ("postline-subscription", id),
-        ]);
         self.publisher
-            .publish_confirmed(
-                "",
+            .dead_letter(
                 &self.context.topology.rejected_queue(),
                 &delivery.data,
-                BasicProperties::default().with_headers(headers),
+                "invalid_envelope",
+                reason,
+                &[("postline-subscription", id)],
             )
             .await?;
         // Safe to ack: the message and its reason are confirmed in the rejected queue.

@@ -12,7 +12,7 @@ pub use config::DeliveryConfig;
 
 use anyhow::Context;
 use postline_shared::ops::{self, Readiness};
-use postline_shared::subscription::catalog::{self, Catalog};
+use postline_shared::subscription::catalog;
 use postline_shared::subscription::SubscriptionStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,21 +56,13 @@ pub async fn start(
         .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
     readiness.set_redis(true);
     let store = SubscriptionStore::new(redis.clone(), redis_client, keys.clone());
-    let catalog = Catalog::new();
-
     let background = CancellationToken::new();
     let (changed_tx, changed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
-    let sync = tokio::spawn(catalog::sync(
-        store,
-        catalog.clone(),
-        background.clone(),
-        move |id: &str| {
-            let _ = changed_tx.send(id.to_string());
-        },
-        Some(loaded_tx),
-    ));
-    loaded_rx.await.context("loading subscriptions")?;
+    let (catalog, sync) = catalog::start_sync(store, background.clone(), move |id: &str| {
+        let _ = changed_tx.send(id.to_string());
+    })
+    .await
+    .context("loading subscriptions")?;
     let redis_watch = tokio::spawn(ops::watch_redis(
         redis.clone(),
         readiness.clone(),

@@ -130,25 +130,17 @@ impl Supervisor {
             .get(id)
             .filter(|s| s.spec.status == SubscriptionStatus::Active);
         match (wanted, consumers.by_id.get(id)) {
+            // Same order mode: the running session picks up the new settings live.
             (Some(subscription), Some(running))
                 if running.settings.borrow().spec.order == subscription.spec.order =>
             {
                 running.settings.send_replace(subscription);
             }
-            (Some(subscription), Some(_)) => {
-                // The order mode decides how the session consumes: start a new one.
+            // New, or the order mode changed (it decides how a session consumes).
+            (Some(subscription), _) => {
                 if let Some(previous) = consumers.by_id.remove(id) {
                     previous.stop.cancel();
                 }
-                let running = self.spawn(
-                    &mut consumers.tasks,
-                    subscription,
-                    connection.clone(),
-                    publisher.clone(),
-                );
-                consumers.by_id.insert(id.to_string(), running);
-            }
-            (Some(subscription), None) => {
                 let running = self.spawn(
                     &mut consumers.tasks,
                     subscription,

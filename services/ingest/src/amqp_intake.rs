@@ -8,18 +8,13 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection};
-use postline_shared::broker::{string_headers, ConfirmedPublisher, PublishError};
+use lapin::Connection;
+use postline_shared::broker::{ConfirmedPublisher, PublishError};
 use postline_shared::problem::Problem;
 use postline_shared::topology::Topology;
 use postline_shared::Envelope;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// Header carrying the reason code of a rejected intake message.
-pub const REJECT_CODE_HEADER: &str = "postline-reject-code";
-/// Header carrying the human-readable reason of a rejected intake message.
-pub const REJECT_REASON_HEADER: &str = "postline-reject-reason";
 
 /// Why the intake loop ended.
 #[derive(Debug, thiserror::Error)]
@@ -157,20 +152,16 @@ impl AmqpIntake {
             .rejected
             .with_label_values(&["amqp", problem.code])
             .inc();
-        let headers = string_headers([
-            (REJECT_CODE_HEADER, problem.code),
-            (REJECT_REASON_HEADER, reason.as_str()),
-            (
-                "postline-original-routing-key",
-                delivery.routing_key.as_str(),
-            ),
-        ]);
         publisher
-            .publish_confirmed(
-                "",
+            .dead_letter(
                 &self.topology.rejected_queue(),
                 &delivery.data,
-                BasicProperties::default().with_headers(headers),
+                problem.code,
+                &reason,
+                &[(
+                    "postline-original-routing-key",
+                    delivery.routing_key.as_str(),
+                )],
             )
             .await?;
         // Safe to ack: the rejected copy, with its reason, is confirmed durable.

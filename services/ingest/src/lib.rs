@@ -13,7 +13,7 @@ pub use config::IngestConfig;
 
 use anyhow::Context;
 use postline_shared::ops::{self, Readiness};
-use postline_shared::subscription::catalog::{self, Catalog};
+use postline_shared::subscription::catalog;
 use postline_shared::subscription::SubscriptionStore;
 use std::net::SocketAddr;
 use tokio::task::JoinHandle;
@@ -44,19 +44,10 @@ pub async fn start(
         .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
     readiness.set_redis(true);
     let store = SubscriptionStore::new(redis.clone(), redis_client, keys.clone());
-    let catalog = Catalog::new();
-
     let background = CancellationToken::new();
-    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
-    let sync = tokio::spawn(catalog::sync(
-        store.clone(),
-        catalog.clone(),
-        background.clone(),
-        |_| {},
-        Some(loaded_tx),
-    ));
-    // Matching against an empty catalog would silently drop events: wait for the first load.
-    loaded_rx.await.context("loading subscriptions")?;
+    let (catalog, sync) = catalog::start_sync(store.clone(), background.clone(), |_| {})
+        .await
+        .context("loading subscriptions")?;
     let redis_watch = tokio::spawn(ops::watch_redis(
         redis.clone(),
         readiness.clone(),

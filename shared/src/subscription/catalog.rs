@@ -162,6 +162,31 @@ pub async fn sync(
     }
 }
 
+/// Spawns [`sync`] and waits until the catalog holds every subscription:
+/// matching or consuming against a half-loaded catalog would skip subscriptions.
+pub async fn start_sync(
+    store: SubscriptionStore,
+    cancel: CancellationToken,
+    changed: impl Fn(&str) + Send + Sync + 'static,
+) -> Result<(Arc<Catalog>, tokio::task::JoinHandle<()>), LoadAborted> {
+    let catalog = Catalog::new();
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(sync(
+        store,
+        catalog.clone(),
+        cancel,
+        changed,
+        Some(loaded_tx),
+    ));
+    loaded_rx.await.map_err(|_| LoadAborted)?;
+    Ok((catalog, task))
+}
+
+/// The catalog's first load was cancelled before it completed.
+#[derive(Debug, thiserror::Error)]
+#[error("loading subscriptions was cancelled before it completed")]
+pub struct LoadAborted;
+
 async fn reload(
     store: &SubscriptionStore,
     catalog: &Catalog,
