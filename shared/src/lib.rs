@@ -2,6 +2,8 @@
 //! layout and the operational plumbing that the ingest, delivery and token
 //! services all rely on. Every module here is used by at least two services.
 
+#![warn(missing_docs)]
+
 pub mod broker;
 pub mod config;
 pub mod envelope;

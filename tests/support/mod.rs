@@ -9,6 +9,8 @@
 //! - [`events`] and [`signatures`]: building events, comparing sequences, and
 //!   verifying signatures independently of Postline's own code.
 
+#![warn(missing_docs)]
+
 pub mod amqp;
 pub mod api;
 pub mod env;

@@ -1,6 +1,8 @@
 //! The Postline delivery service: one ordered consumer per subscription queue,
 //! POSTing each event to its receiver and acking only after a final outcome.
 
+#![warn(missing_docs)]
+
 pub mod attempt;
 pub mod config;
 pub mod consumer;

@@ -2,6 +2,8 @@
 //! intake queue and from `POST /v1/events`, publishes one confirmed copy per
 //! matching subscription, and serves the subscription management API.
 
+#![warn(missing_docs)]
+
 pub mod amqp_intake;
 pub mod api;
 pub mod broker_link;

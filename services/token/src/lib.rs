@@ -4,6 +4,8 @@
 //! This first version serves only its operational endpoints; token minting
 //! arrives with the receiver-authentication work.
 
+#![warn(missing_docs)]
+
 use anyhow::Context;
 use postline_shared::config::{env_or, ConfigError};
 use postline_shared::ops::{self, Readiness};
