@@ -5,7 +5,7 @@
 //! event is handed back to the head of the queue together with everything
 //! prefetched behind it, so order survives failures, restarts and failover.
 
-use crate::attempt;
+use crate::attempt::{self, AttemptError};
 use crate::metrics::DeliveryMetrics;
 use crate::state::DeliveryState;
 use futures::StreamExt;
@@ -218,43 +218,21 @@ impl SubscriptionConsumer {
             let request =
                 WebhookRequest::build(&subscription, &envelope, chrono::Utc::now().timestamp());
             let attempt = attempt::send(&context.client, &request, subscription.spec.success).await;
-            let seconds = attempt.duration.as_secs_f64();
             match attempt.result {
                 Ok(status) => {
-                    context
-                        .metrics
-                        .attempt_duration
-                        .with_label_values(&["success"])
-                        .observe(seconds);
-                    // The marker goes first: after a crash before the ack, the
-                    // redelivered message finds it and is not POSTed again.
-                    if let Err(error) = context.state.record_success(id, &envelope.id).await {
-                        tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "recording the success failed");
-                    }
-                    // Safe to ack: the receiver accepted the event.
-                    delivery.acker.ack(BasicAckOptions::default()).await?;
-                    context.metrics.count(id, "delivered");
-                    if let Some(generated) = envelope.generated_at() {
-                        let age = chrono::Utc::now() - generated;
-                        context
-                            .metrics
-                            .end_to_end_latency
-                            .observe(age.as_seconds_f64().max(0.0));
-                    }
-                    tracing::debug!(subscription = %id, event_id = %envelope.id, status, attempt = attempt_number, duration_ms = attempt.duration.as_millis() as u64, "delivered");
+                    self.settle_success(
+                        id,
+                        &envelope,
+                        delivery,
+                        status,
+                        attempt_number,
+                        attempt.duration,
+                    )
+                    .await?;
                     return Ok(Handled::Done);
                 }
                 Err(error) => {
-                    context
-                        .metrics
-                        .attempt_duration
-                        .with_label_values(&["failure"])
-                        .observe(seconds);
-                    context.metrics.count(id, "failed_attempt");
-                    tracing::warn!(subscription = %id, event_id = %envelope.id, attempt = attempt_number, duration_ms = attempt.duration.as_millis() as u64, error = %error, "delivery attempt failed");
-                    context
-                        .state
-                        .record_failure(id, &envelope.id, &error.to_string())
+                    self.note_failure(id, &envelope, &error, attempt_number, attempt.duration)
                         .await;
                     if attempt_number > context.inplace_retries
                         || pause_or_stop(context.retry_pause, stop).await
@@ -265,6 +243,63 @@ impl SubscriptionConsumer {
             }
         }
         self.hand_back(id, &envelope, delivery, stop).await
+    }
+
+    /// Records a delivered event and acks it.
+    async fn settle_success(
+        &self,
+        id: &str,
+        envelope: &Envelope,
+        delivery: Delivery,
+        status: u16,
+        attempt_number: u32,
+        duration: Duration,
+    ) -> Result<(), ConsumerError> {
+        let context = &self.context;
+        let metrics = &context.metrics;
+        metrics
+            .attempt_duration
+            .with_label_values(&["success"])
+            .observe(duration.as_secs_f64());
+        // The marker goes first: after a crash before the ack, the
+        // redelivered message finds it and is not POSTed again.
+        if let Err(error) = context.state.record_success(id, &envelope.id).await {
+            tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "recording the success failed");
+        }
+        // Safe to ack: the receiver accepted the event.
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        metrics.count(id, "delivered");
+        if let Some(generated) = envelope.generated_at() {
+            let age = chrono::Utc::now() - generated;
+            metrics
+                .end_to_end_latency
+                .observe(age.as_seconds_f64().max(0.0));
+        }
+        tracing::debug!(subscription = %id, event_id = %envelope.id, status, attempt = attempt_number, duration_ms = duration.as_millis() as u64, "delivered");
+        Ok(())
+    }
+
+    /// Records one failed attempt in metrics, logs and the delivery state.
+    async fn note_failure(
+        &self,
+        id: &str,
+        envelope: &Envelope,
+        error: &AttemptError,
+        attempt_number: u32,
+        duration: Duration,
+    ) {
+        let context = &self.context;
+        context
+            .metrics
+            .attempt_duration
+            .with_label_values(&["failure"])
+            .observe(duration.as_secs_f64());
+        context.metrics.count(id, "failed_attempt");
+        tracing::warn!(subscription = %id, event_id = %envelope.id, attempt = attempt_number, duration_ms = duration.as_millis() as u64, %error, "delivery attempt failed");
+        context
+            .state
+            .record_failure(id, &envelope.id, &error.to_string())
+            .await;
     }
 
     async fn hand_back(
