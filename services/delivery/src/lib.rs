@@ -53,11 +53,10 @@ pub async fn start(
     let readiness = Readiness::new();
     let common = &config.common;
     let keys = common.keys();
-    let (redis_client, redis) = postline_shared::config::connect_redis(&common.redis_url)
+    let (store, redis) = SubscriptionStore::connect(&common.redis_url, keys.clone())
         .await
         .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
     readiness.set_redis(true);
-    let store = SubscriptionStore::new(redis.clone(), redis_client, keys.clone());
     let background = CancellationToken::new();
     let (changed_tx, changed_rx) = tokio::sync::mpsc::unbounded_channel();
     let (catalog, sync) = catalog::start_sync(store, background.clone(), move |id: &str| {

@@ -69,6 +69,16 @@ impl SubscriptionStore {
         }
     }
 
+    /// Opens Redis at `url` (one client, one multiplexed reconnecting
+    /// connection for the process) and returns the store with that connection.
+    pub async fn connect(
+        url: &str,
+        keys: RedisKeys,
+    ) -> Result<(Self, ConnectionManager), StoreError> {
+        let (client, redis) = crate::config::connect_redis(url).await?;
+        Ok((Self::new(redis.clone(), client, keys), redis))
+    }
+
     /// Stores a new, validated subscription; fails if the id is taken.
     pub async fn create(&self, spec: SubscriptionSpec) -> Result<Subscription, StoreError> {
         spec.validate().map_err(StoreError::Invalid)?;
