@@ -218,6 +218,12 @@ async fn a_paused_subscription_queues_events_until_resumed() {
     env.wait_queue_depth(&queue, 3).await;
     receiver.assert_no_more(QUIET).await;
     assert_eq!(receiver.count(), 0, "nothing is delivered while paused");
+    let (status, shown) = env.get_subscription("later").await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(
+        shown["backlog"], 3,
+        "the API reports the queued events: {shown}"
+    );
 
     let (status, body) = env
         .patch_subscription("later", json!({"status": "active"}))

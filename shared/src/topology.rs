@@ -165,6 +165,23 @@ impl Topology {
         Ok(queue.message_count())
     }
 
+    /// How many events wait in a subscription's queue, without declaring
+    /// anything (a passive declare: it fails if the queue does not exist).
+    pub async fn subscription_backlog(
+        &self,
+        channel: &Channel,
+        subscription_id: &str,
+    ) -> Result<u32, lapin::Error> {
+        let queue = channel
+            .queue_declare(
+                self.subscription_queue(subscription_id).into(),
+                QueueDeclareOptions::durable().passive(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(queue.message_count())
+    }
+
     /// Deletes a subscription's queue (and with it its binding and backlog).
     pub async fn delete_subscription(
         &self,

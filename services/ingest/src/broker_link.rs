@@ -12,8 +12,30 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// The current publisher, or `None` while disconnected.
-pub type PublisherHandle = watch::Receiver<Option<ConfirmedPublisher>>;
+/// The live broker connection as the HTTP API sees it.
+#[derive(Clone)]
+pub struct BrokerLink {
+    /// The confirmed publisher shared by both intakes.
+    pub publisher: ConfirmedPublisher,
+    connection: Arc<lapin::Connection>,
+}
+
+impl BrokerLink {
+    /// A short-lived channel for management operations (declare, delete,
+    /// inspect): a failing operation closes its channel, and that must never
+    /// be the publisher's, which intake depends on.
+    pub async fn admin_channel(&self) -> Result<lapin::Channel, lapin::Error> {
+        self.connection.create_channel().await
+    }
+
+    /// Whether the link can still be used.
+    pub fn is_connected(&self) -> bool {
+        self.publisher.is_connected()
+    }
+}
+
+/// The current broker link, or `None` while disconnected.
+pub type LinkHandle = watch::Receiver<Option<BrokerLink>>;
 
 /// Runs the broker side of ingest until `stop_intake` and then `close` are cancelled.
 ///
@@ -25,7 +47,7 @@ pub async fn supervise(
     topology: Topology,
     catalog: Arc<Catalog>,
     intake: AmqpIntake,
-    publisher_tx: watch::Sender<Option<ConfirmedPublisher>>,
+    link_tx: watch::Sender<Option<BrokerLink>>,
     readiness: Arc<Readiness>,
     stop_intake: CancellationToken,
     close: CancellationToken,
@@ -35,11 +57,15 @@ pub async fn supervise(
         let Some(connection) = broker::connect_with_retry(&amqp_url, "ingest", &close).await else {
             return;
         };
+        let connection = Arc::new(connection);
         match prepare(&connection, &topology, &catalog).await {
             Ok(publisher) => {
                 tracing::info!("connected to the broker; topology declared");
                 backoff = Duration::from_millis(200);
-                publisher_tx.send_replace(Some(publisher.clone()));
+                link_tx.send_replace(Some(BrokerLink {
+                    publisher: publisher.clone(),
+                    connection: connection.clone(),
+                }));
                 readiness.set_broker(true);
                 let intake_result = intake.run(&connection, &publisher, &stop_intake).await;
                 if let Err(error) = intake_result {
@@ -49,7 +75,7 @@ pub async fn supervise(
                     // Keep publishing for HTTP requests still draining.
                     close.cancelled().await;
                     readiness.set_broker(false);
-                    publisher_tx.send_replace(None);
+                    link_tx.send_replace(None);
                     let _ = connection.close(200, "shutdown".into()).await;
                     return;
                 }
@@ -57,7 +83,7 @@ pub async fn supervise(
             Err(error) => tracing::warn!(%error, "preparing the broker connection failed"),
         }
         readiness.set_broker(false);
-        publisher_tx.send_replace(None);
+        link_tx.send_replace(None);
         let _ = connection.close(320, "reconnecting".into()).await;
         tokio::select! {
             _ = close.cancelled() => return,

@@ -63,7 +63,7 @@ pub async fn start(
         config.dedup_ttl_secs,
         metrics.clone(),
     );
-    let (publisher_tx, publisher_rx) = tokio::sync::watch::channel(None);
+    let (link_tx, link_rx) = tokio::sync::watch::channel(None);
     let intake = amqp_intake::AmqpIntake::new(
         fanout.clone(),
         topology.clone(),
@@ -77,7 +77,7 @@ pub async fn start(
         topology.clone(),
         catalog.clone(),
         intake,
-        publisher_tx,
+        link_tx,
         readiness.clone(),
         shutdown.clone(),
         close_broker.clone(),
@@ -85,7 +85,7 @@ pub async fn start(
 
     let state = api::ApiState {
         fanout,
-        publisher: publisher_rx,
+        broker: link_rx,
         store,
         catalog,
         topology,

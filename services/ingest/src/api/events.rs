@@ -62,12 +62,7 @@ pub async fn post_batch(
 }
 
 async fn publish_all(state: &ApiState, envelopes: Vec<Envelope>) -> Result<Response, ApiError> {
-    let publisher = state
-        .publisher
-        .borrow()
-        .clone()
-        .filter(|p| p.is_connected())
-        .ok_or_else(|| ApiError::unavailable("broker not connected; retry"))?;
+    let publisher = super::broker(state)?.publisher;
     let mut ids = Vec::with_capacity(envelopes.len());
     let mut duplicates = Vec::new();
     for envelope in envelopes {

@@ -8,7 +8,7 @@ mod subscriptions;
 
 pub use error::ApiError;
 
-use crate::broker_link::PublisherHandle;
+use crate::broker_link::{BrokerLink, LinkHandle};
 use crate::fanout::Fanout;
 use crate::metrics::IngestMetrics;
 use axum::routing::{get, post};
@@ -24,8 +24,8 @@ use std::sync::Arc;
 pub struct ApiState {
     /// Publishes accepted events.
     pub fanout: Fanout,
-    /// The current broker publisher (`None` while reconnecting).
-    pub publisher: PublisherHandle,
+    /// The current broker link (`None` while reconnecting).
+    pub broker: LinkHandle,
     /// Subscription storage.
     pub store: SubscriptionStore,
     /// This process's view of subscriptions (updated at once on API changes).
@@ -44,6 +44,16 @@ pub struct ApiState {
     pub max_batch_bytes: usize,
     /// Most events per batch.
     pub max_batch_events: usize,
+}
+
+/// The live broker link, or 503 while ingest is reconnecting.
+fn broker(state: &ApiState) -> Result<BrokerLink, ApiError> {
+    state
+        .broker
+        .borrow()
+        .clone()
+        .filter(BrokerLink::is_connected)
+        .ok_or_else(|| ApiError::unavailable("broker not connected; retry"))
 }
 
 /// The `/v1` routes.

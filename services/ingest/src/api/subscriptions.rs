@@ -8,7 +8,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use postline_shared::broker::ConfirmedPublisher;
 use postline_shared::problem::parse_json;
 use postline_shared::subscription::{Subscription, SubscriptionPatch, SubscriptionSpec};
 
@@ -16,13 +15,20 @@ fn view(subscription: &Subscription) -> serde_json::Value {
     serde_json::to_value(subscription.view()).unwrap_or_default()
 }
 
-fn publisher(state: &ApiState) -> Result<ConfirmedPublisher, ApiError> {
-    state
-        .publisher
-        .borrow()
-        .clone()
-        .filter(|p| p.is_connected())
-        .ok_or_else(|| ApiError::unavailable("broker not connected; retry"))
+/// A management channel of its own, so a refused declaration cannot close
+/// the publisher's channel; it is closed again when the request is done.
+async fn admin_channel(state: &ApiState) -> Result<lapin::Channel, ApiError> {
+    super::broker(state)?
+        .admin_channel()
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "opening a management channel failed");
+            ApiError::unavailable("broker not reachable; retry")
+        })
+}
+
+async fn close(channel: lapin::Channel) {
+    let _ = channel.close(200, "management request done".into()).await;
 }
 
 /// `POST /v1/subscriptions`.
@@ -39,15 +45,16 @@ pub async fn create(
     }
     // Queue first: once the subscription is stored, events start being
     // routed to it, and a copy with no queue to land in would be refused.
-    let publisher = publisher(&state)?;
-    state
+    let channel = admin_channel(&state).await?;
+    let declared = state
         .topology
-        .declare_subscription(publisher.channel(), &spec.id)
-        .await
-        .map_err(|error| {
-            tracing::warn!(%error, "declaring a subscription queue failed");
-            ApiError::unavailable("broker refused the queue declaration; retry")
-        })?;
+        .declare_subscription(&channel, &spec.id)
+        .await;
+    close(channel).await;
+    declared.map_err(|error| {
+        tracing::warn!(%error, "declaring a subscription queue failed");
+        ApiError::unavailable("broker refused the queue declaration; retry")
+    })?;
     let subscription = state.store.create(spec).await?;
     state.catalog.upsert(subscription.clone());
     tracing::info!(subscription = %subscription.id(), "subscription created");
@@ -75,14 +82,11 @@ pub async fn get(
     let subscription = state.store.get(&id).await?;
     let mut shown = view(&subscription);
     // Backlog depth straight from the broker, when it is reachable.
-    if let Ok(publisher) = publisher(&state) {
-        if let Ok(depth) = state
-            .topology
-            .declare_subscription(publisher.channel(), &id)
-            .await
-        {
+    if let Ok(channel) = admin_channel(&state).await {
+        if let Ok(depth) = state.topology.subscription_backlog(&channel, &id).await {
             shown["backlog"] = depth.into();
         }
+        close(channel).await;
     }
     Ok(Json(shown))
 }
@@ -109,16 +113,14 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
-    let publisher = publisher(&state)?;
+    let channel = admin_channel(&state).await?;
     // The subscription goes first so no new copy is routed to the queue.
     let outcome = state.store.delete(&id).await;
     state.catalog.remove(&id);
     // Removing the queue is idempotent, so a repeated DELETE (after a 404 or
     // a broker hiccup) still cleans up a queue left behind.
-    let discarded = state
-        .topology
-        .delete_subscription(publisher.channel(), &id)
-        .await;
+    let discarded = state.topology.delete_subscription(&channel, &id).await;
+    close(channel).await;
     outcome?;
     let body = match discarded {
         Ok(discarded) => {
