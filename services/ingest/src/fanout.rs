@@ -104,18 +104,15 @@ impl Fanout {
         let tree = envelope.to_value();
         let targets = self.catalog.matching(envelope, &tree);
         let body = envelope.to_wire();
+        let exchange = self.topology.deliver_exchange();
+        let properties = copy_properties(envelope);
         let started = Instant::now();
         // Publish every copy before awaiting any confirm: the broker confirms
         // them together, and per-channel ordering keeps per-queue order.
         let mut pending = Vec::with_capacity(targets.len());
         for subscription in &targets {
             let confirm = publisher
-                .publish(
-                    &self.topology.deliver_exchange(),
-                    subscription.id(),
-                    &body,
-                    copy_properties(envelope),
-                )
+                .publish(&exchange, subscription.id(), &body, properties.clone())
                 .await?;
             pending.push((subscription.id().to_string(), confirm));
         }
@@ -131,17 +128,12 @@ impl Fanout {
                         .declare_subscription(publisher.channel(), &subscription_id)
                         .await
                         .map_err(|source| PublishError::Broker {
-                            exchange: self.topology.deliver_exchange(),
+                            exchange: exchange.clone(),
                             routing_key: subscription_id.clone(),
                             source,
                         })?;
                     publisher
-                        .publish_confirmed(
-                            &self.topology.deliver_exchange(),
-                            &subscription_id,
-                            &body,
-                            copy_properties(envelope),
-                        )
+                        .publish_confirmed(&exchange, &subscription_id, &body, properties.clone())
                         .await?;
                 }
                 Err(error) => return Err(error.into()),
