@@ -63,7 +63,10 @@ impl Supervisor {
                 Err(error) => {
                     tracing::warn!(%error, "opening the publisher channel failed");
                     let _ = connection.close(320, "reconnecting".into()).await;
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue;
                 }
