@@ -115,7 +115,7 @@ async fn a_clean_stop_and_restart_loses_nothing_and_sends_nothing_twice() {
 /// exactly once as a success, in order, and that nothing overtook the first.
 async fn failing_receiver_case(failures: usize, status: u16, success_rule: &str) {
     const COUNT: usize = 20;
-    let env = TestEnv::builder().inplace_retries(3).start().await;
+    let env = TestEnv::start().await;
     let receiver = Receiver::start().await;
     receiver.fail_next(failures, status);
     env.subscribe(json!({

@@ -47,6 +47,21 @@ impl RedisKeys {
         format!("{}:state:{subscription_id}", self.prefix)
     }
 
+    /// Hash describing the event a strict subscription is blocked on (absent when not blocked).
+    pub fn block(&self, subscription_id: &str) -> String {
+        format!("{}:block:{subscription_id}", self.prefix)
+    }
+
+    /// Hash of a subscription's given-up events kept for replay, by event id.
+    pub fn parked(&self, subscription_id: &str) -> String {
+        format!("{}:parked:{subscription_id}", self.prefix)
+    }
+
+    /// Capped stream of a subscription's recent delivery attempts.
+    pub fn attempts(&self, subscription_id: &str) -> String {
+        format!("{}:attempts:{subscription_id}", self.prefix)
+    }
+
     /// Pattern matching every key of the namespace (for tests and tooling).
     pub fn all(&self) -> String {
         format!("{}:*", self.prefix)

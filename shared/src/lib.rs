@@ -6,11 +6,14 @@
 
 pub mod broker;
 pub mod config;
+pub mod delivery_state;
 pub mod envelope;
 pub mod keys;
+pub mod ladder;
 pub mod metrics;
 pub mod ops;
 pub mod problem;
+pub mod redelivery;
 pub mod secret;
 pub mod shutdown;
 pub mod signing;

@@ -5,7 +5,8 @@
 //! - `<ns>.ingest.rejected` queue for input that cannot be accepted
 //! - `<ns>.deliver` direct exchange → `<ns>.sub.<id>` per subscription
 //!   (durable, single active consumer, two priority levels)
-//! - `<ns>.delay` exchange for the retry ladder's delay queues
+//! - `<ns>.delay` headers exchange → `<ns>.delay.<ms>` per ladder step, each
+//!   with a per-queue TTL and dead-lettered back to `<ns>.deliver`
 
 use lapin::options::{
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -75,6 +76,12 @@ impl Topology {
     /// Headers exchange in front of the retry ladder's delay queues.
     pub fn delay_exchange(&self) -> String {
         format!("{}.delay", self.namespace)
+    }
+
+    /// The delay queue of one ladder step: messages wait `delay_ms`, then are
+    /// dead-lettered back to their subscription queue.
+    pub fn delay_queue(&self, delay_ms: u64) -> String {
+        format!("{}.delay.{delay_ms}", self.namespace)
     }
 
     /// The queue of one subscription.
@@ -196,6 +203,54 @@ impl Topology {
             .await
     }
 
+    /// Declares the delay queue of one step and binds it to the delay
+    /// exchange on the [`DELAY_HEADER`] value (idempotent).
+    ///
+    /// The TTL is per queue, not per message, so no message waits behind a
+    /// longer one; expiry dead-letters through `<ns>.deliver` with the
+    /// message's own routing key (its subscription id).
+    pub async fn declare_delay_queue(
+        &self,
+        channel: &Channel,
+        delay_ms: u64,
+    ) -> Result<(), lapin::Error> {
+        let queue = self.delay_queue(delay_ms);
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(i64::try_from(delay_ms).unwrap_or(i64::MAX)),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            long_string(&self.deliver_exchange()),
+        );
+        if self.queue_type == QueueType::Quorum {
+            args.insert("x-queue-type".into(), long_string("quorum"));
+            // Quorum dead-lettering is at-most-once unless asked otherwise,
+            // and at-least-once needs reject-publish overflow.
+            args.insert(
+                "x-dead-letter-strategy".into(),
+                long_string("at-least-once"),
+            );
+            args.insert("x-overflow".into(), long_string("reject-publish"));
+        }
+        channel
+            .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
+            .await?;
+        let mut binding = FieldTable::default();
+        binding.insert("x-match".into(), long_string("all"));
+        binding.insert(DELAY_HEADER.into(), long_string(&delay_ms.to_string()));
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                self.delay_exchange().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                binding,
+            )
+            .await
+    }
+
     fn subscription_queue_arguments(&self) -> FieldTable {
         let mut args = FieldTable::default();
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
@@ -209,6 +264,10 @@ impl Topology {
         args
     }
 }
+
+/// Header whose value (the step in milliseconds, as text) routes a message
+/// to its delay queue through the headers exchange.
+pub const DELAY_HEADER: &str = "postline-delay-ms";
 
 fn long_string(text: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(text))

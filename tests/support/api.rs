@@ -5,7 +5,19 @@
 
 use crate::env::TestEnv;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
+use std::sync::LazyLock;
+
+/// The retry policy of test subscriptions that do not set one: the
+/// production shape (3 immediate retries, then growing delays) in milliseconds.
+pub static TEST_LADDER: LazyLock<Value> = LazyLock::new(|| {
+    json!({
+        "immediate_retries": 3,
+        "immediate_pause_ms": 20,
+        "steps_ms": [50, 100, 200],
+        "repeat_every_ms": 200,
+    })
+});
 
 /// Which bearer token a raw request carries.
 #[derive(Debug, Clone, Copy)]
@@ -90,8 +102,12 @@ impl TestEnv {
         (response.status, response.json)
     }
 
-    /// `POST /v1/subscriptions`; tracks the id for clean-up.
-    pub async fn create_subscription(&self, spec: Value) -> (StatusCode, Value) {
+    /// `POST /v1/subscriptions`; tracks the id for clean-up. A spec without
+    /// `retry` gets [`TEST_LADDER`], so failing tests wait milliseconds, not minutes.
+    pub async fn create_subscription(&self, mut spec: Value) -> (StatusCode, Value) {
+        if let Some(fields) = spec.as_object_mut() {
+            fields.entry("retry").or_insert_with(|| TEST_LADDER.clone());
+        }
         if let Some(id) = spec["id"].as_str() {
             self.subscription_ids
                 .lock()

@@ -60,8 +60,6 @@ impl TestEnvBuilder {
         ingest.producer_token = Secret::new(namespace::random_token("producer"));
         let mut delivery = DeliveryConfig::local(common);
         delivery.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        delivery.retry_pause = Duration::from_millis(20);
-        delivery.inplace_retries = 3;
         Self {
             namespace,
             ingest,
@@ -80,12 +78,6 @@ impl TestEnvBuilder {
     /// Sets the largest accepted event (both intakes).
     pub fn max_event_bytes(mut self, bytes: usize) -> Self {
         self.ingest.max_event_bytes = bytes;
-        self
-    }
-
-    /// Sets delivery's immediate retries.
-    pub fn inplace_retries(mut self, retries: u32) -> Self {
-        self.delivery.inplace_retries = retries;
         self
     }
 

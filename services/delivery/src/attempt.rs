@@ -28,6 +28,16 @@ pub enum AttemptError {
     Connection(String),
 }
 
+impl AttemptError {
+    /// The receiver's status, when it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
 /// The result of one POST.
 #[derive(Debug)]
 pub struct Attempt {

@@ -3,7 +3,6 @@
 use postline_shared::config::{env_or, ConfigError};
 use postline_shared::CommonConfig;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 /// Everything the delivery service needs to run.
 #[derive(Debug, Clone)]
@@ -14,12 +13,10 @@ pub struct DeliveryConfig {
     pub listen: SocketAddr,
     /// Messages in flight from the broker per subscription consumer (`POSTLINE_DELIVERY_PREFETCH`).
     pub prefetch: u16,
-    /// Immediate retries of a failed POST before the event is handed back (`POSTLINE_INPLACE_RETRIES`).
-    pub inplace_retries: u32,
-    /// Pause between immediate retries (`POSTLINE_RETRY_PAUSE_MS`).
-    pub retry_pause: Duration,
-    /// How long a delivered marker is kept (`POSTLINE_DELIVERED_TTL_SECS`).
+    /// How long a delivered (or given-up) marker is kept (`POSTLINE_DELIVERED_TTL_SECS`).
     pub delivered_ttl_secs: u64,
+    /// About how many recent attempts each subscription's log keeps (`POSTLINE_ATTEMPT_LOG_CAP`).
+    pub attempt_log_cap: usize,
 }
 
 impl DeliveryConfig {
@@ -29,12 +26,8 @@ impl DeliveryConfig {
         Ok(Self {
             listen: env_or("POSTLINE_DELIVERY_LISTEN", defaults.listen)?,
             prefetch: env_or("POSTLINE_DELIVERY_PREFETCH", defaults.prefetch)?,
-            inplace_retries: env_or("POSTLINE_INPLACE_RETRIES", defaults.inplace_retries)?,
-            retry_pause: Duration::from_millis(env_or(
-                "POSTLINE_RETRY_PAUSE_MS",
-                defaults.retry_pause.as_millis() as u64,
-            )?),
             delivered_ttl_secs: env_or("POSTLINE_DELIVERED_TTL_SECS", defaults.delivered_ttl_secs)?,
+            attempt_log_cap: env_or("POSTLINE_ATTEMPT_LOG_CAP", defaults.attempt_log_cap)?,
             ..defaults
         })
     }
@@ -45,9 +38,8 @@ impl DeliveryConfig {
             common,
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             prefetch: 64,
-            inplace_retries: 3,
-            retry_pause: Duration::from_millis(500),
-            delivered_ttl_secs: 7 * 24 * 3600,
+            delivered_ttl_secs: postline_shared::delivery_state::DEFAULT_SETTLED_TTL_SECS,
+            attempt_log_cap: postline_shared::delivery_state::DEFAULT_ATTEMPT_LOG_CAP,
         }
     }
 }

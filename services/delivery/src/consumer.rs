@@ -1,20 +1,28 @@
-//! The ordered consumer of one subscription queue.
+//! The consumer of one subscription queue: one session per channel.
 //!
-//! Messages are handled strictly one after another in queue order. Each is
-//! acked only after its final outcome; when the receiver keeps failing, the
-//! event is handed back to the head of the queue together with everything
-//! prefetched behind it, so order survives failures, restarts and failover.
+//! In `strict` order a session handles messages one after another in queue
+//! order and ends as soon as the subscription is blocked on the ladder:
+//! closing the channel puts every prefetched message back in its place, and
+//! the next session starts when the blocked event is due. Nothing is held
+//! unacked while waiting. In order mode `none` up to `prefetch` POSTs run at
+//! once and a failing event waits in a delay queue without holding the rest.
 
-use crate::attempt::{self, AttemptError};
+use crate::attempt::{self, Attempt};
 use crate::metrics::DeliveryMetrics;
-use crate::state::DeliveryState;
+use crate::retry::{Failure, Outcome};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueuePurgeOptions,
+};
 use lapin::types::FieldTable;
 use lapin::Connection;
 use postline_shared::broker::{ConfirmedPublisher, PublishError};
-use postline_shared::subscription::{OrderMode, Subscription};
+use postline_shared::delivery_state::{AttemptRecord, Block, DeliveryState};
+use postline_shared::ladder::NextStep;
+use postline_shared::redelivery::{Redelivery, RetryHeaders};
+use postline_shared::subscription::{OrderMode, Subscription, SubscriptionStore};
 use postline_shared::topology::Topology;
 use postline_shared::webhook::WebhookRequest;
 use postline_shared::Envelope;
@@ -23,25 +31,26 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// How long an unordered subscription holds a failing event before handing it back.
-const UNORDERED_HAND_BACK_PAUSE: Duration = Duration::from_secs(5);
+/// How long to wait before trying again after Redis or the broker failed us.
+pub(crate) const TRANSIENT_BACKOFF: Duration = Duration::from_secs(1);
+/// How late a blocked event's delayed copy may be before it counts as lost
+/// and is re-issued from the copy kept in its block.
+const LOST_COPY_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// What every consumer of this process shares.
 pub struct ConsumerContext {
     /// AMQP names.
     pub topology: Topology,
-    /// Delivered markers and state.
+    /// Delivery records (settled markers, blocks, parked events, attempt log).
     pub state: DeliveryState,
+    /// Subscriptions (to disable one when its policy gives up).
+    pub store: SubscriptionStore,
     /// HTTP client for receivers.
     pub client: reqwest::Client,
     /// Metrics.
     pub metrics: DeliveryMetrics,
     /// Messages in flight per consumer.
     pub prefetch: u16,
-    /// Immediate retries before handing an event back.
-    pub inplace_retries: u32,
-    /// Pause between immediate retries.
-    pub retry_pause: Duration,
 }
 
 /// Why a consumer session ended.
@@ -49,11 +58,19 @@ pub struct ConsumerContext {
 pub enum Ended {
     /// Asked to stop (shutdown, subscription paused or deleted).
     Stopped,
-    /// An event kept failing and went back to the head of the queue;
-    /// `progressed` tells whether anything was delivered before it.
-    HandedBack {
-        /// Whether this session delivered at least one event first.
+    /// Start the next session at `until` (blocked on the ladder, or after a
+    /// transient failure); `progressed` tells whether anything was settled.
+    Wait {
+        /// When to consume again.
+        until: DateTime<Utc>,
+        /// Whether this session settled at least one event.
         progressed: bool,
+    },
+    /// The retry policy gave up and disabled the subscription; with
+    /// `discard` its backlog was purged as the subscription asked.
+    Disabled {
+        /// Whether the backlog was to be discarded.
+        discard: bool,
     },
     /// The broker cancelled the consumer (queue deleted).
     Cancelled,
@@ -70,9 +87,29 @@ pub enum ConsumerError {
     Publish(#[from] PublishError),
 }
 
-enum Handled {
+/// What became of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handled {
+    /// Settled (acked) or dead-lettered; go on with the next.
     Done,
-    HandBack,
+    /// Handed back; consume again at this time.
+    Wait(DateTime<Utc>),
+    /// The subscription was disabled; `discard` asks for its backlog to be purged.
+    Disabled {
+        /// Purge the queue once the channel is closed.
+        discard: bool,
+    },
+    /// Handed back because the consumer is stopping.
+    Stopped,
+}
+
+/// Where an event stands on its retry policy when this copy arrives.
+#[derive(Debug, Clone, Copy)]
+struct History {
+    attempts: u32,
+    first_failure: Option<DateTime<Utc>>,
+    /// Whether a block names this event (a success or give-up ends it).
+    blocked: bool,
 }
 
 /// One consumer session on the queue of the subscription in `subscription`.
@@ -82,18 +119,26 @@ pub struct SubscriptionConsumer {
     pub context: Arc<ConsumerContext>,
     /// The subscription's current settings (updated live).
     pub subscription: watch::Receiver<Arc<Subscription>>,
-    /// Publisher for dead-lettering unreadable messages.
+    /// Publisher for delayed copies and dead letters.
     pub publisher: ConfirmedPublisher,
 }
 
 impl SubscriptionConsumer {
-    /// Consumes until stopped, handed back, cancelled by the broker, or failed.
+    pub(crate) fn settings(&self) -> Arc<Subscription> {
+        self.subscription.borrow().clone()
+    }
+
+    pub(crate) fn redelivery(&self) -> Redelivery {
+        Redelivery::new(self.publisher.clone(), self.context.topology.clone())
+    }
+
+    /// Consumes until stopped, blocked, disabled, cancelled by the broker, or failed.
     pub async fn run(
         &self,
         connection: &Connection,
         stop: &CancellationToken,
     ) -> Result<Ended, ConsumerError> {
-        let id = self.subscription.borrow().id().to_string();
+        let id = self.settings().id().to_string();
         let topology = &self.context.topology;
         let channel = connection.create_channel().await?;
         channel
@@ -108,7 +153,7 @@ impl SubscriptionConsumer {
                 FieldTable::default(),
             )
             .await?;
-        let unordered = self.subscription.borrow().spec.order == OrderMode::None;
+        let unordered = self.settings().spec.order == OrderMode::None;
         let outcome = if unordered {
             self.consume_unordered(&id, &mut consumer, stop).await
         } else {
@@ -116,11 +161,14 @@ impl SubscriptionConsumer {
         };
         // Closing the channel returns every prefetched, unacked message to the
         // queue in its original position, so the next consumer resumes in order.
-        let _ = channel.close(200, "consumer stopped".into()).await;
+        let _ = channel.close(200, "consumer session over".into()).await;
+        if let Ok(Ended::Disabled { discard: true }) = outcome {
+            self.discard_backlog(connection, &id).await;
+        }
         outcome
     }
 
-    /// Strict order: one event at a time; a failing event stops the session.
+    /// Strict order: one event at a time; a blocked event ends the session.
     async fn consume_in_order(
         &self,
         id: &str,
@@ -140,13 +188,13 @@ impl SubscriptionConsumer {
             };
             match self.handle(id, delivery, stop).await? {
                 Handled::Done => progressed = true,
-                Handled::HandBack => return Ok(Ended::HandedBack { progressed }),
+                other => return Ok(other.ended(progressed)),
             }
         }
     }
 
-    /// Order mode `none`: up to `prefetch` POSTs at once; a failing event is
-    /// handed back on its own after a pause, and the others keep flowing.
+    /// Order mode `none`: up to `prefetch` POSTs at once; a failing event
+    /// goes to a delay queue on its own and the others keep flowing.
     async fn consume_unordered(
         &self,
         id: &str,
@@ -155,14 +203,18 @@ impl SubscriptionConsumer {
     ) -> Result<Ended, ConsumerError> {
         let limit = usize::from(self.context.prefetch.max(1));
         let mut in_flight = tokio::task::JoinSet::new();
-        let outcome = loop {
+        // The first outcome that ends the session; in-flight POSTs still finish.
+        let mut settled_any = false;
+        let mut ending: Option<Result<Ended, ConsumerError>> = None;
+        while ending.is_none() {
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => break Ok(Ended::Stopped),
+                _ = stop.cancelled() => ending = Some(Ok(Ended::Stopped)),
                 Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
                     match joined {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(error)) => break Err(error),
+                        Ok(Ok(Handled::Done)) => settled_any = true,
+                        Ok(Ok(other)) => ending = Some(Ok(other.ended(settled_any))),
+                        Ok(Err(error)) => ending = Some(Err(error)),
                         Err(panic) => {
                             tracing::error!(subscription = %id, %panic, "delivery task panicked");
                         }
@@ -174,16 +226,22 @@ impl SubscriptionConsumer {
                         let (id, stop) = (id.to_string(), stop.clone());
                         in_flight.spawn(async move { worker.handle(&id, delivery, &stop).await });
                     }
-                    Some(Err(error)) => break Err(error.into()),
-                    None => break Ok(Ended::Cancelled),
+                    Some(Err(error)) => ending = Some(Err(error.into())),
+                    None => ending = Some(Ok(Ended::Cancelled)),
                 },
             }
-        };
-        // POSTs in flight finish and are acked (or handed back) before the channel closes.
-        while in_flight.join_next().await.is_some() {}
-        outcome
+        }
+        // POSTs in flight finish and are settled before the channel closes.
+        while let Some(joined) = in_flight.join_next().await {
+            if let Ok(Ok(Handled::Disabled { discard })) = joined {
+                ending = Some(Ok(Ended::Disabled { discard }));
+            }
+        }
+        ending.unwrap_or(Ok(Ended::Stopped))
     }
 
+    /// Handles one message: skip it if settled, hold it back if the
+    /// subscription is blocked on another event, otherwise attempt it.
     async fn handle(
         &self,
         id: &str,
@@ -198,51 +256,190 @@ impl SubscriptionConsumer {
                 return Ok(Handled::Done);
             }
         };
-        match context.state.was_delivered(id, &envelope.id).await {
-            Ok(true) => {
-                tracing::info!(subscription = %id, event_id = %envelope.id, "already delivered; skipping");
-                context.metrics.count(id, "duplicate_skipped");
-                // Safe to ack: a success for this event is already recorded.
-                delivery.acker.ack(BasicAckOptions::default()).await?;
-                return Ok(Handled::Done);
-            }
-            Ok(false) => {}
+        let strict = self.settings().spec.order == OrderMode::Strict;
+        let carried = RetryHeaders::read(&delivery.properties);
+        let precheck = match context.state.precheck(id, &envelope.id).await {
+            Ok(precheck) => precheck,
             Err(error) => {
                 tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "redis unavailable; handing the event back");
-                return self.hand_back(id, &envelope, delivery, stop).await;
+                requeue(&delivery).await?;
+                return Ok(Handled::Wait(Utc::now() + TRANSIENT_BACKOFF));
             }
+        };
+        let names_this_event = precheck
+            .block
+            .as_ref()
+            .is_some_and(|block| block.event_id == envelope.id);
+        if precheck.settled {
+            if names_this_event {
+                // A block must never outlive its event's settlement.
+                let _ = context.state.clear_block(id).await;
+            }
+            tracing::info!(subscription = %id, event_id = %envelope.id, "already settled; skipping");
+            context.metrics.count(id, "duplicate_skipped");
+            // Safe to ack: a success (or give-up) for this event is already recorded.
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+            return Ok(Handled::Done);
         }
-        for attempt_number in 1..=1 + context.inplace_retries {
-            // Settings are read per attempt so a live update applies at once.
-            let subscription = self.subscription.borrow().clone();
-            let request =
-                WebhookRequest::build(&subscription, &envelope, chrono::Utc::now().timestamp());
-            let attempt = attempt::send(&context.client, &request, subscription.spec.success).await;
-            match attempt.result {
-                Ok(status) => {
-                    self.settle_success(
-                        id,
-                        &envelope,
-                        delivery,
-                        status,
-                        attempt_number,
-                        attempt.duration,
-                    )
-                    .await?;
+        let history = match precheck.block {
+            Some(block) if strict && names_this_event => {
+                if carried.retry_id.as_deref() != Some(block.retry_id.as_str()) {
+                    tracing::info!(subscription = %id, event_id = %envelope.id, "stale copy of the blocked event; dropping it");
+                    context.metrics.count(id, "superseded");
+                    // Safe to ack: the block names another copy of this event,
+                    // confirmed in a delay queue or at the head of the queue.
+                    delivery.acker.ack(BasicAckOptions::default()).await?;
                     return Ok(Handled::Done);
                 }
-                Err(error) => {
-                    self.note_failure(id, &envelope, &error, attempt_number, attempt.duration)
-                        .await;
-                    if attempt_number > context.inplace_retries
-                        || pause_or_stop(context.retry_pause, stop).await
-                    {
-                        break;
+                History {
+                    attempts: block.attempts,
+                    first_failure: Some(block.first_failure_at),
+                    blocked: true,
+                }
+            }
+            Some(block) if strict => return self.hold_back(id, &delivery, &block).await,
+            // Without a block a strict event starts its policy afresh (a
+            // re-enabled subscription gets a full ladder again).
+            _ if strict => History {
+                attempts: 0,
+                first_failure: None,
+                blocked: false,
+            },
+            _ => History {
+                attempts: carried.attempts,
+                first_failure: carried.first_failure,
+                blocked: names_this_event,
+            },
+        };
+        self.attempt(id, &envelope, delivery, history, stop).await
+    }
+
+    /// Hands back a message of a subscription blocked on another event and
+    /// says when to look again; re-issues the blocked event if its copy is lost.
+    async fn hold_back(
+        &self,
+        id: &str,
+        delivery: &Delivery,
+        block: &Block,
+    ) -> Result<Handled, ConsumerError> {
+        let now = Utc::now();
+        if now > block.next_attempt_at + LOST_COPY_GRACE {
+            tracing::warn!(subscription = %id, event_id = %block.event_id, due = %block.next_attempt_at, "blocked event is overdue; re-issuing it from its block");
+            let reissued = self
+                .redelivery()
+                .reissue_blocked(&self.context.state, id, block)
+                .await;
+            if let Err(error) = reissued {
+                tracing::warn!(%error, subscription = %id, "re-issuing the blocked event failed");
+            }
+        }
+        // Safe: a requeued message returns to its own place in the queue.
+        requeue(delivery).await?;
+        self.context.metrics.count(id, "held_back");
+        Ok(Handled::Wait(block.next_attempt_at.max(now)))
+    }
+
+    /// POSTs the event, retrying in place while the policy says so, then
+    /// settles it: delivered, rescheduled on the ladder, or given up.
+    async fn attempt(
+        &self,
+        id: &str,
+        envelope: &Envelope,
+        delivery: Delivery,
+        history: History,
+        stop: &CancellationToken,
+    ) -> Result<Handled, ConsumerError> {
+        let context = &self.context;
+        let mut attempts = history.attempts;
+        let mut first_failure = history.first_failure;
+        loop {
+            attempts += 1;
+            // Settings are read per attempt so a live update applies at once.
+            let subscription = self.settings();
+            let request = WebhookRequest::build(&subscription, envelope, Utc::now().timestamp());
+            let attempt = attempt::send(&context.client, &request, subscription.spec.success).await;
+            self.log_attempt(id, envelope, attempts, &attempt).await;
+            let error = match attempt.result {
+                Ok(status) => {
+                    self.settle_success(id, envelope, delivery, status, attempts, history.blocked)
+                        .await?;
+                    return Ok(Handled::Done);
+                }
+                Err(error) => error,
+            };
+            context.metrics.count(id, "failed_attempt");
+            tracing::warn!(subscription = %id, event_id = %envelope.id, attempt = attempts, duration_ms = attempt.duration.as_millis() as u64, %error, "delivery attempt failed");
+            context
+                .state
+                .record_failure(id, &envelope.id, &error.to_string())
+                .await;
+            let now = Utc::now();
+            let first = *first_failure.get_or_insert(now);
+            let failure = Failure {
+                envelope,
+                attempts,
+                first_failure: first,
+                error: error.to_string(),
+            };
+            match subscription.spec.retry.after_failure(attempts, first, now) {
+                NextStep::RetryNow(pause) => {
+                    if pause_or_stop(pause, stop).await {
+                        requeue(&delivery).await?;
+                        return Ok(Handled::Stopped);
                     }
+                }
+                NextStep::Delay { delay_ms } => {
+                    return self
+                        .reschedule(id, delivery, &failure, delay_ms, &subscription)
+                        .await;
+                }
+                NextStep::GiveUp => {
+                    return self.give_up(id, delivery, &failure, &subscription).await
                 }
             }
         }
-        self.hand_back(id, &envelope, delivery, stop).await
+    }
+
+    async fn reschedule(
+        &self,
+        id: &str,
+        delivery: Delivery,
+        failure: &Failure<'_>,
+        delay_ms: u64,
+        subscription: &Subscription,
+    ) -> Result<Handled, ConsumerError> {
+        let outcome =
+            crate::retry::reschedule(self, id, &delivery, failure, delay_ms, subscription).await;
+        self.finish(&delivery, outcome).await
+    }
+
+    async fn give_up(
+        &self,
+        id: &str,
+        delivery: Delivery,
+        failure: &Failure<'_>,
+        subscription: &Subscription,
+    ) -> Result<Handled, ConsumerError> {
+        let outcome = crate::retry::give_up(self, id, &delivery, failure, subscription).await;
+        self.finish(&delivery, outcome).await
+    }
+
+    /// Acks or requeues the message as the retry step decided.
+    async fn finish(
+        &self,
+        delivery: &Delivery,
+        outcome: Outcome,
+    ) -> Result<Handled, ConsumerError> {
+        match outcome {
+            Outcome::Ack(handled) => {
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+                Ok(handled)
+            }
+            Outcome::Requeue(handled) => {
+                requeue(delivery).await?;
+                Ok(handled)
+            }
+        }
     }
 
     /// Records a delivered event and acks it.
@@ -252,81 +449,97 @@ impl SubscriptionConsumer {
         envelope: &Envelope,
         delivery: Delivery,
         status: u16,
-        attempt_number: u32,
-        duration: Duration,
+        attempts: u32,
+        unblock: bool,
     ) -> Result<(), ConsumerError> {
         let context = &self.context;
         let metrics = &context.metrics;
-        metrics
-            .attempt_duration
-            .with_label_values(&["success"])
-            .observe(duration.as_secs_f64());
         // The marker goes first: after a crash before the ack, the
         // redelivered message finds it and is not POSTed again.
-        if let Err(error) = context.state.record_success(id, &envelope.id).await {
+        if let Err(error) = context
+            .state
+            .record_success(id, &envelope.id, unblock)
+            .await
+        {
             tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "recording the success failed");
         }
         // Safe to ack: the receiver accepted the event.
         delivery.acker.ack(BasicAckOptions::default()).await?;
         metrics.count(id, "delivered");
+        if unblock {
+            tracing::info!(subscription = %id, event_id = %envelope.id, attempts, "blocked event delivered; subscription unblocked");
+        }
         if let Some(generated) = envelope.generated_at() {
-            let age = chrono::Utc::now() - generated;
+            let age = Utc::now() - generated;
             metrics
                 .end_to_end_latency
                 .observe(age.as_seconds_f64().max(0.0));
         }
-        tracing::debug!(subscription = %id, event_id = %envelope.id, status, attempt = attempt_number, duration_ms = duration.as_millis() as u64, "delivered");
+        tracing::debug!(subscription = %id, event_id = %envelope.id, status, attempt = attempts, "delivered");
         Ok(())
     }
 
-    /// Records one failed attempt in metrics, logs and the delivery state.
-    async fn note_failure(
-        &self,
-        id: &str,
-        envelope: &Envelope,
-        error: &AttemptError,
-        attempt_number: u32,
-        duration: Duration,
-    ) {
+    /// Adds the attempt to metrics and the subscription's attempt log.
+    async fn log_attempt(&self, id: &str, envelope: &Envelope, number: u32, attempt: &Attempt) {
         let context = &self.context;
+        let (label, status, error) = match &attempt.result {
+            Ok(status) => ("success", Some(*status), None),
+            Err(error) => ("failure", error.status(), Some(error.to_string())),
+        };
         context
             .metrics
             .attempt_duration
-            .with_label_values(&["failure"])
-            .observe(duration.as_secs_f64());
-        context.metrics.count(id, "failed_attempt");
-        tracing::warn!(subscription = %id, event_id = %envelope.id, attempt = attempt_number, duration_ms = duration.as_millis() as u64, %error, "delivery attempt failed");
-        context
-            .state
-            .record_failure(id, &envelope.id, &error.to_string())
-            .await;
+            .with_label_values(&[label])
+            .observe(attempt.duration.as_secs_f64());
+        let record = AttemptRecord {
+            at: Utc::now(),
+            event_id: envelope.id.clone(),
+            attempt: number,
+            status,
+            error,
+            duration_ms: attempt.duration.as_millis() as u64,
+            outcome: if attempt.result.is_ok() {
+                "delivered"
+            } else {
+                "failed"
+            }
+            .into(),
+        };
+        context.state.log_attempt(id, &record).await;
     }
 
-    async fn hand_back(
-        &self,
-        id: &str,
-        envelope: &Envelope,
-        delivery: Delivery,
-        stop: &CancellationToken,
-    ) -> Result<Handled, ConsumerError> {
-        if self.subscription.borrow().spec.order == OrderMode::None {
-            // Without ordering the others keep flowing; holding just this
-            // message for a while keeps it from coming straight back.
-            pause_or_stop(UNORDERED_HAND_BACK_PAUSE, stop).await;
+    /// Empties the queue of a subscription disabled with `discard_on_disable`.
+    async fn discard_backlog(&self, connection: &Connection, id: &str) {
+        let purged = async {
+            let channel = connection.create_channel().await?;
+            let purged = channel
+                .queue_purge(
+                    self.context.topology.subscription_queue(id).into(),
+                    QueuePurgeOptions::default(),
+                )
+                .await;
+            let _ = channel.close(200, "backlog discarded".into()).await;
+            purged
         }
-        // A requeued message returns to its original place at the head of a
-        // classic queue; in strict mode the caller then closes the channel so
-        // the messages prefetched behind it go back too and nothing overtakes it.
-        delivery
-            .acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await?;
-        self.context.metrics.count(id, "handed_back");
-        tracing::info!(subscription = %id, event_id = %envelope.id, "event handed back to the head of its queue");
-        Ok(Handled::HandBack)
+        .await;
+        match purged {
+            Ok(count) => {
+                tracing::warn!(subscription = %id, discarded = count, "disabled subscription's backlog discarded");
+                let _ = self
+                    .context
+                    .state
+                    .count(id, "discarded", i64::from(count))
+                    .await;
+                self.context
+                    .metrics
+                    .deliveries
+                    .with_label_values(&[id, "discarded"])
+                    .inc_by(u64::from(count));
+            }
+            Err(error) => {
+                tracing::error!(%error, subscription = %id, "discarding the backlog failed; it is kept")
+            }
+        }
     }
 
     async fn dead_letter(
@@ -350,6 +563,29 @@ impl SubscriptionConsumer {
         delivery.acker.ack(BasicAckOptions::default()).await?;
         Ok(())
     }
+}
+
+impl Handled {
+    /// How a session ends on this outcome; `progressed` if it settled anything first.
+    fn ended(self, progressed: bool) -> Ended {
+        match self {
+            Self::Done | Self::Stopped => Ended::Stopped,
+            Self::Wait(until) => Ended::Wait { until, progressed },
+            Self::Disabled { discard } => Ended::Disabled { discard },
+        }
+    }
+}
+
+/// Puts a message back in its place in the queue, unsettled.
+async fn requeue(delivery: &Delivery) -> Result<(), lapin::Error> {
+    delivery
+        .acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
 }
 
 /// Sleeps `pause`; returns true if `stop` fired first.

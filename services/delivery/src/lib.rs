@@ -7,12 +7,14 @@ pub mod attempt;
 pub mod config;
 pub mod consumer;
 pub mod metrics;
-pub mod state;
+mod retry;
+pub mod status_gauges;
 pub mod supervisor;
 
 pub use config::DeliveryConfig;
 
 use anyhow::Context;
+use postline_shared::delivery_state::DeliveryState;
 use postline_shared::ops::{self, Readiness};
 use postline_shared::subscription::catalog;
 use postline_shared::subscription::SubscriptionStore;
@@ -59,25 +61,33 @@ pub async fn start(
     readiness.set_redis(true);
     let background = CancellationToken::new();
     let (changed_tx, changed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (catalog, sync) = catalog::start_sync(store, background.clone(), move |id: &str| {
-        let _ = changed_tx.send(id.to_string());
-    })
-    .await
-    .context("loading subscriptions")?;
+    let (catalog, sync) =
+        catalog::start_sync(store.clone(), background.clone(), move |id: &str| {
+            let _ = changed_tx.send(id.to_string());
+        })
+        .await
+        .context("loading subscriptions")?;
     let redis_watch = tokio::spawn(ops::watch_redis(
         redis.clone(),
         readiness.clone(),
         background.clone(),
     ));
 
+    let state = DeliveryState::new(redis, keys)
+        .with_retention(config.delivered_ttl_secs, config.attempt_log_cap);
+    let gauges = tokio::spawn(status_gauges::run(
+        catalog.clone(),
+        state.clone(),
+        metrics.clone(),
+        background.clone(),
+    ));
     let context = Arc::new(consumer::ConsumerContext {
         topology: common.topology(),
-        state: state::DeliveryState::new(redis, keys, config.delivered_ttl_secs),
+        state,
+        store,
         client: postline_shared::webhook::http_client().context("building the HTTP client")?,
         metrics,
         prefetch: config.prefetch,
-        inplace_retries: config.inplace_retries,
-        retry_pause: config.retry_pause,
     });
     let supervisor = supervisor::Supervisor {
         amqp_url: common.amqp_url.clone(),
@@ -108,6 +118,7 @@ pub async fn start(
         background.cancel();
         let _ = sync.await;
         let _ = redis_watch.await;
+        let _ = gauges.await;
         if let Ok(Err(error)) = server.await {
             tracing::error!(%error, "ops server failed");
         }

@@ -1,13 +1,14 @@
 //! Delivery's Prometheus metrics.
 
-use postline_shared::metrics::{counter_vec, gauge, latency, latency_histogram};
-use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge, Registry};
+use postline_shared::metrics::{counter_vec, gauge, gauge_vec, latency, latency_histogram};
+use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 /// Counters, gauges and histograms of the delivery path.
 #[derive(Clone)]
 pub struct DeliveryMetrics {
-    /// Final outcomes and attempts by subscription: `delivered`, `failed_attempt`,
-    /// `handed_back`, `duplicate_skipped`, `invalid_message`.
+    /// Outcomes and attempts by subscription: `delivered`, `failed_attempt`,
+    /// `duplicate_skipped`, `superseded`, `held_back`, `given_up`,
+    /// `discarded`, `invalid_message`.
     pub deliveries: IntCounterVec,
     /// Duration of each POST, by result (`success`, `failure`).
     pub attempt_duration: HistogramVec,
@@ -15,6 +16,18 @@ pub struct DeliveryMetrics {
     pub end_to_end_latency: Histogram,
     /// Subscription consumers running in this process.
     pub consumers: IntGauge,
+    /// Retries sent to a delay queue, by step (`delay_ms`).
+    pub retries_scheduled: IntCounterVec,
+    /// Events given up, by rule (`disable`, `skip`).
+    pub give_ups: IntCounterVec,
+    /// Strict subscriptions blocked on the ladder right now.
+    pub subscriptions_blocked: IntGauge,
+    /// Seconds since the blocked event of each blocked subscription first failed.
+    pub blocked_age: IntGaugeVec,
+    /// Subscriptions disabled by their retry policy.
+    pub subscriptions_disabled: IntGauge,
+    /// Parked (given-up, replayable) events per subscription.
+    pub parked_events: IntGaugeVec,
 }
 
 impl DeliveryMetrics {
@@ -42,6 +55,40 @@ impl DeliveryMetrics {
                 registry,
                 "postline_delivery_consumers",
                 "Subscription consumers running in this process",
+            )?,
+            retries_scheduled: counter_vec(
+                registry,
+                "postline_retries_scheduled_total",
+                "Failed events sent to a delay queue, by ladder step",
+                &["delay_ms"],
+            )?,
+            give_ups: counter_vec(
+                registry,
+                "postline_give_ups_total",
+                "Events whose retry policy was exhausted, by give-up rule",
+                &["rule"],
+            )?,
+            subscriptions_blocked: gauge(
+                registry,
+                "postline_subscriptions_blocked",
+                "Strict subscriptions waiting on the ladder for a failed event",
+            )?,
+            blocked_age: gauge_vec(
+                registry,
+                "postline_blocked_event_age_seconds",
+                "Seconds since the blocked event of a subscription first failed",
+                &["subscription"],
+            )?,
+            subscriptions_disabled: gauge(
+                registry,
+                "postline_subscriptions_disabled",
+                "Subscriptions disabled because their retry policy gave up",
+            )?,
+            parked_events: gauge_vec(
+                registry,
+                "postline_parked_events",
+                "Given-up events kept for replay, by subscription",
+                &["subscription"],
             )?,
         })
     }

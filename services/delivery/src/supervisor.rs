@@ -15,8 +15,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-/// Longest pause before a handed-back event is tried again.
-const MAX_HAND_BACK_PAUSE: Duration = Duration::from_secs(30);
+/// Shortest pause between sessions that made no progress (a blocked event
+/// due but not yet back from its delay queue, a Redis hiccup).
+const MIN_IDLE_PAUSE: Duration = Duration::from_millis(50);
+/// Longest such pause.
+const MAX_IDLE_PAUSE: Duration = Duration::from_secs(5);
 /// How often connection health and crashed consumers are checked.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -182,22 +185,38 @@ impl Supervisor {
             publisher,
         };
         let task_stop = stop.clone();
-        let base_pause = self.context.retry_pause.max(Duration::from_millis(10));
+        let mut settings_changed = consumer.subscription.clone();
         let task = tasks.spawn(async move {
             let id = subscription.id().to_string();
-            let mut pause = base_pause;
+            let mut idle_pause = MIN_IDLE_PAUSE;
             loop {
                 match consumer.run(&connection, &task_stop).await {
-                    Ok(Ended::HandedBack { progressed }) => {
-                        if progressed {
-                            pause = base_pause;
-                        }
-                        // Nothing is held while waiting: the event sits at the head of its queue.
+                    Ok(Ended::Wait { until, progressed }) => {
+                        let wait = (until - chrono::Utc::now()).to_std().unwrap_or_default();
+                        // A session that settled nothing and has nothing to
+                        // wait for backs off, so it cannot spin on the queue.
+                        let wait = if progressed || wait > MIN_IDLE_PAUSE {
+                            idle_pause = MIN_IDLE_PAUSE;
+                            wait
+                        } else {
+                            idle_pause = (idle_pause * 2).min(MAX_IDLE_PAUSE);
+                            idle_pause
+                        };
+                        settings_changed.borrow_and_update();
+                        // Nothing is held while waiting: the blocked event is in
+                        // a delay queue, the rest in the subscription queue. A
+                        // settings change (or "retry now") ends the wait early.
                         tokio::select! {
                             _ = task_stop.cancelled() => return,
-                            _ = tokio::time::sleep(pause) => {}
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = settings_changed.changed() => {}
                         }
-                        pause = (pause * 2).min(MAX_HAND_BACK_PAUSE);
+                    }
+                    Ok(Ended::Disabled { .. }) => {
+                        // Not restarted: the supervisor stops this consumer as
+                        // soon as the catalog shows the subscription disabled.
+                        task_stop.cancelled().await;
+                        return;
                     }
                     Ok(Ended::Stopped) => return,
                     Ok(Ended::Cancelled) => {

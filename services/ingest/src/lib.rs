@@ -14,6 +14,7 @@ pub mod metrics;
 pub use config::IngestConfig;
 
 use anyhow::Context;
+use postline_shared::delivery_state::DeliveryState;
 use postline_shared::ops::{self, Readiness};
 use postline_shared::subscription::catalog;
 use postline_shared::subscription::SubscriptionStore;
@@ -55,6 +56,7 @@ pub async fn start(
         background.clone(),
     ));
 
+    let delivery = DeliveryState::new(redis.clone(), keys.clone());
     let fanout = fanout::Fanout::new(
         catalog.clone(),
         topology.clone(),
@@ -88,6 +90,7 @@ pub async fn start(
         broker: link_rx,
         store,
         catalog,
+        delivery,
         topology,
         metrics,
         admin_token: config.admin_token.clone(),

@@ -12,6 +12,7 @@ pub use filter::{EventTypePattern, Filter};
 pub use store::{StoreError, SubscriptionChange, SubscriptionStore};
 
 use crate::envelope::Envelope;
+use crate::ladder::RetryPolicy;
 use crate::problem::Problem;
 use crate::secret::Secret;
 use chrono::{DateTime, Utc};
@@ -141,6 +142,9 @@ pub struct SubscriptionSpec {
     /// Initial status (`active` or `paused`).
     #[serde(default)]
     pub status: SubscriptionStatus,
+    /// What happens when deliveries fail: the backoff ladder (default) or fixed retries.
+    #[serde(default)]
+    pub retry: RetryPolicy,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -173,6 +177,21 @@ pub struct SubscriptionPatch {
     pub order: Option<OrderMode>,
     /// New status (`active` re-enables, `paused` pauses).
     pub status: Option<SubscriptionStatus>,
+    /// New retry policy (replaces the whole policy).
+    pub retry: Option<RetryPolicy>,
+}
+
+/// Why and when delivery deactivated a subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disabled {
+    /// When it was deactivated.
+    pub at: DateTime<Utc>,
+    /// Why, for people.
+    pub reason: String,
+    /// The event that exhausted the retry policy.
+    pub event_id: String,
+    /// Whether the backlog was discarded (`discard_on_disable`).
+    pub backlog_discarded: bool,
 }
 
 /// A stored subscription.
@@ -184,6 +203,9 @@ pub struct Subscription {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// Set while the subscription is disabled by delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<Disabled>,
 }
 
 /// What the API shows of a subscription: everything but the secrets.
@@ -213,6 +235,11 @@ pub struct SubscriptionView<'a> {
     pub order: OrderMode,
     /// Status.
     pub status: SubscriptionStatus,
+    /// Retry policy.
+    pub retry: &'a RetryPolicy,
+    /// Why it is disabled, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<&'a Disabled>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -262,13 +289,16 @@ impl SubscriptionSpec {
                 format!("must be between 1 and {MAX_TIMEOUT_MS}"),
             ));
         }
-        if self.status == SubscriptionStatus::Disabled {
-            return Err(Problem::field(
-                "status",
-                "may be set to `active` or `paused`; `disabled` is set by delivery",
-            ));
-        }
+        self.retry.validate()?;
         Ok(())
+    }
+
+    /// Checks a new subscription: every field, and a status an operator may set.
+    pub fn validate_new(&self) -> Result<(), Problem> {
+        if self.status == SubscriptionStatus::Disabled {
+            return Err(disabled_is_not_settable());
+        }
+        self.validate()
     }
 
     /// Applies a patch, returning the updated spec (not yet validated).
@@ -287,7 +317,8 @@ impl SubscriptionSpec {
             success,
             timeout_ms,
             order,
-            status
+            status,
+            retry
         );
         if let Some(header) = patch.signature_header {
             spec.signature_header = Some(header);
@@ -329,9 +360,29 @@ impl Subscription {
             timeout_ms: s.timeout_ms,
             order: s.order,
             status: s.status,
+            retry: &s.retry,
+            disabled: self.disabled.as_ref(),
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
+    }
+}
+
+/// The problem of an operator asking for status `disabled`.
+pub fn disabled_is_not_settable() -> Problem {
+    Problem::field(
+        "status",
+        "may be set to `active` or `paused`; `disabled` is set by delivery",
+    )
+}
+
+impl SubscriptionPatch {
+    /// Checks what only a patch can get wrong (the rest is checked on the result).
+    pub fn validate(&self) -> Result<(), Problem> {
+        if self.status == Some(SubscriptionStatus::Disabled) {
+            return Err(disabled_is_not_settable());
+        }
+        Ok(())
     }
 }
 
@@ -477,6 +528,7 @@ mod tests {
             spec: s,
             created_at: now,
             updated_at: now,
+            disabled: None,
         };
         let shown = serde_json::to_string(&stored.view()).unwrap();
         assert!(!shown.contains("shh-top-secret"), "{shown}");

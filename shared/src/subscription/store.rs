@@ -2,7 +2,7 @@
 //! pub/sub channel on which every change is announced by id so that running
 //! services reload what changed without a restart.
 
-use super::{Subscription, SubscriptionPatch, SubscriptionSpec, SubscriptionStatus};
+use super::{Disabled, Subscription, SubscriptionPatch, SubscriptionSpec, SubscriptionStatus};
 use crate::keys::RedisKeys;
 use crate::problem::Problem;
 use chrono::Utc;
@@ -81,12 +81,13 @@ impl SubscriptionStore {
 
     /// Stores a new, validated subscription; fails if the id is taken.
     pub async fn create(&self, spec: SubscriptionSpec) -> Result<Subscription, StoreError> {
-        spec.validate().map_err(StoreError::Invalid)?;
+        spec.validate_new().map_err(StoreError::Invalid)?;
         let now = Utc::now();
         let subscription = Subscription {
             spec,
             created_at: now,
             updated_at: now,
+            disabled: None,
         };
         let id = subscription.id().to_string();
         let mut redis = self.redis.clone();
@@ -143,27 +144,42 @@ impl SubscriptionStore {
         id: &str,
         patch: SubscriptionPatch,
     ) -> Result<Subscription, StoreError> {
+        patch.validate().map_err(StoreError::Invalid)?;
         let current = self.get(id).await?;
         let spec = current.spec.patched(patch);
         spec.validate().map_err(StoreError::Invalid)?;
+        // Leaving `disabled` (re-enabling or pausing) forgets why it was disabled.
+        let disabled = current
+            .disabled
+            .filter(|_| spec.status == SubscriptionStatus::Disabled);
         self.replace(Subscription {
             spec,
             created_at: current.created_at,
             updated_at: Utc::now(),
+            disabled,
         })
         .await
     }
 
-    /// Sets the status (used by delivery to disable, and by operators to resume).
-    pub async fn set_status(
-        &self,
-        id: &str,
-        status: SubscriptionStatus,
-    ) -> Result<Subscription, StoreError> {
+    /// Deactivates a subscription whose retry policy gave up (used by delivery).
+    pub async fn disable(&self, id: &str, why: Disabled) -> Result<Subscription, StoreError> {
         let mut subscription = self.get(id).await?;
-        subscription.spec.status = status;
+        subscription.spec.status = SubscriptionStatus::Disabled;
+        subscription.disabled = Some(why);
         subscription.updated_at = Utc::now();
         self.replace(subscription).await
+    }
+
+    /// Re-enables a disabled (or paused) subscription.
+    pub async fn enable(&self, id: &str) -> Result<Subscription, StoreError> {
+        self.update(
+            id,
+            SubscriptionPatch {
+                status: Some(SubscriptionStatus::Active),
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     async fn replace(&self, subscription: Subscription) -> Result<Subscription, StoreError> {
@@ -196,7 +212,9 @@ impl SubscriptionStore {
         Ok(subscription)
     }
 
-    async fn announce(&self, id: &str) -> Result<(), StoreError> {
+    /// Tells every running service that subscription `id` changed, so its
+    /// consumer re-reads its settings and delivery state now.
+    pub async fn announce(&self, id: &str) -> Result<(), StoreError> {
         let _: i64 = self
             .redis
             .clone()

@@ -40,6 +40,14 @@ impl ApiError {
         }
     }
 
+    /// 409 when the resource is not in a state that allows the request.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::CONFLICT,
+            problem: Problem::whole(code, message),
+        }
+    }
+
     /// 503 while a dependency is down; the client should retry.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self {

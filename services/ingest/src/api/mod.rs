@@ -2,6 +2,7 @@
 //! subscription management API for operators.
 
 mod auth;
+mod delivery_controls;
 mod error;
 mod events;
 mod subscriptions;
@@ -13,6 +14,7 @@ use crate::fanout::Fanout;
 use crate::metrics::IngestMetrics;
 use axum::routing::{get, post};
 use axum::Router;
+use postline_shared::delivery_state::DeliveryState;
 use postline_shared::secret::Secret;
 use postline_shared::subscription::catalog::Catalog;
 use postline_shared::subscription::SubscriptionStore;
@@ -30,6 +32,8 @@ pub struct ApiState {
     pub store: SubscriptionStore,
     /// This process's view of subscriptions (updated at once on API changes).
     pub catalog: Arc<Catalog>,
+    /// Delivery records (state, blocks, parked events, attempts).
+    pub delivery: DeliveryState,
     /// AMQP names.
     pub topology: Topology,
     /// Metrics.
@@ -70,6 +74,31 @@ pub fn router(state: ApiState) -> Router {
             get(subscriptions::get)
                 .patch(subscriptions::update)
                 .delete(subscriptions::delete),
+        )
+        .route("/v1/subscriptions/{id}/state", get(delivery_controls::show))
+        .route(
+            "/v1/subscriptions/{id}/enable",
+            post(delivery_controls::enable),
+        )
+        .route(
+            "/v1/subscriptions/{id}/retry",
+            post(delivery_controls::retry_now),
+        )
+        .route(
+            "/v1/subscriptions/{id}/parked",
+            get(delivery_controls::parked),
+        )
+        .route(
+            "/v1/subscriptions/{id}/parked/replay",
+            post(delivery_controls::replay_all),
+        )
+        .route(
+            "/v1/subscriptions/{id}/parked/{event_id}/replay",
+            post(delivery_controls::replay_one),
+        )
+        .route(
+            "/v1/subscriptions/{id}/attempts",
+            get(delivery_controls::attempts),
         )
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)

@@ -9,15 +9,18 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use postline_shared::problem::parse_json;
-use postline_shared::subscription::{Subscription, SubscriptionPatch, SubscriptionSpec};
+use postline_shared::subscription::{
+    Subscription, SubscriptionPatch, SubscriptionSpec, SubscriptionStatus,
+};
 
-fn view(subscription: &Subscription) -> serde_json::Value {
+/// The API view of a subscription as JSON.
+pub(super) fn view(subscription: &Subscription) -> serde_json::Value {
     serde_json::to_value(subscription.view()).unwrap_or_default()
 }
 
 /// A management channel of its own, so a refused declaration cannot close
 /// the publisher's channel; it is closed again when the request is done.
-async fn admin_channel(state: &ApiState) -> Result<lapin::Channel, ApiError> {
+pub(super) async fn admin_channel(state: &ApiState) -> Result<lapin::Channel, ApiError> {
     super::broker(state)?
         .admin_channel()
         .await
@@ -27,7 +30,7 @@ async fn admin_channel(state: &ApiState) -> Result<lapin::Channel, ApiError> {
         })
 }
 
-async fn close(channel: lapin::Channel) {
+pub(super) async fn close(channel: lapin::Channel) {
     let _ = channel.close(200, "management request done".into()).await;
 }
 
@@ -39,7 +42,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
     let spec: SubscriptionSpec = parse_json(&body).map_err(ApiError::invalid)?;
-    spec.validate().map_err(ApiError::invalid)?;
+    spec.validate_new().map_err(ApiError::invalid)?;
     if state.store.find(&spec.id).await?.is_some() {
         return Err(postline_shared::subscription::StoreError::AlreadyExists(spec.id).into());
     }
@@ -100,6 +103,11 @@ pub async fn update(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
     let patch: SubscriptionPatch = parse_json(&body).map_err(ApiError::invalid)?;
+    patch.validate().map_err(ApiError::invalid)?;
+    if patch.status == Some(SubscriptionStatus::Active) {
+        let before = state.store.get(&id).await?;
+        super::delivery_controls::reenable_cleanup(&state, &before).await?;
+    }
     let subscription = state.store.update(&id, patch).await?;
     state.catalog.upsert(subscription.clone());
     tracing::info!(subscription = %id, "subscription updated");
@@ -122,6 +130,9 @@ pub async fn delete(
     let discarded = state.topology.delete_subscription(&channel, &id).await;
     close(channel).await;
     outcome?;
+    if let Err(error) = state.delivery.forget(&id).await {
+        tracing::warn!(%error, subscription = %id, "removing the delivery records failed");
+    }
     let body = match discarded {
         Ok(discarded) => {
             tracing::info!(subscription = %id, discarded, "subscription deleted");

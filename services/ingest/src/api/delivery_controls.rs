@@ -1,0 +1,262 @@
+//! Operator controls over a subscription's delivery, under
+//! `/v1/subscriptions/{id}/…`: its delivery state, re-enabling it, retrying
+//! a blocked event now, parked events and their replay, recent attempts.
+
+use super::auth::require_bearer;
+use super::subscriptions::{admin_channel, close};
+use super::{ApiError, ApiState};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use postline_shared::delivery_state::{ParkedEvent, StateError};
+use postline_shared::problem::Problem;
+use postline_shared::redelivery::Redelivery;
+use postline_shared::subscription::{Subscription, SubscriptionStatus};
+use serde_json::{json, Value};
+
+/// Most attempts one request may list.
+const MAX_ATTEMPTS_LISTED: usize = 1_000;
+
+impl From<StateError> for ApiError {
+    fn from(error: StateError) -> Self {
+        tracing::error!(%error, "delivery state unavailable");
+        Self::unavailable("delivery state unavailable; retry")
+    }
+}
+
+fn redelivery(state: &ApiState) -> Result<Redelivery, ApiError> {
+    let link = super::broker(state)?;
+    Ok(Redelivery::new(link.publisher, state.topology.clone()))
+}
+
+/// `GET /v1/subscriptions/{id}/state`: where delivery stands.
+pub async fn show(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_bearer(&headers, &state.admin_token)?;
+    let subscription = state.store.get(&id).await?;
+    let records = &state.delivery;
+    let summary = records.summary(&id).await?;
+    let block = records.block(&id).await?;
+    let parked = records
+        .parked_counts(std::slice::from_ref(&id))
+        .await?
+        .first()
+        .copied()
+        .unwrap_or(0);
+    let backlog = match admin_channel(&state).await {
+        Ok(channel) => {
+            let depth = state
+                .topology
+                .subscription_backlog(&channel, &id)
+                .await
+                .ok();
+            close(channel).await;
+            depth
+        }
+        Err(_) => None,
+    };
+    let text = |name: &str| summary.get(name).cloned();
+    let number = |name: &str| {
+        summary
+            .get(name)
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(Json(json!({
+        "id": id,
+        "status": subscription.spec.status,
+        "disabled": subscription.disabled,
+        "order": subscription.spec.order,
+        "blocked": block.as_ref().map(|b| b.view()),
+        "last_success_at": text("last_success_at"),
+        "last_event_id": text("last_event_id"),
+        "last_failure_at": text("last_failure_at"),
+        "last_failed_event_id": text("last_failed_event_id"),
+        "last_error": text("last_error"),
+        "counters": {
+            "delivered": number("delivered"),
+            "failed_attempts": number("failed_attempts"),
+            "given_up": number("given_up"),
+            "discarded": number("discarded"),
+        },
+        "parked": parked,
+        "backlog": backlog,
+    })))
+}
+
+/// Ends a disabled subscription's block along with re-enabling it, so its
+/// kept backlog starts with a fresh retry policy instead of giving up at once.
+pub async fn reenable_cleanup(state: &ApiState, before: &Subscription) -> Result<(), ApiError> {
+    if before.spec.status == SubscriptionStatus::Disabled {
+        state.delivery.clear_block(before.id()).await?;
+    }
+    Ok(())
+}
+
+/// `POST /v1/subscriptions/{id}/enable`: re-enables a disabled (or paused) subscription.
+pub async fn enable(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_bearer(&headers, &state.admin_token)?;
+    let before = state.store.get(&id).await?;
+    reenable_cleanup(&state, &before).await?;
+    let subscription = state.store.enable(&id).await?;
+    state.catalog.upsert(subscription.clone());
+    tracing::info!(subscription = %id, was = ?before.spec.status, "subscription re-enabled");
+    Ok(Json(super::subscriptions::view(&subscription)))
+}
+
+/// `POST /v1/subscriptions/{id}/retry`: the blocked event is tried now,
+/// skipping the rest of its wait.
+pub async fn retry_now(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_bearer(&headers, &state.admin_token)?;
+    state.store.get(&id).await?;
+    let block = state.delivery.block(&id).await?.ok_or_else(|| {
+        ApiError::conflict(
+            "not_blocked",
+            format!("subscription {id} is not waiting on a failed event"),
+        )
+    })?;
+    let swapped = redelivery(&state)?
+        .reissue_blocked(&state.delivery, &id, &block)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, subscription = %id, "retry now failed");
+            ApiError::unavailable("could not queue the retry; retry")
+        })?;
+    if !swapped {
+        return Err(ApiError::conflict(
+            "block_changed",
+            "the blocked event was attempted meanwhile; look at the state and retry",
+        ));
+    }
+    // Wakes the consumer waiting for the old due time, in whichever replica it runs.
+    state.store.announce(&id).await?;
+    tracing::info!(subscription = %id, event_id = %block.event_id, "blocked event retried now by an operator");
+    Ok(Json(
+        json!({ "id": id, "event_id": block.event_id, "retrying": true }),
+    ))
+}
+
+/// `GET /v1/subscriptions/{id}/parked`: events given up with `skip`.
+pub async fn parked(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_bearer(&headers, &state.admin_token)?;
+    state.store.get(&id).await?;
+    let events: Vec<ParkedEvent> = state
+        .delivery
+        .parked(&id)
+        .await?
+        .iter()
+        .map(ParkedEvent::view)
+        .collect();
+    Ok(Json(json!({ "id": id, "parked": events })))
+}
+
+/// `POST /v1/subscriptions/{id}/parked/replay`: replays every parked event.
+pub async fn replay_all(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_bearer(&headers, &state.admin_token)?;
+    state.store.get(&id).await?;
+    let events = state.delivery.parked(&id).await?;
+    let replayed = replay(&state, &id, &events).await?;
+    Ok(Json(json!({ "id": id, "replayed": replayed })))
+}
+
+/// `POST /v1/subscriptions/{id}/parked/{event_id}/replay`: replays one parked event.
+pub async fn replay_one(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((id, event_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    require_bearer(&headers, &state.admin_token)?;
+    state.store.get(&id).await?;
+    let events: Vec<ParkedEvent> = state
+        .delivery
+        .parked(&id)
+        .await?
+        .into_iter()
+        .filter(|e| e.event_id == event_id)
+        .collect();
+    if events.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "event {event_id} is not parked for subscription {id}"
+        )));
+    }
+    let replayed = replay(&state, &id, &events).await?;
+    Ok(Json(json!({ "id": id, "replayed": replayed })))
+}
+
+/// Queues a fresh copy of each event at the tail of the subscription queue.
+async fn replay(
+    state: &ApiState,
+    id: &str,
+    events: &[ParkedEvent],
+) -> Result<Vec<String>, ApiError> {
+    let redelivery = redelivery(state)?;
+    let mut replayed = Vec::with_capacity(events.len());
+    for event in events {
+        // The marker goes first so the copy is delivered, not skipped as
+        // settled; the record goes last, once the copy is confirmed queued.
+        state.delivery.prepare_replay(id, &event.event_id).await?;
+        redelivery
+            .to_tail(id, event.envelope.as_bytes())
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, subscription = %id, event_id = %event.event_id, "replay failed");
+                ApiError::unavailable("could not queue the replay; the event stays parked; retry")
+            })?;
+        state.delivery.unpark(id, &event.event_id).await?;
+        tracing::info!(subscription = %id, event_id = %event.event_id, "parked event replayed");
+        replayed.push(event.event_id.clone());
+    }
+    Ok(replayed)
+}
+
+/// Reads `limit` from the query (default 100), refusing anything but a number.
+fn attempts_limit(query: Option<&str>) -> Result<usize, ApiError> {
+    let given = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(name, _)| name == "limit")
+        .map(|(_, value)| value.into_owned());
+    let Some(text) = given else {
+        return Ok(100);
+    };
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_ATTEMPTS_LISTED).contains(n))
+        .ok_or_else(|| {
+            ApiError::invalid(Problem::field(
+                "limit",
+                format!("must be a number from 1 to {MAX_ATTEMPTS_LISTED}"),
+            ))
+        })
+}
+
+/// `GET /v1/subscriptions/{id}/attempts?limit=N`: recent attempts, newest first.
+pub async fn attempts(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    require_bearer(&headers, &state.admin_token)?;
+    let limit = attempts_limit(query.as_deref())?;
+    state.store.get(&id).await?;
+    let attempts = state.delivery.recent_attempts(&id, limit).await?;
+    Ok(Json(json!({ "id": id, "attempts": attempts })))
+}

@@ -1,0 +1,81 @@
+//! The recent-attempts log of a subscription: a capped Redis stream with one
+//! entry per POST (time, event, attempt number, status or error, duration),
+//! for the management API and status pages.
+
+use super::{DeliveryState, StateError};
+use chrono::{DateTime, Utc};
+use redis::streams::{StreamMaxlen, StreamRangeReply};
+use serde::{Deserialize, Serialize};
+
+/// One logged attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// When the attempt finished.
+    pub at: DateTime<Utc>,
+    /// Event id.
+    pub event_id: String,
+    /// Attempt number of this event (1 for the first POST).
+    pub attempt: u32,
+    /// HTTP status, when the receiver answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why it failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// `delivered` or `failed`.
+    pub outcome: String,
+}
+
+/// The stream field holding the record's JSON.
+const RECORD_FIELD: &str = "record";
+
+impl DeliveryState {
+    /// Appends an attempt to the subscription's log (best effort: the log
+    /// informs operators; a Redis hiccup must not fail a delivery).
+    pub async fn log_attempt(&self, subscription_id: &str, record: &AttemptRecord) {
+        let Ok(json) = serde_json::to_string(record) else {
+            return;
+        };
+        let written: redis::RedisResult<Option<String>> = redis::cmd("XADD")
+            .arg(self.keys.attempts(subscription_id))
+            .arg(StreamMaxlen::Approx(self.attempt_log_cap))
+            .arg("*")
+            .arg(RECORD_FIELD)
+            .arg(json)
+            .query_async(&mut self.connection())
+            .await;
+        if let Err(error) = written {
+            tracing::warn!(%error, subscription = %subscription_id, "logging an attempt failed");
+        }
+    }
+
+    /// The `limit` most recent attempts, newest first.
+    pub async fn recent_attempts(
+        &self,
+        subscription_id: &str,
+        limit: usize,
+    ) -> Result<Vec<AttemptRecord>, StateError> {
+        let key = self.keys.attempts(subscription_id);
+        let reply: StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(&key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut self.connection())
+            .await?;
+        reply
+            .ids
+            .iter()
+            .map(|entry| {
+                let json: String = entry.get(RECORD_FIELD).unwrap_or_default();
+                serde_json::from_str(&json).map_err(|e| StateError::Corrupt {
+                    key: key.clone(),
+                    reason: format!("entry {}: {e}", entry.id),
+                })
+            })
+            .collect()
+    }
+}

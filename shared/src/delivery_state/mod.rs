@@ -1,0 +1,216 @@
+//! Per-subscription delivery records in Redis, written by delivery and read
+//! by the management API:
+//!
+//! - settled markers, which stop a second POST of an event that already
+//!   succeeded (or was given up);
+//! - the state hash (last success, last failure and error, counters);
+//! - the block of a strict subscription waiting on the ladder ([`block`]);
+//! - parked events given up with `skip`, kept for replay ([`parked`]);
+//! - the capped log of recent attempts ([`attempt_log`]).
+//!
+//! The block lives here, not in a consumer's memory, so whichever replica
+//! becomes the active consumer knows the subscription is waiting.
+
+pub mod attempt_log;
+pub mod block;
+pub mod parked;
+
+pub use attempt_log::AttemptRecord;
+pub use block::Block;
+pub use parked::ParkedEvent;
+
+use crate::keys::RedisKeys;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use std::collections::HashMap;
+
+/// Marker value of an event the receiver accepted.
+const DELIVERED: &str = "delivered";
+/// Marker value of an event given up with `skip` (parked, not delivered).
+const GIVEN_UP: &str = "given_up";
+
+/// Why a delivery record could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Redis did not answer or refused.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A stored record could not be read back.
+    #[error("delivery record {key} is corrupt: {reason}")]
+    Corrupt {
+        /// The Redis key.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// What is known about an event of a subscription before attempting it.
+#[derive(Debug, Clone)]
+pub struct Precheck {
+    /// A success (or a give-up) is already recorded: do not POST again.
+    pub settled: bool,
+    /// The block of the subscription, if it waits on the ladder.
+    pub block: Option<Block>,
+}
+
+/// Reads and writes delivery records of one namespace.
+#[derive(Clone)]
+pub struct DeliveryState {
+    redis: ConnectionManager,
+    keys: RedisKeys,
+    settled_ttl_secs: u64,
+    attempt_log_cap: usize,
+}
+
+/// Default life of a settled marker: longer than the 7-day ladder, so a late
+/// duplicate of an event still finds its marker.
+pub const DEFAULT_SETTLED_TTL_SECS: u64 = 8 * 24 * 3600;
+/// Default number of attempts kept per subscription.
+pub const DEFAULT_ATTEMPT_LOG_CAP: usize = 1_000;
+
+impl DeliveryState {
+    /// Records over `redis` with the default retention.
+    pub fn new(redis: ConnectionManager, keys: RedisKeys) -> Self {
+        Self {
+            redis,
+            keys,
+            settled_ttl_secs: DEFAULT_SETTLED_TTL_SECS,
+            attempt_log_cap: DEFAULT_ATTEMPT_LOG_CAP,
+        }
+    }
+
+    /// Settled markers live `settled_ttl_secs`; each subscription keeps
+    /// about `attempt_log_cap` recent attempts.
+    pub fn with_retention(mut self, settled_ttl_secs: u64, attempt_log_cap: usize) -> Self {
+        self.settled_ttl_secs = settled_ttl_secs;
+        self.attempt_log_cap = attempt_log_cap;
+        self
+    }
+
+    fn connection(&self) -> ConnectionManager {
+        self.redis.clone()
+    }
+
+    /// Whether `event_id` is settled for `subscription_id`, and the
+    /// subscription's block, in one round trip.
+    pub async fn precheck(
+        &self,
+        subscription_id: &str,
+        event_id: &str,
+    ) -> Result<Precheck, StateError> {
+        let block_key = self.keys.block(subscription_id);
+        let (settled, block): (bool, HashMap<String, String>) = redis::pipe()
+            .exists(self.keys.delivered(subscription_id, event_id))
+            .hgetall(&block_key)
+            .query_async(&mut self.connection())
+            .await?;
+        Ok(Precheck {
+            settled,
+            block: Block::from_fields(&block_key, block)?,
+        })
+    }
+
+    /// Whether `event_id` is settled (delivered or given up) for `subscription_id`.
+    pub async fn is_settled(
+        &self,
+        subscription_id: &str,
+        event_id: &str,
+    ) -> Result<bool, StateError> {
+        Ok(self
+            .connection()
+            .exists(self.keys.delivered(subscription_id, event_id))
+            .await?)
+    }
+
+    /// Records a success: the marker, the state hash and, when the
+    /// subscription was blocked on this event, the end of the block.
+    pub async fn record_success(
+        &self,
+        subscription_id: &str,
+        event_id: &str,
+        unblock: bool,
+    ) -> Result<(), StateError> {
+        let now = chrono::Utc::now().to_rfc3339();
+        let state = self.keys.delivery_state(subscription_id);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .set_ex(
+                self.keys.delivered(subscription_id, event_id),
+                DELIVERED,
+                self.settled_ttl_secs,
+            )
+            .ignore()
+            .hset(&state, "last_success_at", &now)
+            .ignore()
+            .hset(&state, "last_event_id", event_id)
+            .ignore()
+            .hincr(&state, "delivered", 1)
+            .ignore();
+        if unblock {
+            pipe.del(self.keys.block(subscription_id)).ignore();
+        }
+        pipe.query_async::<()>(&mut self.connection()).await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt in the state hash (best effort: it informs operators only).
+    pub async fn record_failure(&self, subscription_id: &str, event_id: &str, error: &str) {
+        let now = chrono::Utc::now().to_rfc3339();
+        let state = self.keys.delivery_state(subscription_id);
+        let written: redis::RedisResult<()> = redis::pipe()
+            .hset(&state, "last_failure_at", &now)
+            .ignore()
+            .hset(&state, "last_failed_event_id", event_id)
+            .ignore()
+            .hset(&state, "last_error", error)
+            .ignore()
+            .hincr(&state, "failed_attempts", 1)
+            .ignore()
+            .query_async(&mut self.connection())
+            .await;
+        if let Err(redis_error) = written {
+            tracing::warn!(%redis_error, subscription = %subscription_id, "recording a failure failed");
+        }
+    }
+
+    /// Adds `by` to counter `name` of the state hash (e.g. `discarded`).
+    pub async fn count(
+        &self,
+        subscription_id: &str,
+        name: &str,
+        by: i64,
+    ) -> Result<(), StateError> {
+        let _: i64 = self
+            .connection()
+            .hincr(self.keys.delivery_state(subscription_id), name, by)
+            .await?;
+        Ok(())
+    }
+
+    /// The state hash: last success/failure, last error and counters.
+    pub async fn summary(
+        &self,
+        subscription_id: &str,
+    ) -> Result<HashMap<String, String>, StateError> {
+        Ok(self
+            .connection()
+            .hgetall(self.keys.delivery_state(subscription_id))
+            .await?)
+    }
+
+    /// Removes every delivery record of a deleted subscription except the
+    /// settled markers, which expire on their own.
+    pub async fn forget(&self, subscription_id: &str) -> Result<(), StateError> {
+        let _: () = self
+            .connection()
+            .del(&[
+                self.keys.delivery_state(subscription_id),
+                self.keys.block(subscription_id),
+                self.keys.parked(subscription_id),
+                self.keys.attempts(subscription_id),
+            ])
+            .await?;
+        Ok(())
+    }
+}

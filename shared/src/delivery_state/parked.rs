@@ -1,0 +1,119 @@
+//! Parked events: events a subscription gave up on with the `skip` rule,
+//! kept (with why they failed) until an operator replays them.
+
+use super::{DeliveryState, StateError, GIVEN_UP};
+use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+/// One given-up event kept for replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedEvent {
+    /// Event id.
+    pub event_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// Attempts made before giving up.
+    pub attempts: u32,
+    /// When it first failed.
+    pub first_failure_at: DateTime<Utc>,
+    /// When it was given up.
+    pub given_up_at: DateTime<Utc>,
+    /// Why the last attempt failed.
+    pub last_error: String,
+    /// The event as it travels on the wire (the envelope JSON); not shown by the API.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub envelope: String,
+}
+
+impl ParkedEvent {
+    /// The parked event as the API lists it (without the body).
+    pub fn view(&self) -> Self {
+        Self {
+            envelope: String::new(),
+            ..self.clone()
+        }
+    }
+}
+
+impl DeliveryState {
+    /// Parks `event` and marks it settled so no stale copy of it is sent;
+    /// when `unblock`, the subscription's block ends in the same transaction.
+    pub async fn park(
+        &self,
+        subscription_id: &str,
+        event: &ParkedEvent,
+        unblock: bool,
+    ) -> Result<(), StateError> {
+        let record = serde_json::to_string(event).map_err(|e| StateError::Corrupt {
+            key: self.keys.parked(subscription_id),
+            reason: e.to_string(),
+        })?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset(self.keys.parked(subscription_id), &event.event_id, record)
+            .ignore()
+            .set_ex(
+                self.keys.delivered(subscription_id, &event.event_id),
+                GIVEN_UP,
+                self.settled_ttl_secs,
+            )
+            .ignore()
+            .hincr(self.keys.delivery_state(subscription_id), "given_up", 1)
+            .ignore();
+        if unblock {
+            pipe.del(self.keys.block(subscription_id)).ignore();
+        }
+        pipe.query_async::<()>(&mut self.connection()).await?;
+        Ok(())
+    }
+
+    /// Every parked event of a subscription, oldest give-up first.
+    pub async fn parked(&self, subscription_id: &str) -> Result<Vec<ParkedEvent>, StateError> {
+        let key = self.keys.parked(subscription_id);
+        let records: Vec<String> = self.connection().hvals(&key).await?;
+        let mut events = records
+            .iter()
+            .map(|record| {
+                serde_json::from_str::<ParkedEvent>(record).map_err(|e| StateError::Corrupt {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        events.sort_by(|a, b| a.given_up_at.cmp(&b.given_up_at));
+        Ok(events)
+    }
+
+    /// How many events each of `ids` has parked, in one round trip.
+    pub async fn parked_counts(&self, ids: &[String]) -> Result<Vec<usize>, StateError> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hlen(self.keys.parked(id));
+        }
+        Ok(pipe.query_async(&mut self.connection()).await?)
+    }
+
+    /// Clears the settled marker of a parked event before it is replayed,
+    /// so the replayed copy is delivered rather than skipped.
+    pub async fn prepare_replay(
+        &self,
+        subscription_id: &str,
+        event_id: &str,
+    ) -> Result<(), StateError> {
+        let _: () = self
+            .connection()
+            .del(self.keys.delivered(subscription_id, event_id))
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a parked event once its replayed copy is safely queued.
+    pub async fn unpark(&self, subscription_id: &str, event_id: &str) -> Result<(), StateError> {
+        let _: () = self
+            .connection()
+            .hdel(self.keys.parked(subscription_id), event_id)
+            .await?;
+        Ok(())
+    }
+}
