@@ -81,7 +81,7 @@ impl DeliveryState {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        events.sort_by(|a, b| a.given_up_at.cmp(&b.given_up_at));
+        events.sort_by_key(|e| e.given_up_at);
         Ok(events)
     }
 
