@@ -200,6 +200,24 @@ impl RetryPolicy {
         Ok(())
     }
 
+    /// The policy with every default filled in, as the API shows it.
+    pub fn resolved(&self) -> Self {
+        let ladder = self.policy == PolicyKind::Ladder;
+        Self {
+            policy: self.policy,
+            immediate_retries: Some(self.immediate_retries()),
+            immediate_pause_ms: Some(self.immediate_pause().as_millis() as u64),
+            steps_ms: ladder.then(|| self.steps().to_vec()),
+            repeat_every_ms: ladder
+                .then(|| self.repeat_every_ms.unwrap_or(DEFAULT_REPEAT_EVERY_MS)),
+            give_up_after_ms: self.give_up_after().map(|age| age.as_millis() as u64),
+            retries: self.retries,
+            delay_ms: self.delay_ms,
+            on_give_up: self.on_give_up,
+            discard_on_disable: self.discard_on_disable,
+        }
+    }
+
     /// Immediate retries in force (the default depends on the policy).
     pub fn immediate_retries(&self) -> u32 {
         self.immediate_retries.unwrap_or(match self.policy {
@@ -355,6 +373,18 @@ mod tests {
             ladder.after_failure(20, first, first + TimeDelta::days(7)),
             NextStep::GiveUp
         );
+    }
+
+    #[test]
+    fn resolved_policy_shows_every_default_and_still_validates() {
+        let resolved = RetryPolicy::default().resolved();
+        assert_eq!(resolved.steps_ms.as_deref(), Some(&PRODUCTION_STEPS_MS[..]));
+        assert_eq!(resolved.give_up_after_ms, Some(7 * DAY_MS));
+        assert_eq!(resolved.immediate_retries, Some(3));
+        resolved.validate().unwrap();
+        let fixed = policy(r#"{"policy":"fixed","retries":2,"delay_ms":60000}"#).unwrap();
+        assert_eq!(fixed.resolved().give_up_after_ms, None);
+        fixed.resolved().validate().unwrap();
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! body is not JSON) and never asserts, so tests state what they expect.
 
 use crate::env::TestEnv;
+use postline_shared::ladder::RetryPolicy;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::sync::LazyLock;
@@ -108,6 +109,7 @@ impl TestEnv {
         if let Some(fields) = spec.as_object_mut() {
             fields.entry("retry").or_insert_with(|| TEST_LADDER.clone());
         }
+        self.track_delay_queues(&spec["retry"]);
         if let Some(id) = spec["id"].as_str() {
             self.subscription_ids
                 .lock()
@@ -146,8 +148,49 @@ impl TestEnv {
             .await
     }
 
+    /// Remembers the delay queues a retry policy can create, for clean-up.
+    fn track_delay_queues(&self, retry: &Value) {
+        if let Ok(policy) = serde_json::from_value::<RetryPolicy>(retry.clone()) {
+            for delay in policy.delays_ms() {
+                self.track_queue(&self.topology.delay_queue(delay));
+            }
+        }
+    }
+
+    /// An operator call under `/v1/subscriptions/{id}/…` (`suffix` like `state`, `enable`).
+    pub async fn operate(&self, method: Method, id: &str, suffix: &str) -> (StatusCode, Value) {
+        self.json_call(
+            method,
+            &format!("/v1/subscriptions/{id}/{suffix}"),
+            Auth::Admin,
+            None,
+        )
+        .await
+    }
+
+    /// `GET /v1/subscriptions/{id}/state`, asserting 200.
+    pub async fn delivery_state(&self, id: &str) -> Value {
+        let (status, body) = self.operate(Method::GET, id, "state").await;
+        assert_eq!(status, StatusCode::OK, "state of {id}: {body}");
+        body
+    }
+
+    /// The delivery service's `/metrics` text.
+    pub async fn delivery_metrics(&self) -> String {
+        let addr = self.delivery_addr().expect("delivery is running");
+        self.http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// `PATCH /v1/subscriptions/{id}`.
     pub async fn patch_subscription(&self, id: &str, patch: Value) -> (StatusCode, Value) {
+        self.track_delay_queues(&patch["retry"]);
         self.json_call(
             Method::PATCH,
             &format!("/v1/subscriptions/{id}"),

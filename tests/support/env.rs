@@ -110,6 +110,7 @@ impl TestEnvBuilder {
             redis,
             ingest: None,
             delivery: None,
+            replicas: Vec::new(),
             crashed: Vec::new(),
             subscription_ids: Mutex::new(BTreeSet::new()),
             extra_queues: Mutex::new(Vec::new()),
@@ -169,6 +170,8 @@ pub struct TestEnv {
     redis: ConnectionManager,
     ingest: Option<Service>,
     delivery: Option<DeliveryService>,
+    /// More delivery replicas, beside `delivery`.
+    replicas: Vec<DeliveryService>,
     /// Stop tokens of aborted deliveries, cancelled at clean-up.
     crashed: Vec<CancellationToken>,
     pub(crate) subscription_ids: Mutex<BTreeSet<String>>,
@@ -231,6 +234,18 @@ impl TestEnv {
     /// until it reports ready.
     pub async fn start_delivery(&mut self) {
         assert!(self.delivery.is_none(), "delivery is already running");
+        let delivery = self.spawn_delivery().await;
+        self.delivery = Some(delivery);
+    }
+
+    /// Starts one more delivery replica beside the running one (both then
+    /// consume the same subscription queues, as replicas in production do).
+    pub async fn start_replica(&mut self) {
+        let replica = self.spawn_delivery().await;
+        self.replicas.push(replica);
+    }
+
+    async fn spawn_delivery(&self) -> DeliveryService {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name(format!("{}-delivery", self.namespace))
@@ -256,8 +271,8 @@ impl TestEnv {
             done: running.done,
             addr,
         };
-        self.delivery = Some(DeliveryService { service, runtime });
         wait_ready(&self.http, "delivery", addr).await;
+        DeliveryService { service, runtime }
     }
 
     /// Where the running delivery serves `/healthz`, `/readyz` and `/metrics`.
@@ -395,7 +410,12 @@ impl TestEnv {
     /// Stops the services and deletes the namespace's queues, exchanges and Redis keys.
     pub async fn cleanup(mut self) {
         self.cleaned = true;
-        if let Some(delivery) = self.delivery.take() {
+        let deliveries = self
+            .delivery
+            .take()
+            .into_iter()
+            .chain(self.replicas.drain(..));
+        for delivery in deliveries.collect::<Vec<_>>() {
             delivery.service.cancel.cancel();
             if tokio::time::timeout(DEADLINE, delivery.service.done)
                 .await
@@ -443,7 +463,12 @@ impl Drop for TestEnv {
         }
         // The test panicked (or forgot to clean up): stop what runs here and
         // purge the namespace from a thread of its own.
-        if let Some(delivery) = self.delivery.take() {
+        for delivery in self
+            .delivery
+            .take()
+            .into_iter()
+            .chain(self.replicas.drain(..))
+        {
             delivery.kill().cancel();
         }
         if let Some(ingest) = self.ingest.take() {

@@ -94,6 +94,9 @@ struct Script {
 struct Inner {
     requests: Vec<Recorded>,
     script: Script,
+    /// Requests being answered right now, and the most there ever were.
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -122,6 +125,8 @@ impl Receiver {
                 delay: Duration::ZERO,
                 refused_events: HashMap::new(),
             },
+            in_flight: 0,
+            max_in_flight: 0,
         }));
         let app = Router::new()
             .fallback(record)
@@ -190,6 +195,11 @@ impl Receiver {
     /// Waits `delay` before answering each request.
     pub fn set_delay(&self, delay: Duration) {
         self.lock().script.delay = delay;
+    }
+
+    /// The most requests that were ever being answered at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.lock().max_in_flight
     }
 
     /// Every request so far, in arrival order.
@@ -356,10 +366,13 @@ async fn record(
         };
         recorded.status = status;
         inner.requests.push(recorded);
+        inner.in_flight += 1;
+        inner.max_in_flight = inner.max_in_flight.max(inner.in_flight);
         (status, inner.script.delay)
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    inner.lock().unwrap_or_else(|e| e.into_inner()).in_flight -= 1;
     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }

@@ -235,8 +235,8 @@ pub struct SubscriptionView<'a> {
     pub order: OrderMode,
     /// Status.
     pub status: SubscriptionStatus,
-    /// Retry policy.
-    pub retry: &'a RetryPolicy,
+    /// Retry policy, every default filled in.
+    pub retry: RetryPolicy,
     /// Why it is disabled, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled: Option<&'a Disabled>,
@@ -360,7 +360,7 @@ impl Subscription {
             timeout_ms: s.timeout_ms,
             order: s.order,
             status: s.status,
-            retry: &s.retry,
+            retry: s.retry.resolved(),
             disabled: self.disabled.as_ref(),
             created_at: self.created_at,
             updated_at: self.updated_at,
