@@ -199,7 +199,7 @@ async fn refused_secrets_are_not_echoed_in_errors_or_logs() {
         assert_hidden("the error response", &response.text, &secrets);
     }
     // A patch with a malformed secret, on a subscription that exists.
-    env.subscribe(json!({"id": "ok", "endpoint": "http://127.0.0.1:9/", "event_types": ["x"]}))
+    env.subscribe(json!({"id": "ok", "endpoint": "http://127.0.0.1:9/", "event_types": ["x"], "verify": false}))
         .await;
     let (status, body) = env
         .patch_subscription("ok", json!({"secrets": [bad_whsec]}))

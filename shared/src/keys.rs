@@ -42,6 +42,22 @@ impl RedisKeys {
         format!("{}:delivered:{subscription_id}:{event_id}", self.prefix)
     }
 
+    /// Marks an event identity (hashed) as delivered to a subscription (`dedup`).
+    pub fn dedup(&self, subscription_id: &str, identity_hash: &str) -> String {
+        format!("{}:dedup:{subscription_id}:{identity_hash}", self.prefix)
+    }
+
+    /// Sorted set of a subscription's open entities (`completion`), hashed,
+    /// scored by when each was last seen (unix ms).
+    pub fn open_entities(&self, subscription_id: &str) -> String {
+        format!("{}:entities:{subscription_id}:open", self.prefix)
+    }
+
+    /// Sorted set of a subscription's complete entities, scored like the open ones.
+    pub fn complete_entities(&self, subscription_id: &str) -> String {
+        format!("{}:entities:{subscription_id}:complete", self.prefix)
+    }
+
     /// Hash of a subscription's delivery state (last success, last failure, counters).
     pub fn delivery_state(&self, subscription_id: &str) -> String {
         format!("{}:state:{subscription_id}", self.prefix)

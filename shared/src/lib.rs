@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod attempt;
 pub mod broker;
 pub mod config;
 pub mod delivery_state;

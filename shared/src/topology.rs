@@ -269,6 +269,10 @@ impl Topology {
 /// to its delay queue through the headers exchange.
 pub const DELAY_HEADER: &str = "postline-delay-ms";
 
+/// Header ingest stamps on every copy it fans out: when it was queued (unix
+/// ms, as text). Delivery on an interval sends a copy at the first tick after it.
+pub const QUEUED_AT_HEADER: &str = "postline-queued-at";
+
 fn long_string(text: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(text))
 }

@@ -1,6 +1,11 @@
 //! A webhook receiver: a real axum HTTP server on 127.0.0.1:0 that records
 //! every request (method, path, query, headers, exact body bytes, arrival
 //! time, the status it answered) and answers as the test tells it to.
+//!
+//! PINGs (sent when a subscription is created or updated) are kept apart:
+//! they are answered 200 unless the test refuses them, never use up a
+//! scripted answer, and are not among the recorded deliveries, so tests of
+//! delivery see only events.
 
 use crate::wait;
 use axum::body::Bytes;
@@ -27,6 +32,8 @@ pub struct Recorded {
     pub body: Bytes,
     /// When it arrived.
     pub at: Instant,
+    /// When it arrived, by the wall clock (for comparing with epoch-aligned ticks).
+    pub wall: chrono::DateTime<chrono::Utc>,
     /// The status the receiver answered.
     pub status: u16,
 }
@@ -53,6 +60,22 @@ impl Recorded {
             .ok()
             .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_string))
             .or_else(|| self.header("webhook-id").map(str::to_string))
+    }
+
+    /// Whether this is a PING: the envelope of a `ping` event, or (in
+    /// `payload` body mode) its bare payload `{"subscription": id}`.
+    pub fn is_ping(&self) -> bool {
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&self.body) else {
+            return false;
+        };
+        let envelope = body["type"] == "ping"
+            && body["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("ping_"));
+        let bare = body
+            .as_object()
+            .is_some_and(|fields| fields.len() == 1 && fields.contains_key("subscription"));
+        envelope || bare
     }
 
     /// Whether the receiver answered 2xx.
@@ -88,11 +111,14 @@ struct Script {
     delay: Duration,
     /// Events refused until cleared, by event id, with the status to answer.
     refused_events: HashMap<String, u16>,
+    /// Status answered to PINGs.
+    ping_status: u16,
 }
 
 #[derive(Debug)]
 struct Inner {
     requests: Vec<Recorded>,
+    pings: Vec<Recorded>,
     script: Script,
     /// Requests being answered right now, and the most there ever were.
     in_flight: usize,
@@ -119,11 +145,13 @@ impl Receiver {
     pub async fn start() -> Self {
         let inner: Shared = Arc::new(Mutex::new(Inner {
             requests: Vec::new(),
+            pings: Vec::new(),
             script: Script {
                 next: VecDeque::new(),
                 default: 200,
                 delay: Duration::ZERO,
                 refused_events: HashMap::new(),
+                ping_status: 200,
             },
             in_flight: 0,
             max_in_flight: 0,
@@ -185,6 +213,16 @@ impl Receiver {
     /// Stops refusing event `event_id`.
     pub fn accept_event(&self, event_id: &str) {
         self.lock().script.refused_events.remove(event_id);
+    }
+
+    /// Answers `status` to every PING from now on (200 by default).
+    pub fn answer_pings(&self, status: u16) {
+        self.lock().script.ping_status = status;
+    }
+
+    /// Every PING so far, in arrival order.
+    pub fn pings(&self) -> Vec<Recorded> {
+        self.lock().pings.clone()
     }
 
     /// Answers `status` to every request from now on (after any scripted ones).
@@ -351,8 +389,15 @@ async fn record(
             headers,
             body,
             at,
+            wall: chrono::Utc::now(),
             status: 0,
         };
+        if recorded.is_ping() {
+            recorded.status = inner.script.ping_status;
+            let status = recorded.status;
+            inner.pings.push(recorded);
+            return StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        }
         let refused = recorded
             .event_id()
             .and_then(|id| inner.script.refused_events.get(&id).copied());

@@ -6,8 +6,14 @@
 //! the next session starts when the blocked event is due. Nothing is held
 //! unacked while waiting. In order mode `none` up to `prefetch` POSTs run at
 //! once and a failing event waits in a delay queue without holding the rest.
+//!
+//! Before sending, an event is dropped (acked, never POSTed) when its dedup
+//! identity was already delivered or its entity is complete; a subscription
+//! with `interval_ms` ends its session at the first event queued after the
+//! current tick (see [`crate::interval`]).
 
 use crate::attempt::{self, Attempt};
+use crate::interval::Tick;
 use crate::metrics::DeliveryMetrics;
 use crate::retry::{Failure, Outcome};
 use chrono::{DateTime, Utc};
@@ -19,12 +25,12 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::Connection;
 use postline_shared::broker::{ConfirmedPublisher, PublishError};
+use postline_shared::delivery_state::semantics::Dropped;
 use postline_shared::delivery_state::{AttemptRecord, Block, DeliveryState};
 use postline_shared::ladder::NextStep;
 use postline_shared::redelivery::{Redelivery, RetryHeaders};
-use postline_shared::subscription::{OrderMode, Subscription, SubscriptionStore};
+use postline_shared::subscription::{OrderMode, Subscription, SubscriptionStore, Tracking};
 use postline_shared::topology::Topology;
-use postline_shared::webhook::WebhookRequest;
 use postline_shared::Envelope;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +109,17 @@ pub(crate) enum Handled {
     Stopped,
 }
 
+/// A successful attempt, as the consumer settles it.
+#[derive(Debug, Clone, Copy)]
+struct Settled {
+    /// The receiver's status.
+    status: u16,
+    /// Attempts made, this one included.
+    attempts: u32,
+    /// Whether a block named this event.
+    unblock: bool,
+}
+
 /// Where an event stands on its retry policy when this copy arrives.
 #[derive(Debug, Clone, Copy)]
 struct History {
@@ -153,11 +170,13 @@ impl SubscriptionConsumer {
                 FieldTable::default(),
             )
             .await?;
-        let unordered = self.settings().spec.order == OrderMode::None;
-        let outcome = if unordered {
-            self.consume_unordered(&id, &mut consumer, stop).await
+        let settings = self.settings();
+        // An interval session delivers what was queued before the latest tick.
+        let tick = settings.spec.interval_ms.map(Tick::now);
+        let outcome = if settings.spec.order == OrderMode::None {
+            self.consume_unordered(&id, &mut consumer, tick, stop).await
         } else {
-            self.consume_in_order(&id, &mut consumer, stop).await
+            self.consume_in_order(&id, &mut consumer, tick, stop).await
         };
         // Closing the channel returns every prefetched, unacked message to the
         // queue in its original position, so the next consumer resumes in order.
@@ -173,6 +192,7 @@ impl SubscriptionConsumer {
         &self,
         id: &str,
         consumer: &mut lapin::Consumer,
+        tick: Option<Tick>,
         stop: &CancellationToken,
     ) -> Result<Ended, ConsumerError> {
         let mut progressed = false;
@@ -186,7 +206,7 @@ impl SubscriptionConsumer {
                     None => return Ok(Ended::Cancelled),
                 },
             };
-            match self.handle(id, delivery, stop).await? {
+            match self.handle(id, delivery, tick, stop).await? {
                 Handled::Done => progressed = true,
                 other => return Ok(other.ended(progressed)),
             }
@@ -199,6 +219,7 @@ impl SubscriptionConsumer {
         &self,
         id: &str,
         consumer: &mut lapin::Consumer,
+        tick: Option<Tick>,
         stop: &CancellationToken,
     ) -> Result<Ended, ConsumerError> {
         let limit = usize::from(self.context.prefetch.max(1));
@@ -224,7 +245,7 @@ impl SubscriptionConsumer {
                     Some(Ok(delivery)) => {
                         let worker = self.clone();
                         let (id, stop) = (id.to_string(), stop.clone());
-                        in_flight.spawn(async move { worker.handle(&id, delivery, &stop).await });
+                        in_flight.spawn(async move { worker.handle(&id, delivery, tick, &stop).await });
                     }
                     Some(Err(error)) => ending = Some(Err(error.into())),
                     None => ending = Some(Ok(Ended::Cancelled)),
@@ -240,15 +261,25 @@ impl SubscriptionConsumer {
         ending.unwrap_or(Ok(Ended::Stopped))
     }
 
-    /// Handles one message: skip it if settled, hold it back if the
-    /// subscription is blocked on another event, otherwise attempt it.
+    /// Handles one message: hand it back if it belongs to a later tick,
+    /// skip it if settled, drop it if a duplicate or of a complete entity,
+    /// hold it back if the subscription is blocked on another event,
+    /// otherwise attempt it.
     async fn handle(
         &self,
         id: &str,
         delivery: Delivery,
+        tick: Option<Tick>,
         stop: &CancellationToken,
     ) -> Result<Handled, ConsumerError> {
         let context = &self.context;
+        if let Some(due) = tick.and_then(|tick| tick.wait_for(&delivery.properties)) {
+            tracing::debug!(subscription = %id, %due, "queued after the current tick; waiting for the next");
+            // Safe: a requeued message returns to its own place in the queue.
+            requeue(&delivery).await?;
+            context.metrics.count(id, "held_for_tick");
+            return Ok(Handled::Wait(due));
+        }
         let envelope = match Envelope::from_wire(&delivery.data) {
             Ok(envelope) => envelope,
             Err(error) => {
@@ -256,9 +287,11 @@ impl SubscriptionConsumer {
                 return Ok(Handled::Done);
             }
         };
-        let strict = self.settings().spec.order == OrderMode::Strict;
+        let subscription = self.settings();
+        let strict = subscription.spec.order == OrderMode::Strict;
+        let tracking = Tracking::for_event(&subscription, &envelope);
         let carried = RetryHeaders::read(&delivery.properties);
-        let precheck = match context.state.precheck(id, &envelope.id).await {
+        let precheck = match context.state.precheck(id, &envelope.id, &tracking).await {
             Ok(precheck) => precheck,
             Err(error) => {
                 tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "redis unavailable; handing the event back");
@@ -279,6 +312,20 @@ impl SubscriptionConsumer {
             context.metrics.count(id, "duplicate_skipped");
             // Safe to ack: a success (or give-up) for this event is already recorded.
             delivery.acker.ack(BasicAckOptions::default()).await?;
+            return Ok(Handled::Done);
+        }
+        // A drop depends only on what was delivered, so it is right even
+        // while the subscription is blocked on another event.
+        let dropped = if precheck.entity_complete {
+            Some(Dropped::CompletedEntity)
+        } else if precheck.duplicate {
+            Some(Dropped::Duplicate)
+        } else {
+            None
+        };
+        if let Some(why) = dropped {
+            self.drop_event(id, &envelope, &delivery, why, &tracking, names_this_event)
+                .await?;
             return Ok(Handled::Done);
         }
         let history = match precheck.block {
@@ -311,7 +358,35 @@ impl SubscriptionConsumer {
                 blocked: names_this_event,
             },
         };
-        self.attempt(id, &envelope, delivery, history, stop).await
+        self.attempt(id, &envelope, delivery, history, &tracking, stop)
+            .await
+    }
+
+    /// Acks an event that must not be sent: its identity was delivered
+    /// already, or its entity is complete.
+    async fn drop_event(
+        &self,
+        id: &str,
+        envelope: &Envelope,
+        delivery: &Delivery,
+        why: Dropped,
+        tracking: &Tracking,
+        names_block: bool,
+    ) -> Result<(), ConsumerError> {
+        let state = &self.context.state;
+        if names_block {
+            // A block must never outlive its event's settlement.
+            let _ = state.clear_block(id).await;
+        }
+        if let Err(error) = state.record_dropped(id, why, tracking).await {
+            tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "counting a dropped event failed");
+        }
+        tracing::info!(subscription = %id, event_id = %envelope.id, reason = why.label(), "not sent");
+        self.context.metrics.count(id, why.label());
+        // Safe to ack: the delivery that makes this event redundant is
+        // recorded in Redis, and the event is never to be sent.
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
     }
 
     /// Hands back a message of a subscription blocked on another event and
@@ -347,6 +422,7 @@ impl SubscriptionConsumer {
         envelope: &Envelope,
         delivery: Delivery,
         history: History,
+        tracking: &Tracking,
         stop: &CancellationToken,
     ) -> Result<Handled, ConsumerError> {
         let context = &self.context;
@@ -356,12 +432,16 @@ impl SubscriptionConsumer {
             attempts += 1;
             // Settings are read per attempt so a live update applies at once.
             let subscription = self.settings();
-            let request = WebhookRequest::build(&subscription, envelope, Utc::now().timestamp());
-            let attempt = attempt::send(&context.client, &request, subscription.spec.success).await;
+            let attempt = attempt::deliver(&context.client, &subscription, envelope).await;
             self.log_attempt(id, envelope, attempts, &attempt).await;
             let error = match attempt.result {
                 Ok(status) => {
-                    self.settle_success(id, envelope, delivery, status, attempts, history.blocked)
+                    let settled = Settled {
+                        status,
+                        attempts,
+                        unblock: history.blocked,
+                    };
+                    self.settle_success(id, envelope, delivery, settled, tracking)
                         .await?;
                     return Ok(Handled::Done);
                 }
@@ -442,23 +522,27 @@ impl SubscriptionConsumer {
         }
     }
 
-    /// Records a delivered event and acks it.
+    /// Records a delivered event (with its dedup identity and entity) and acks it.
     async fn settle_success(
         &self,
         id: &str,
         envelope: &Envelope,
         delivery: Delivery,
-        status: u16,
-        attempts: u32,
-        unblock: bool,
+        settled: Settled,
+        tracking: &Tracking,
     ) -> Result<(), ConsumerError> {
+        let Settled {
+            status,
+            attempts,
+            unblock,
+        } = settled;
         let context = &self.context;
         let metrics = &context.metrics;
         // The marker goes first: after a crash before the ack, the
         // redelivered message finds it and is not POSTed again.
         if let Err(error) = context
             .state
-            .record_success(id, &envelope.id, unblock)
+            .record_success(id, &envelope.id, unblock, tracking)
             .await
         {
             tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "recording the success failed");

@@ -6,6 +6,7 @@
 pub mod attempt;
 pub mod config;
 pub mod consumer;
+mod interval;
 pub mod metrics;
 mod retry;
 pub mod status_gauges;

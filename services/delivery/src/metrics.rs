@@ -8,7 +8,8 @@ use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, 
 pub struct DeliveryMetrics {
     /// Outcomes and attempts by subscription: `delivered`, `failed_attempt`,
     /// `duplicate_skipped`, `superseded`, `held_back`, `given_up`,
-    /// `discarded`, `invalid_message`.
+    /// `discarded`, `invalid_message`, `deduplicated`, `completed_entity`,
+    /// `held_for_tick`.
     pub deliveries: IntCounterVec,
     /// Duration of each POST, by result (`success`, `failure`).
     pub attempt_duration: HistogramVec,

@@ -136,13 +136,13 @@ impl Supervisor {
             .get(id)
             .filter(|s| s.spec.status == SubscriptionStatus::Active);
         match (wanted, consumers.by_id.get(id)) {
-            // Same order mode: the running session picks up the new settings live.
+            // Same order mode and interval: the running session picks up the new settings live.
             (Some(subscription), Some(running))
-                if running.settings.borrow().spec.order == subscription.spec.order =>
+                if same_session_shape(&running.settings.borrow(), &subscription) =>
             {
                 running.settings.send_replace(subscription);
             }
-            // New, or the order mode changed (it decides how a session consumes).
+            // New, or the order mode or interval changed (they decide how a session consumes).
             (Some(subscription), _) => {
                 if let Some(previous) = consumers.by_id.remove(id) {
                     previous.stop.cancel();
@@ -236,6 +236,12 @@ impl Supervisor {
             task,
         }
     }
+}
+
+/// Whether a running session can carry on under `new` settings: order mode
+/// and interval are fixed for a session's life.
+fn same_session_shape(running: &Subscription, new: &Subscription) -> bool {
+    running.spec.order == new.spec.order && running.spec.interval_ms == new.spec.interval_ms
 }
 
 async fn stop_all(consumers: &mut Consumers) {

@@ -8,7 +8,7 @@ use lapin::BasicProperties;
 use postline_shared::broker::{ConfirmedPublisher, PublishError};
 use postline_shared::keys::RedisKeys;
 use postline_shared::subscription::catalog::Catalog;
-use postline_shared::topology::Topology;
+use postline_shared::topology::{Topology, QUEUED_AT_HEADER};
 use postline_shared::Envelope;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
@@ -164,6 +164,13 @@ fn copy_properties(envelope: &Envelope) -> BasicProperties {
     headers.insert(
         "postline-event-type".into(),
         AMQPValue::LongString(LongString::from(envelope.event_type.as_str())),
+    );
+    // Interval subscriptions deliver a copy at the first tick after this.
+    headers.insert(
+        QUEUED_AT_HEADER.into(),
+        AMQPValue::LongString(LongString::from(
+            chrono::Utc::now().timestamp_millis().to_string(),
+        )),
     );
     BasicProperties::default()
         .with_content_type("application/json".into())

@@ -91,6 +91,7 @@ pub async fn start(
         store,
         catalog,
         delivery,
+        client: postline_shared::webhook::http_client().context("building the HTTP client")?,
         topology,
         metrics,
         admin_token: config.admin_token.clone(),

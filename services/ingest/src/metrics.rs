@@ -18,6 +18,8 @@ pub struct IngestMetrics {
     pub copies_published: IntCounter,
     /// Time from first publish to last confirm of an event's copies.
     pub publish_latency: HistogramVec,
+    /// PINGs sent before storing a subscription, by result (`ok`, `failed`).
+    pub pings: IntCounterVec,
 }
 
 impl IngestMetrics {
@@ -57,6 +59,12 @@ impl IngestMetrics {
                 "postline_publish_confirm_seconds",
                 "Time to publish and confirm all copies of one event",
                 &["source"],
+            )?,
+            pings: counter_vec(
+                registry,
+                "postline_pings_total",
+                "PINGs sent to endpoints before storing a created or updated subscription",
+                &["result"],
             )?,
         })
     }

@@ -6,7 +6,10 @@
 //! - the state hash (last success, last failure and error, counters);
 //! - the block of a strict subscription waiting on the ladder ([`block`]);
 //! - parked events given up with `skip`, kept for replay ([`parked`]);
-//! - the capped log of recent attempts ([`attempt_log`]).
+//! - the capped log of recent attempts ([`attempt_log`]);
+//! - dedup identities and open and complete entities ([`semantics`]), checked
+//!   in the same round trip as the settled marker and recorded in the same
+//!   transaction as a success.
 //!
 //! The block lives here, not in a consumer's memory, so whichever replica
 //! becomes the active consumer knows the subscription is waiting.
@@ -14,12 +17,14 @@
 pub mod attempt_log;
 pub mod block;
 pub mod parked;
+pub mod semantics;
 
 pub use attempt_log::AttemptRecord;
 pub use block::Block;
 pub use parked::ParkedEvent;
 
 use crate::keys::RedisKeys;
+use crate::subscription::Tracking;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use std::collections::HashMap;
@@ -52,6 +57,10 @@ pub struct Precheck {
     pub settled: bool,
     /// The block of the subscription, if it waits on the ladder.
     pub block: Option<Block>,
+    /// The event's dedup identity was already delivered: do not POST it.
+    pub duplicate: bool,
+    /// The event's entity is complete: do not POST it.
+    pub entity_complete: bool,
 }
 
 /// Reads and writes delivery records of one namespace.
@@ -92,22 +101,52 @@ impl DeliveryState {
         self.redis.clone()
     }
 
-    /// Whether `event_id` is settled for `subscription_id`, and the
-    /// subscription's block, in one round trip.
+    /// Whether `event_id` is settled for `subscription_id`, the
+    /// subscription's block, and whether the event's `tracking` says it is a
+    /// duplicate or of a complete entity, in one round trip.
     pub async fn precheck(
         &self,
         subscription_id: &str,
         event_id: &str,
+        tracking: &Tracking,
     ) -> Result<Precheck, StateError> {
         let block_key = self.keys.block(subscription_id);
-        let (settled, block): (bool, HashMap<String, String>) = redis::pipe()
-            .exists(self.keys.delivered(subscription_id, event_id))
-            .hgetall(&block_key)
-            .query_async(&mut self.connection())
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.exists(self.keys.delivered(subscription_id, event_id))
+            .hgetall(&block_key);
+        if let Some(dedup) = &tracking.dedup {
+            pipe.exists(self.keys.dedup(subscription_id, &dedup.hash));
+        }
+        if let Some(entity) = &tracking.entity {
+            pipe.zscore(
+                self.keys.complete_entities(subscription_id),
+                &entity.mark.hash,
+            );
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(&mut self.connection()).await?;
+        let mut replies = replies.into_iter();
+        let mut next = || replies.next().unwrap_or(redis::Value::Nil);
+        let settled: bool = redis::from_redis_value(next()).map_err(redis::RedisError::from)?;
+        let block: HashMap<String, String> =
+            redis::from_redis_value(next()).map_err(redis::RedisError::from)?;
+        let duplicate = match tracking.dedup {
+            Some(_) => redis::from_redis_value(next()).map_err(redis::RedisError::from)?,
+            None => false,
+        };
+        let entity_complete = match &tracking.entity {
+            Some(entity) => {
+                let last_seen: Option<f64> =
+                    redis::from_redis_value(next()).map_err(redis::RedisError::from)?;
+                // Pruning happens on write, so an expired member may linger.
+                last_seen.is_some_and(|at| at >= semantics::cutoff_ms(entity.mark.ttl_secs))
+            }
+            None => false,
+        };
         Ok(Precheck {
             settled,
             block: Block::from_fields(&block_key, block)?,
+            duplicate,
+            entity_complete,
         })
     }
 
@@ -123,13 +162,15 @@ impl DeliveryState {
             .await?)
     }
 
-    /// Records a success: the marker, the state hash and, when the
-    /// subscription was blocked on this event, the end of the block.
+    /// Records a success: the marker, the state hash, the event's dedup
+    /// identity and entity (`tracking`) and, when the subscription was
+    /// blocked on this event, the end of the block, in one transaction.
     pub async fn record_success(
         &self,
         subscription_id: &str,
         event_id: &str,
         unblock: bool,
+        tracking: &Tracking,
     ) -> Result<(), StateError> {
         let now = chrono::Utc::now().to_rfc3339();
         let state = self.keys.delivery_state(subscription_id);
@@ -150,6 +191,7 @@ impl DeliveryState {
         if unblock {
             pipe.del(self.keys.block(subscription_id)).ignore();
         }
+        self.track(&mut pipe, subscription_id, tracking);
         pipe.query_async::<()>(&mut self.connection()).await?;
         Ok(())
     }
@@ -200,7 +242,8 @@ impl DeliveryState {
     }
 
     /// Removes every delivery record of a deleted subscription except the
-    /// settled markers, which expire on their own.
+    /// settled markers and dedup identities, which expire on their own (a
+    /// subscription created again under the id does not match them).
     pub async fn forget(&self, subscription_id: &str) -> Result<(), StateError> {
         let _: () = self
             .connection()
@@ -209,6 +252,8 @@ impl DeliveryState {
                 self.keys.block(subscription_id),
                 self.keys.parked(subscription_id),
                 self.keys.attempts(subscription_id),
+                self.keys.open_entities(subscription_id),
+                self.keys.complete_entities(subscription_id),
             ])
             .await?;
         Ok(())

@@ -6,10 +6,12 @@
 
 pub mod catalog;
 mod filter;
+pub mod semantics;
 mod store;
 
 pub use filter::{EventTypePattern, Filter};
-pub use store::{StoreError, SubscriptionChange, SubscriptionStore};
+pub use semantics::{Completion, Dedup, Tracking};
+pub use store::{PendingUpdate, StoreError, SubscriptionChange, SubscriptionStore};
 
 use crate::envelope::Envelope;
 use crate::ladder::RetryPolicy;
@@ -145,6 +147,15 @@ pub struct SubscriptionSpec {
     /// What happens when deliveries fail: the backoff ladder (default) or fixed retries.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// Never the same identity twice (e.g. an order's status); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<Dedup>,
+    /// Nothing more for an entity once a terminal status was delivered; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion: Option<Completion>,
+    /// Deliver on epoch-aligned ticks this many ms apart instead of at once; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -179,6 +190,15 @@ pub struct SubscriptionPatch {
     pub status: Option<SubscriptionStatus>,
     /// New retry policy (replaces the whole policy).
     pub retry: Option<RetryPolicy>,
+    /// New dedup rule (replaces it whole); `null` turns dedup off.
+    #[serde(default, deserialize_with = "semantics::nullable")]
+    pub dedup: Option<Option<Dedup>>,
+    /// New completion rule (replaces it whole); `null` turns it off.
+    #[serde(default, deserialize_with = "semantics::nullable")]
+    pub completion: Option<Option<Completion>>,
+    /// New delivery interval; `null` delivers events as they arrive again.
+    #[serde(default, deserialize_with = "semantics::nullable")]
+    pub interval_ms: Option<Option<u64>>,
 }
 
 /// Why and when delivery deactivated a subscription.
@@ -237,6 +257,12 @@ pub struct SubscriptionView<'a> {
     pub status: SubscriptionStatus,
     /// Retry policy, every default filled in.
     pub retry: RetryPolicy,
+    /// Dedup rule (`null`: off).
+    pub dedup: Option<&'a Dedup>,
+    /// Completion rule (`null`: off).
+    pub completion: Option<&'a Completion>,
+    /// Delivery interval in ms (`null`: events are sent as they arrive).
+    pub interval_ms: Option<u64>,
     /// Why it is disabled, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled: Option<&'a Disabled>,
@@ -290,6 +316,13 @@ impl SubscriptionSpec {
             ));
         }
         self.retry.validate()?;
+        if let Some(dedup) = &self.dedup {
+            dedup.validate()?;
+        }
+        if let Some(completion) = &self.completion {
+            completion.validate()?;
+        }
+        semantics::validate_interval(self.interval_ms)?;
         Ok(())
     }
 
@@ -318,7 +351,10 @@ impl SubscriptionSpec {
             timeout_ms,
             order,
             status,
-            retry
+            retry,
+            dedup,
+            completion,
+            interval_ms
         );
         if let Some(header) = patch.signature_header {
             spec.signature_header = Some(header);
@@ -361,6 +397,9 @@ impl Subscription {
             order: s.order,
             status: s.status,
             retry: s.retry.resolved(),
+            dedup: s.dedup.as_ref(),
+            completion: s.completion.as_ref(),
+            interval_ms: s.interval_ms,
             disabled: self.disabled.as_ref(),
             created_at: self.created_at,
             updated_at: self.updated_at,
@@ -534,6 +573,29 @@ mod tests {
         assert!(!shown.contains("shh-top-secret"), "{shown}");
         assert!(shown.contains(r#""secrets_count":1"#), "{shown}");
         assert!(!format!("{stored:?}").contains("shh-top-secret"));
+    }
+
+    #[test]
+    fn a_patch_sets_keeps_or_clears_the_semantics() {
+        let s = spec(
+            r#"{"id":"a","endpoint":"https://x/","event_types":["a"],"interval_ms":300000,
+                "dedup":{"fields":["/payload/order_id","/payload/status"]}}"#,
+        )
+        .unwrap();
+        let patch = |json: &str| parse_json::<SubscriptionPatch>(json.as_bytes()).unwrap();
+        let kept = s.patched(patch(r#"{"timeout_ms":500}"#));
+        assert_eq!(kept.interval_ms, Some(300_000));
+        assert_eq!(kept.dedup, s.dedup);
+        let cleared = s.patched(patch(r#"{"interval_ms":null,"dedup":null}"#));
+        assert_eq!(cleared.interval_ms, None);
+        assert_eq!(cleared.dedup, None);
+        let set = s.patched(patch(
+            r#"{"completion":{"entity":"/payload/order_id","field":"/payload/status","terminal":["Ended"]}}"#,
+        ));
+        assert_eq!(
+            set.completion.map(|c| c.ttl_secs),
+            Some(semantics::DEFAULT_SEMANTICS_TTL_SECS)
+        );
     }
 
     #[test]

@@ -34,7 +34,33 @@ pub enum StoreError {
     /// The change would make the subscription invalid.
     #[error("{0}")]
     Invalid(Problem),
+    /// The subscription changed between reading it and storing an update.
+    #[error("subscription {0} changed meanwhile")]
+    Changed(String),
 }
+
+/// An update worked out but not stored yet, so it can be checked first (the
+/// PING); [`SubscriptionStore::commit`] stores it only if the subscription
+/// is still as it was read.
+#[derive(Debug, Clone)]
+pub struct PendingUpdate {
+    /// The subscription as it was read.
+    pub before: Subscription,
+    /// The subscription as it will be stored.
+    pub after: Subscription,
+    /// The stored document `before` was read from.
+    raw_before: String,
+}
+
+/// Replaces the document only if it is still the one read (compare and set):
+/// 1 stored, 0 changed meanwhile, -1 deleted meanwhile.
+const SET_IF_UNCHANGED: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if not current then return -1 end
+if current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"#;
 
 /// A subscription changed (created, updated or deleted): reload it by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,21 +170,59 @@ impl SubscriptionStore {
         id: &str,
         patch: SubscriptionPatch,
     ) -> Result<Subscription, StoreError> {
+        let pending = self.prepare_update(id, patch).await?;
+        self.commit(pending).await
+    }
+
+    /// Works out (and validates) what applying `patch` makes of the stored
+    /// subscription, without storing anything.
+    pub async fn prepare_update(
+        &self,
+        id: &str,
+        patch: SubscriptionPatch,
+    ) -> Result<PendingUpdate, StoreError> {
         patch.validate().map_err(StoreError::Invalid)?;
-        let current = self.get(id).await?;
-        let spec = current.spec.patched(patch);
+        let raw: Option<String> = self.redis.clone().get(self.keys.subscription(id)).await?;
+        let raw_before = raw.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let before = decode(id, &raw_before)?;
+        let spec = before.spec.patched(patch);
         spec.validate().map_err(StoreError::Invalid)?;
         // Leaving `disabled` (re-enabling or pausing) forgets why it was disabled.
-        let disabled = current
+        let disabled = before
             .disabled
+            .clone()
             .filter(|_| spec.status == SubscriptionStatus::Disabled);
-        self.replace(Subscription {
+        let after = Subscription {
             spec,
-            created_at: current.created_at,
+            created_at: before.created_at,
             updated_at: Utc::now(),
             disabled,
+        };
+        Ok(PendingUpdate {
+            before,
+            after,
+            raw_before,
         })
-        .await
+    }
+
+    /// Stores a prepared update if the subscription was not changed (or
+    /// deleted) since it was read, and announces it.
+    pub async fn commit(&self, pending: PendingUpdate) -> Result<Subscription, StoreError> {
+        let id = pending.after.id().to_string();
+        let stored: i64 = redis::Script::new(SET_IF_UNCHANGED)
+            .key(self.keys.subscription(&id))
+            .arg(&pending.raw_before)
+            .arg(encode(&pending.after))
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        match stored {
+            1 => {
+                self.announce(&id).await?;
+                Ok(pending.after)
+            }
+            0 => Err(StoreError::Changed(id)),
+            _ => Err(StoreError::NotFound(id)),
+        }
     }
 
     /// Deactivates a subscription whose retry policy gave up (used by delivery).

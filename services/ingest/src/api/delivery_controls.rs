@@ -1,6 +1,8 @@
 //! Operator controls over a subscription's delivery, under
 //! `/v1/subscriptions/{id}/…`: its delivery state, re-enabling it, retrying
 //! a blocked event now, parked events and their replay, recent attempts.
+//! The state also shows the partner semantics at work: events dropped as
+//! duplicates or of complete entities, open and complete entities, the next tick.
 
 use super::auth::require_bearer;
 use super::subscriptions::{admin_channel, close};
@@ -8,9 +10,11 @@ use super::{ApiError, ApiState};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::Json;
+use chrono::{DateTime, Utc};
 use postline_shared::delivery_state::{ParkedEvent, StateError};
 use postline_shared::problem::Problem;
 use postline_shared::redelivery::Redelivery;
+use postline_shared::subscription::semantics::tick_after;
 use postline_shared::subscription::{Subscription, SubscriptionStatus};
 use serde_json::{json, Value};
 
@@ -58,6 +62,17 @@ pub async fn show(
         }
         Err(_) => None,
     };
+    let entities = match &subscription.spec.completion {
+        Some(rule) => {
+            let counts = records.entity_counts(&id, rule.ttl_secs).await?;
+            json!({ "open": counts.open, "complete": counts.complete })
+        }
+        None => Value::Null,
+    };
+    let next_tick_at = subscription.spec.interval_ms.and_then(|interval| {
+        let next = tick_after(Utc::now().timestamp_millis(), interval);
+        DateTime::<Utc>::from_timestamp_millis(next)
+    });
     let text = |name: &str| summary.get(name).cloned();
     let number = |name: &str| {
         summary
@@ -81,7 +96,11 @@ pub async fn show(
             "failed_attempts": number("failed_attempts"),
             "given_up": number("given_up"),
             "discarded": number("discarded"),
+            "deduplicated": number("deduplicated"),
+            "completed_entity": number("completed_entity"),
         },
+        "entities": entities,
+        "next_tick_at": next_tick_at,
         "parked": parked,
         "backlog": backlog,
     })))

@@ -1,4 +1,6 @@
-//! API errors: a status code and a JSON body `{"error": {code, field?, message}}`.
+//! API errors: a status code and a JSON body `{"error": {code, field?, message}}`,
+//! with, for some errors, one more top-level member saying what happened
+//! (the failed PING's `ping`).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -11,6 +13,7 @@ use postline_shared::subscription::StoreError;
 pub struct ApiError {
     status: StatusCode,
     problem: Problem,
+    detail: Option<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -21,39 +24,60 @@ impl ApiError {
         } else {
             StatusCode::BAD_REQUEST
         };
-        Self { status, problem }
+        Self::new(status, problem)
+    }
+
+    fn new(status: StatusCode, problem: Problem) -> Self {
+        Self {
+            status,
+            problem,
+            detail: None,
+        }
+    }
+
+    /// 422 when the endpoint failed the PING; `ping` says what it did.
+    pub fn ping_failed(message: impl Into<String>, ping: serde_json::Value) -> Self {
+        Self {
+            detail: Some(("ping", ping)),
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Problem::whole("ping_failed", message),
+            )
+        }
+    }
+
+    /// 500 for what cannot happen with well-formed data.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Problem::whole("internal", message),
+        )
     }
 
     /// 401 for a missing or wrong token.
     pub fn unauthorized() -> Self {
-        Self {
-            status: StatusCode::UNAUTHORIZED,
-            problem: Problem::whole("unauthorized", "missing or invalid bearer token"),
-        }
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            Problem::whole("unauthorized", "missing or invalid bearer token"),
+        )
     }
 
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            problem: Problem::whole("not_found", message),
-        }
+        Self::new(StatusCode::NOT_FOUND, Problem::whole("not_found", message))
     }
 
     /// 409 when the resource is not in a state that allows the request.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::CONFLICT,
-            problem: Problem::whole(code, message),
-        }
+        Self::new(StatusCode::CONFLICT, Problem::whole(code, message))
     }
 
     /// 503 while a dependency is down; the client should retry.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            problem: Problem::whole("unavailable", message),
-        }
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Problem::whole("unavailable", message),
+        )
     }
 }
 
@@ -63,10 +87,14 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(id) => {
                 Self::not_found(format!("subscription {id} does not exist"))
             }
-            StoreError::AlreadyExists(id) => Self {
-                status: StatusCode::CONFLICT,
-                problem: Problem::field("id", format!("subscription {id} already exists")),
-            },
+            StoreError::AlreadyExists(id) => Self::new(
+                StatusCode::CONFLICT,
+                Problem::field("id", format!("subscription {id} already exists")),
+            ),
+            StoreError::Changed(id) => Self::conflict(
+                "changed",
+                format!("subscription {id} changed while this update was checked; retry"),
+            ),
             StoreError::Invalid(problem) => Self::invalid(problem),
             other => {
                 tracing::error!(error = %other, "subscription store failed");
@@ -78,10 +106,10 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({ "error": self.problem })),
-        )
-            .into_response()
+        let mut body = serde_json::json!({ "error": self.problem });
+        if let Some((name, detail)) = self.detail {
+            body[name] = detail;
+        }
+        (self.status, Json(body)).into_response()
     }
 }

@@ -5,6 +5,7 @@ mod auth;
 mod delivery_controls;
 mod error;
 mod events;
+mod ping;
 mod subscriptions;
 
 pub use error::ApiError;
@@ -34,6 +35,8 @@ pub struct ApiState {
     pub catalog: Arc<Catalog>,
     /// Delivery records (state, blocks, parked events, attempts).
     pub delivery: DeliveryState,
+    /// HTTP client for PINGs (the same settings as delivery's: no redirects).
+    pub client: reqwest::Client,
     /// AMQP names.
     pub topology: Topology,
     /// Metrics.

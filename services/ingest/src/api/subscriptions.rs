@@ -1,5 +1,7 @@
 //! `/v1/subscriptions`: create, read, list, update and delete subscriptions.
-//! Creating declares the subscription's queue; deleting removes it.
+//! Creating declares the subscription's queue; deleting removes it. Creating
+//! and updating first PING the endpoint (see [`super::ping`]) unless the body
+//! says `"verify": false`.
 
 use super::auth::require_bearer;
 use super::{ApiError, ApiState};
@@ -8,10 +10,16 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use postline_shared::problem::parse_json;
+use chrono::Utc;
+use postline_shared::problem::{parse_json, Problem};
 use postline_shared::subscription::{
     Subscription, SubscriptionPatch, SubscriptionSpec, SubscriptionStatus,
 };
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// The request-only flag of create and PATCH bodies that skips the PING.
+const VERIFY: &str = "verify";
 
 /// The API view of a subscription as JSON.
 pub(super) fn view(subscription: &Subscription) -> serde_json::Value {
@@ -34,6 +42,33 @@ pub(super) async fn close(channel: lapin::Channel) {
     let _ = channel.close(200, "management request done".into()).await;
 }
 
+/// Takes the `verify` flag (default true, never stored) out of a create or
+/// PATCH body, leaving the rest for the strict parser. A body that is not a
+/// JSON object is passed on untouched for that parser to name what is wrong.
+fn take_verify(body: &[u8]) -> Result<(bool, Cow<'_, [u8]>), Problem> {
+    let Ok(mut fields) = serde_json::from_slice::<serde_json::Map<String, Value>>(body) else {
+        return Ok((true, Cow::Borrowed(body)));
+    };
+    let Some(flag) = fields.remove(VERIFY) else {
+        return Ok((true, Cow::Borrowed(body)));
+    };
+    let verify = flag
+        .as_bool()
+        .ok_or_else(|| Problem::field(VERIFY, "must be true or false"))?;
+    // Re-serializing a parsed map cannot fail.
+    let rest = serde_json::to_vec(&fields).unwrap_or_default();
+    Ok((verify, Cow::Owned(rest)))
+}
+
+/// A view with the PING's result added, when there was one.
+fn view_with_ping(subscription: &Subscription, ping: Option<Value>) -> Value {
+    let mut shown = view(subscription);
+    if let Some(ping) = ping {
+        shown["ping"] = ping;
+    }
+    shown
+}
+
 /// `POST /v1/subscriptions`.
 pub async fn create(
     State(state): State<ApiState>,
@@ -41,11 +76,26 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
+    let (verify, body) = take_verify(&body).map_err(ApiError::invalid)?;
     let spec: SubscriptionSpec = parse_json(&body).map_err(ApiError::invalid)?;
     spec.validate_new().map_err(ApiError::invalid)?;
     if state.store.find(&spec.id).await?.is_some() {
         return Err(postline_shared::subscription::StoreError::AlreadyExists(spec.id).into());
     }
+    // The PING comes before anything is declared or stored, so a refused
+    // subscription leaves no trace.
+    let ping = if verify {
+        let now = Utc::now();
+        let candidate = Subscription {
+            spec: spec.clone(),
+            created_at: now,
+            updated_at: now,
+            disabled: None,
+        };
+        Some(super::ping::verify(&state, &candidate).await?)
+    } else {
+        None
+    };
     // Queue first: once the subscription is stored, events start being
     // routed to it, and a copy with no queue to land in would be refused.
     let channel = admin_channel(&state).await?;
@@ -60,8 +110,12 @@ pub async fn create(
     })?;
     let subscription = state.store.create(spec).await?;
     state.catalog.upsert(subscription.clone());
-    tracing::info!(subscription = %subscription.id(), "subscription created");
-    Ok((StatusCode::CREATED, Json(view(&subscription))).into_response())
+    tracing::info!(subscription = %subscription.id(), verified = ping.is_some(), "subscription created");
+    Ok((
+        StatusCode::CREATED,
+        Json(view_with_ping(&subscription, ping)),
+    )
+        .into_response())
 }
 
 /// `GET /v1/subscriptions`.
@@ -100,18 +154,25 @@ pub async fn update(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
+    let (verify, body) = take_verify(&body).map_err(ApiError::invalid)?;
     let patch: SubscriptionPatch = parse_json(&body).map_err(ApiError::invalid)?;
-    patch.validate().map_err(ApiError::invalid)?;
-    if patch.status == Some(SubscriptionStatus::Active) {
-        let before = state.store.get(&id).await?;
-        super::delivery_controls::reenable_cleanup(&state, &before).await?;
+    let pending = state.store.prepare_update(&id, patch).await?;
+    // The PING goes to the subscription as it would be stored; the update is
+    // stored only if it passes and nobody changed the subscription meanwhile.
+    let ping = if verify {
+        Some(super::ping::verify(&state, &pending.after).await?)
+    } else {
+        None
+    };
+    if pending.after.spec.status == SubscriptionStatus::Active {
+        super::delivery_controls::reenable_cleanup(&state, &pending.before).await?;
     }
-    let subscription = state.store.update(&id, patch).await?;
+    let subscription = state.store.commit(pending).await?;
     state.catalog.upsert(subscription.clone());
-    tracing::info!(subscription = %id, "subscription updated");
-    Ok(Json(view(&subscription)))
+    tracing::info!(subscription = %id, verified = ping.is_some(), "subscription updated");
+    Ok(Json(view_with_ping(&subscription, ping)))
 }
 
 /// `DELETE /v1/subscriptions/{id}`: removes the subscription, its queue and backlog.

@@ -1,0 +1,72 @@
+//! The PING sent before a created or updated subscription is stored: one
+//! synthetic `ping` event POSTed to the endpoint as delivery would send it
+//! (body mode, signatures, extra headers), judged by the subscription's own
+//! success rule. It is not queued, not retried and not counted as a delivery.
+
+use super::{ApiError, ApiState};
+use chrono::{SecondsFormat, Utc};
+use postline_shared::attempt::{self, AttemptError};
+use postline_shared::subscription::Subscription;
+use postline_shared::webhook::WebhookRequest;
+use postline_shared::Envelope;
+use serde_json::{json, Value};
+
+/// Type (and operation) of the PING event.
+pub const PING_TYPE: &str = "ping";
+
+/// The PING event for subscription `subscription_id`:
+/// `{id: "ping_<uuid>", type: "ping", operation: "ping", timestamp, payload: {subscription}}`.
+fn envelope(subscription_id: &str) -> Result<Envelope, serde_json::Error> {
+    Ok(Envelope {
+        id: format!("ping_{}", uuid::Uuid::new_v4()),
+        event_type: PING_TYPE.into(),
+        operation: Some(PING_TYPE.into()),
+        timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        payload: serde_json::value::to_raw_value(&json!({ "subscription": subscription_id }))?,
+    })
+}
+
+/// PINGs `subscription`'s endpoint. Returns what the endpoint did when it
+/// passed, or the 422 answer saying what it did when it did not.
+pub async fn verify(state: &ApiState, subscription: &Subscription) -> Result<Value, ApiError> {
+    let id = subscription.id();
+    let envelope = envelope(id).map_err(|error| {
+        tracing::error!(%error, subscription = %id, "building the PING failed");
+        ApiError::internal("could not build the PING")
+    })?;
+    let request = WebhookRequest::build(subscription, &envelope, Utc::now().timestamp());
+    let attempt = attempt::send(&state.client, &request, subscription.spec.success).await;
+    let duration_ms = attempt.duration.as_millis() as u64;
+    let (status, error) = match &attempt.result {
+        Ok(status) => (Some(*status), None),
+        Err(AttemptError::Status { status, .. }) => (Some(*status), None),
+        Err(other) => (None, Some(other.to_string())),
+    };
+    let shown = json!({ "status": status, "error": error, "duration_ms": duration_ms });
+    let Err(failure) = attempt.result else {
+        state.metrics.pings.with_label_values(&["ok"]).inc();
+        tracing::info!(subscription = %id, status, duration_ms, "PING passed");
+        return Ok(shown);
+    };
+    state.metrics.pings.with_label_values(&["failed"]).inc();
+    // The endpoint is not logged: its URL may carry credentials.
+    tracing::warn!(subscription = %id, status, error = error.as_deref(), duration_ms, "PING failed; change refused");
+    let what = match &failure {
+        AttemptError::Status { status, .. } => format!(
+            "the endpoint answered {status} to the PING, which the subscription's success rule ({}) does not accept",
+            success_label(subscription)
+        ),
+        other => format!("the PING failed: {other}"),
+    };
+    Err(ApiError::ping_failed(
+        format!("{what}; nothing was stored (send \"verify\": false to skip the check)"),
+        shown,
+    ))
+}
+
+fn success_label(subscription: &Subscription) -> String {
+    serde_json::to_value(subscription.spec.success)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
