@@ -175,6 +175,45 @@ impl TestEnv {
         body
     }
 
+    /// Polls `GET /v1/subscriptions/{id}/state` until `done` holds; returns that state.
+    pub async fn wait_delivery_state(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        crate::wait::until(what, crate::DEADLINE, || async {
+            let state = self.delivery_state(id).await;
+            if done(&state) {
+                Ok(state)
+            } else {
+                Err(state.to_string())
+            }
+        })
+        .await
+    }
+
+    /// Polls delivery's `/metrics` until a sample of `name` carrying every
+    /// label in `labels` (like `outcome="delivered"`) has `value`.
+    pub async fn wait_metric(&self, name: &str, labels: &[&str], value: &str) {
+        let what = format!("metric {name}{labels:?} = {value}");
+        crate::wait::until(&what, crate::DEADLINE, || async {
+            let text = self.delivery_metrics().await;
+            let found = text.lines().any(|line| {
+                line.starts_with(name)
+                    && labels.iter().all(|label| line.contains(label))
+                    && line.rsplit(' ').next() == Some(value)
+            });
+            if found {
+                Ok(())
+            } else {
+                let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(name)).collect();
+                Err(lines.join("\n"))
+            }
+        })
+        .await
+    }
+
     /// The delivery service's `/metrics` text.
     pub async fn delivery_metrics(&self) -> String {
         let addr = self.delivery_addr().expect("delivery is running");
