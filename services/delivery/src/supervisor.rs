@@ -97,6 +97,13 @@ impl Supervisor {
                             tracing::warn!("broker connection lost; restarting all consumers");
                             break;
                         }
+                        // A channel error (e.g. a refused delay-queue declaration)
+                        // closes the publisher alone; without it no retry can be
+                        // scheduled, so start over on a fresh connection.
+                        if !publisher.is_connected() {
+                            tracing::warn!("publisher channel closed; reconnecting");
+                            break;
+                        }
                         // Restart consumers that ended on their own (queue
                         // re-created, channel error) if still wanted.
                         while consumers.tasks.try_join_next().is_some() {}
