@@ -430,3 +430,46 @@ async fn an_event_id_seen_before_is_accepted_but_delivered_once() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_spread_over_several_connections_all_deliver_in_order() {
+    // Two consumers per connection: five subscriptions need three connections.
+    let mut builder = TestEnv::builder();
+    builder.delivery.channels_per_connection = 2;
+    let mut env = builder.without_delivery().start().await;
+    let receiver = Receiver::start().await;
+    let subscriptions: Vec<String> = (0..5).map(|i| format!("spread{i}")).collect();
+    for id in &subscriptions {
+        env.subscribe(json!({
+            "id": id,
+            "endpoint": receiver.url_for(&format!("/{id}")),
+            "event_types": ["fleet.*"],
+        }))
+        .await;
+    }
+    env.start_delivery().await;
+    let events = numbered("s", "fleet.moved", 20);
+    env.publish_events_amqp(&events).await;
+
+    receiver
+        .wait_for_successes(subscriptions.len() * events.len(), DEADLINE)
+        .await;
+    receiver.assert_no_more(QUIET).await;
+    for id in &subscriptions {
+        let path = format!("/{id}");
+        let got: Vec<Recorded> = receiver
+            .successes()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect();
+        assert_sequence(&format!("events of {id}"), &ids(&got), &ids_of(&events));
+    }
+    let metrics = env.delivery_metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "postline_delivery_connections 3"),
+        "{metrics}"
+    );
+    env.cleanup().await;
+}

@@ -13,6 +13,9 @@ pub struct DeliveryConfig {
     pub listen: SocketAddr,
     /// Messages in flight from the broker per subscription consumer (`POSTLINE_DELIVERY_PREFETCH`).
     pub prefetch: u16,
+    /// Most subscription consumers per broker connection; more connections
+    /// are opened as needed (`POSTLINE_CHANNELS_PER_CONNECTION`).
+    pub channels_per_connection: usize,
     /// How long a delivered (or given-up) marker is kept (`POSTLINE_DELIVERED_TTL_SECS`).
     pub delivered_ttl_secs: u64,
     /// About how many recent attempts each subscription's log keeps (`POSTLINE_ATTEMPT_LOG_CAP`).
@@ -26,6 +29,10 @@ impl DeliveryConfig {
         Ok(Self {
             listen: env_or("POSTLINE_DELIVERY_LISTEN", defaults.listen)?,
             prefetch: env_or("POSTLINE_DELIVERY_PREFETCH", defaults.prefetch)?,
+            channels_per_connection: env_or(
+                "POSTLINE_CHANNELS_PER_CONNECTION",
+                defaults.channels_per_connection,
+            )?,
             delivered_ttl_secs: env_or("POSTLINE_DELIVERED_TTL_SECS", defaults.delivered_ttl_secs)?,
             attempt_log_cap: env_or("POSTLINE_ATTEMPT_LOG_CAP", defaults.attempt_log_cap)?,
             ..defaults
@@ -38,6 +45,8 @@ impl DeliveryConfig {
             common,
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             prefetch: 64,
+            // Well under RabbitMQ's default channel_max of 2047.
+            channels_per_connection: 1_000,
             delivered_ttl_secs: postline_shared::delivery_state::DEFAULT_SETTLED_TTL_SECS,
             attempt_log_cap: postline_shared::delivery_state::DEFAULT_ATTEMPT_LOG_CAP,
         }

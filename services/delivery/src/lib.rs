@@ -5,6 +5,7 @@
 
 pub mod attempt;
 pub mod config;
+pub mod connections;
 pub mod consumer;
 mod interval;
 pub mod metrics;
@@ -95,6 +96,7 @@ pub async fn start(
         context,
         catalog,
         readiness: readiness.clone(),
+        channels_per_connection: config.channels_per_connection,
     };
     let supervising = tokio::spawn(supervisor.run(changed_rx, shutdown.clone()));
     let supervisor_abort = supervising.abort_handle();

@@ -17,6 +17,8 @@ pub struct DeliveryMetrics {
     pub end_to_end_latency: Histogram,
     /// Subscription consumers running in this process.
     pub consumers: IntGauge,
+    /// Broker connections the consumers are spread over.
+    pub connections: IntGauge,
     /// Retries sent to a delay queue, by step (`delay_ms`).
     pub retries_scheduled: IntCounterVec,
     /// Events given up, by rule (`disable`, `skip`).
@@ -56,6 +58,11 @@ impl DeliveryMetrics {
                 registry,
                 "postline_delivery_consumers",
                 "Subscription consumers running in this process",
+            )?,
+            connections: gauge(
+                registry,
+                "postline_delivery_connections",
+                "Broker connections the subscription consumers are spread over",
             )?,
             retries_scheduled: counter_vec(
                 registry,

@@ -2,9 +2,8 @@
 //! broker, starts, updates and stops consumers as subscriptions change, and
 //! starts everything over after a lost connection (lapin does not recover).
 
+use crate::connections::{Connections, Placement};
 use crate::consumer::{ConsumerContext, Ended, SubscriptionConsumer};
-use lapin::Connection;
-use postline_shared::broker::{self, ConfirmedPublisher};
 use postline_shared::ops::Readiness;
 use postline_shared::subscription::catalog::Catalog;
 use postline_shared::subscription::{Subscription, SubscriptionStatus};
@@ -27,15 +26,25 @@ struct RunningConsumer {
     settings: watch::Sender<Arc<Subscription>>,
     stop: CancellationToken,
     task: AbortHandle,
+    shard: usize,
 }
 
-/// The consumers of one connection. Their tasks live in a `JoinSet`, so if
-/// the supervisor itself is dropped (a simulated crash) every consumer is
-/// aborted with it and the connection closes, returning unacked messages.
-#[derive(Default)]
+/// The consumers of one generation of connections. Their tasks live in a
+/// `JoinSet`, so if the supervisor itself is dropped (a simulated crash)
+/// every consumer is aborted with it and the connections close, returning
+/// unacked messages.
 struct Consumers {
+    connections: Connections,
     by_id: HashMap<String, RunningConsumer>,
     tasks: JoinSet<()>,
+}
+
+impl Consumers {
+    fn remove(&mut self, id: &str) -> Option<RunningConsumer> {
+        let running = self.by_id.remove(id)?;
+        self.connections.release(running.shard);
+        Some(running)
+    }
 }
 
 /// The delivery supervisor.
@@ -48,6 +57,8 @@ pub struct Supervisor {
     pub catalog: Arc<Catalog>,
     /// Readiness flags to keep current.
     pub readiness: Arc<Readiness>,
+    /// Most subscription consumers (channels) per broker connection.
+    pub channels_per_connection: usize,
 }
 
 impl Supervisor {
@@ -58,14 +69,13 @@ impl Supervisor {
         shutdown: CancellationToken,
     ) {
         let mut backoff = Duration::from_millis(200);
-        while let Some(connection) =
-            broker::connect_with_retry(&self.amqp_url, "delivery", &shutdown).await
-        {
-            let publisher = match ConfirmedPublisher::open(&connection).await {
-                Ok(publisher) => publisher,
+        while !shutdown.is_cancelled() {
+            let connections = match Connections::open(&self.amqp_url, self.channels_per_connection)
+                .await
+            {
+                Ok(connections) => connections,
                 Err(error) => {
-                    tracing::warn!(%error, "opening the publisher channel failed");
-                    let _ = connection.close(320, "reconnecting".into()).await;
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "broker connection failed");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(backoff) => {}
@@ -75,26 +85,43 @@ impl Supervisor {
                 }
             };
             backoff = Duration::from_millis(200);
-            self.readiness.set_broker(true);
             tracing::info!(
                 subscriptions = self.catalog.len(),
                 "connected to the broker; starting consumers"
             );
-            let connection = Arc::new(connection);
-            let mut consumers = Consumers::default();
+            let mut consumers = Consumers {
+                connections,
+                by_id: HashMap::new(),
+                tasks: JoinSet::new(),
+            };
             // Everything is reconciled on connect; queued change notices are stale.
             while changed.try_recv().is_ok() {}
+            let mut healthy = true;
             for subscription in self.catalog.all() {
-                self.reconcile(&mut consumers, subscription.id(), &connection, &publisher);
+                if !self.reconcile(&mut consumers, subscription.id()).await {
+                    healthy = false;
+                    break;
+                }
+            }
+            self.readiness.set_broker(healthy);
+            if healthy {
+                tracing::info!(
+                    consumers = consumers.by_id.len(),
+                    connections = consumers.connections.len(),
+                    "consumers started"
+                );
             }
             let mut health = tokio::time::interval(HEALTH_CHECK_EVERY);
-            loop {
+            while healthy {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    Some(id) = changed.recv() => self.reconcile(&mut consumers, &id, &connection, &publisher),
+                    Some(id) = changed.recv() => healthy = self.reconcile(&mut consumers, &id).await,
                     _ = health.tick() => {
-                        if !connection.status().connected() {
-                            tracing::warn!("broker connection lost; restarting all consumers");
+                        // A lost connection, or a publisher closed by a channel
+                        // error (e.g. a refused delay-queue declaration): no
+                        // retry could be scheduled, so start over.
+                        if !consumers.connections.healthy() {
+                            tracing::warn!("broker connection or publisher lost; restarting all consumers");
                             break;
                         }
                         // Restart consumers that ended on their own (queue
@@ -107,30 +134,24 @@ impl Supervisor {
                             .map(|(id, _)| id.clone())
                             .collect();
                         for id in ended {
-                            consumers.by_id.remove(&id);
-                            self.reconcile(&mut consumers, &id, &connection, &publisher);
+                            consumers.remove(&id);
+                            healthy = self.reconcile(&mut consumers, &id).await;
                         }
                     }
                 }
             }
             stop_all(&mut consumers).await;
             self.context.metrics.consumers.set(0);
+            self.context.metrics.connections.set(0);
             self.readiness.set_broker(false);
-            let _ = connection.close(200, "delivery stopping".into()).await;
-            if shutdown.is_cancelled() {
-                break;
-            }
+            consumers.connections.close().await;
         }
         tracing::info!("delivery supervisor stopped");
     }
 
-    fn reconcile(
-        &self,
-        consumers: &mut Consumers,
-        id: &str,
-        connection: &Arc<Connection>,
-        publisher: &ConfirmedPublisher,
-    ) {
+    /// Brings the consumer of `id` in line with the catalog; false when no
+    /// connection could be opened for it (the caller starts over).
+    async fn reconcile(&self, consumers: &mut Consumers, id: &str) -> bool {
         let wanted = self
             .catalog
             .get(id)
@@ -144,19 +165,21 @@ impl Supervisor {
             }
             // New, or the order mode or interval changed (they decide how a session consumes).
             (Some(subscription), _) => {
-                if let Some(previous) = consumers.by_id.remove(id) {
+                if let Some(previous) = consumers.remove(id) {
                     previous.stop.cancel();
                 }
-                let running = self.spawn(
-                    &mut consumers.tasks,
-                    subscription,
-                    connection.clone(),
-                    publisher.clone(),
-                );
+                let placement = match consumers.connections.place().await {
+                    Ok(placement) => placement,
+                    Err(error) => {
+                        tracing::warn!(%error, "opening another broker connection failed");
+                        return false;
+                    }
+                };
+                let running = self.spawn(&mut consumers.tasks, subscription, placement);
                 consumers.by_id.insert(id.to_string(), running);
             }
             (None, Some(_)) => {
-                if let Some(running) = consumers.by_id.remove(id) {
+                if let Some(running) = consumers.remove(id) {
                     tracing::info!(subscription = %id, "subscription no longer active; stopping its consumer");
                     // Stopping lets the POST in flight finish; the task is not awaited here.
                     running.stop.cancel();
@@ -164,19 +187,23 @@ impl Supervisor {
             }
             (None, None) => {}
         }
-        self.context
-            .metrics
-            .consumers
-            .set(consumers.by_id.len() as i64);
+        let metrics = &self.context.metrics;
+        metrics.consumers.set(consumers.by_id.len() as i64);
+        metrics.connections.set(consumers.connections.len() as i64);
+        true
     }
 
     fn spawn(
         &self,
         tasks: &mut JoinSet<()>,
         subscription: Arc<Subscription>,
-        connection: Arc<Connection>,
-        publisher: ConfirmedPublisher,
+        placement: Placement,
     ) -> RunningConsumer {
+        let Placement {
+            shard,
+            connection,
+            publisher,
+        } = placement;
         let (settings, settings_rx) = watch::channel(subscription.clone());
         let stop = CancellationToken::new();
         let consumer = SubscriptionConsumer {
@@ -234,6 +261,7 @@ impl Supervisor {
             settings,
             stop,
             task,
+            shard,
         }
     }
 }

@@ -1,0 +1,124 @@
+//! The broker connections of one supervisor generation.
+//!
+//! Every subscription consumer needs a channel of its own, and a connection
+//! carries at most `channel_max` channels (2047 on a default RabbitMQ), so
+//! consumers are spread over as many connections as they need, each with its
+//! own confirmed publisher for delayed copies and dead letters.
+
+use lapin::Connection;
+use postline_shared::broker::{self, ConfirmedPublisher};
+use std::sync::Arc;
+
+/// One connection, its publisher, and how many consumers it carries.
+struct Shard {
+    connection: Arc<Connection>,
+    publisher: ConfirmedPublisher,
+    consumers: usize,
+}
+
+/// Where a consumer was placed.
+#[derive(Clone)]
+pub struct Placement {
+    /// Index of the connection (to release the place later).
+    pub shard: usize,
+    /// The connection to open the consumer's channel on.
+    pub connection: Arc<Connection>,
+    /// The publisher of that connection.
+    pub publisher: ConfirmedPublisher,
+}
+
+/// Connections filled up to `per_connection` consumers each.
+pub struct Connections {
+    url: String,
+    per_connection: usize,
+    shards: Vec<Shard>,
+}
+
+impl Connections {
+    /// Opens the first connection to `url` (more are opened as consumers need them).
+    pub async fn open(url: &str, per_connection: usize) -> Result<Self, lapin::Error> {
+        let mut connections = Self {
+            url: url.to_string(),
+            per_connection: per_connection.max(1),
+            shards: Vec::new(),
+        };
+        connections.add_shard().await?;
+        Ok(connections)
+    }
+
+    async fn add_shard(&mut self) -> Result<usize, lapin::Error> {
+        let name = format!("delivery-{}", self.shards.len());
+        let connection = broker::connect(&self.url, &name).await?;
+        let publisher = match ConfirmedPublisher::open(&connection).await {
+            Ok(publisher) => publisher,
+            Err(error) => {
+                let _ = connection.close(320, "publisher failed".into()).await;
+                return Err(error);
+            }
+        };
+        self.shards.push(Shard {
+            connection: Arc::new(connection),
+            publisher,
+            consumers: 0,
+        });
+        Ok(self.shards.len() - 1)
+    }
+
+    /// A place for one more consumer: the least loaded connection with room,
+    /// or a new connection when all are full.
+    pub async fn place(&mut self) -> Result<Placement, lapin::Error> {
+        let roomiest = self
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(_, shard)| shard.consumers < self.per_connection)
+            .min_by_key(|(_, shard)| shard.consumers)
+            .map(|(index, _)| index);
+        let index = match roomiest {
+            Some(index) => index,
+            None => self.add_shard().await?,
+        };
+        let shard = &mut self.shards[index];
+        shard.consumers += 1;
+        Ok(Placement {
+            shard: index,
+            connection: shard.connection.clone(),
+            publisher: shard.publisher.clone(),
+        })
+    }
+
+    /// Gives a consumer's place back.
+    pub fn release(&mut self, shard: usize) {
+        if let Some(shard) = self.shards.get_mut(shard) {
+            shard.consumers = shard.consumers.saturating_sub(1);
+        }
+    }
+
+    /// Whether every connection and publisher is still usable; lapin does
+    /// not recover, so one lost connection means starting over.
+    pub fn healthy(&self) -> bool {
+        self.shards
+            .iter()
+            .all(|shard| shard.connection.status().connected() && shard.publisher.is_connected())
+    }
+
+    /// How many connections are open.
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Whether none are open.
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    /// Closes every connection; unacked messages return to their queues.
+    pub async fn close(self) {
+        for shard in self.shards {
+            let _ = shard
+                .connection
+                .close(200, "delivery stopping".into())
+                .await;
+        }
+    }
+}
