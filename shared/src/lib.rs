@@ -4,8 +4,10 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod encryption;
 pub mod envelope;
 pub mod keys;
 pub mod metrics;
@@ -16,6 +18,7 @@ pub mod shutdown;
 pub mod signing;
 pub mod subscription;
 pub mod telemetry;
+pub mod token_cache;
 pub mod topology;
 pub mod webhook;
 

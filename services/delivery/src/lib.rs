@@ -53,9 +53,10 @@ pub async fn start(
     let readiness = Readiness::new();
     let common = &config.common;
     let keys = common.keys();
-    let (store, redis) = SubscriptionStore::connect(&common.redis_url, keys.clone())
-        .await
-        .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
+    let (store, redis) =
+        SubscriptionStore::connect(&common.redis_url, keys.clone(), common.encryption.clone())
+            .await
+            .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
     readiness.set_redis(true);
     let background = CancellationToken::new();
     let (changed_tx, changed_rx) = tokio::sync::mpsc::unbounded_channel();

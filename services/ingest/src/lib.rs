@@ -41,9 +41,10 @@ pub async fn start(
     let common = &config.common;
     let topology = common.topology();
     let keys = common.keys();
-    let (store, redis) = SubscriptionStore::connect(&common.redis_url, keys.clone())
-        .await
-        .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
+    let (store, redis) =
+        SubscriptionStore::connect(&common.redis_url, keys.clone(), common.encryption.clone())
+            .await
+            .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
     readiness.set_redis(true);
     let background = CancellationToken::new();
     let (catalog, sync) = catalog::start_sync(store.clone(), background.clone(), |_| {})
