@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod coalesce;
 pub mod config;
 pub mod encryption;
 pub mod envelope;

@@ -11,7 +11,8 @@ mod store;
 
 pub use auth::{
     ApiKeyLocation, ClientAuth, ClientCredentials, ReceiverAuth, ReceiverAuthView, TokenFields,
-    TokenServer, TokenServerFormat,
+    TokenServer, TokenServerFormat, DEFAULT_EXPIRES_IN_FIELD, DEFAULT_TOKEN_FIELD,
+    DEFAULT_TOKEN_LIFETIME_SECS, MAX_TOKEN_LIFETIME_SECS,
 };
 pub use filter::{EventTypePattern, Filter};
 pub use store::{StoreError, SubscriptionChange, SubscriptionStore};
