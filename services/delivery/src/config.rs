@@ -20,6 +20,8 @@ pub struct DeliveryConfig {
     pub retry_pause: Duration,
     /// How long a delivered marker is kept (`POSTLINE_DELIVERED_TTL_SECS`).
     pub delivered_ttl_secs: u64,
+    /// Base URL of the token service (`POSTLINE_TOKEN_URL`).
+    pub token_url: String,
 }
 
 impl DeliveryConfig {
@@ -35,6 +37,7 @@ impl DeliveryConfig {
                 defaults.retry_pause.as_millis() as u64,
             )?),
             delivered_ttl_secs: env_or("POSTLINE_DELIVERED_TTL_SECS", defaults.delivered_ttl_secs)?,
+            token_url: env_or("POSTLINE_TOKEN_URL", defaults.token_url.clone())?,
             ..defaults
         })
     }
@@ -48,6 +51,7 @@ impl DeliveryConfig {
             inplace_retries: 3,
             retry_pause: Duration::from_millis(500),
             delivered_ttl_secs: 7 * 24 * 3600,
+            token_url: "http://127.0.0.1:8082".to_string(),
         }
     }
 }

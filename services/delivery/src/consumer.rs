@@ -8,6 +8,7 @@
 use crate::attempt::{self, AttemptError};
 use crate::metrics::DeliveryMetrics;
 use crate::state::DeliveryState;
+use crate::token::TokenClient;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
@@ -16,7 +17,6 @@ use lapin::Connection;
 use postline_shared::broker::{ConfirmedPublisher, PublishError};
 use postline_shared::subscription::{OrderMode, Subscription};
 use postline_shared::topology::Topology;
-use postline_shared::webhook::WebhookRequest;
 use postline_shared::Envelope;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,8 @@ pub struct ConsumerContext {
     pub state: DeliveryState,
     /// HTTP client for receivers.
     pub client: reqwest::Client,
+    /// Bearer tokens for receivers that need one.
+    pub tokens: TokenClient,
     /// Metrics.
     pub metrics: DeliveryMetrics,
     /// Messages in flight per consumer.
@@ -215,9 +217,8 @@ impl SubscriptionConsumer {
         for attempt_number in 1..=1 + context.inplace_retries {
             // Settings are read per attempt so a live update applies at once.
             let subscription = self.subscription.borrow().clone();
-            let request =
-                WebhookRequest::build(&subscription, &envelope, chrono::Utc::now().timestamp());
-            let attempt = attempt::send(&context.client, &request, subscription.spec.success).await;
+            let attempt =
+                attempt::deliver(&context.client, &context.tokens, &subscription, &envelope).await;
             match attempt.result {
                 Ok(status) => {
                     self.settle_success(

@@ -9,6 +9,7 @@ pub mod consumer;
 pub mod metrics;
 pub mod state;
 pub mod supervisor;
+pub mod token;
 
 pub use config::DeliveryConfig;
 
@@ -71,10 +72,22 @@ pub async fn start(
         background.clone(),
     ));
 
+    let token_cache = postline_shared::token_cache::TokenCache::new(
+        redis.clone(),
+        keys.clone(),
+        common.encryption.clone(),
+    );
+    let tokens = token::TokenClient::new(
+        &config.token_url,
+        token_cache,
+        token::TokenClientMetrics::register(&registry).context("registering token metrics")?,
+    )
+    .context("building the token service client")?;
     let context = Arc::new(consumer::ConsumerContext {
         topology: common.topology(),
         state: state::DeliveryState::new(redis, keys, config.delivered_ttl_secs),
         client: postline_shared::webhook::http_client().context("building the HTTP client")?,
+        tokens,
         metrics,
         prefetch: config.prefetch,
         inplace_retries: config.inplace_retries,
