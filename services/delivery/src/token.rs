@@ -174,7 +174,9 @@ impl TokenClient {
             }
             Ok(_) => {}
             // The token service can still answer: it owns the cache.
-            Err(error) => tracing::warn!(%error, subscription = %id, "reading the token cache failed"),
+            Err(error) => {
+                tracing::warn!(%error, subscription = %id, "reading the token cache failed")
+            }
         }
         let token = self.fetch_coalesced(id, fingerprint).await?;
         self.count("service");
@@ -198,7 +200,13 @@ impl TokenClient {
 
     /// Asks for the next token in the background once the current one is due,
     /// one request per token at a time.
-    fn refresh_if_due(&self, id: &str, fingerprint: &str, token: &Token, now: chrono::DateTime<chrono::Utc>) {
+    fn refresh_if_due(
+        &self,
+        id: &str,
+        fingerprint: &str,
+        token: &Token,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
         if !token.refresh_due(now) {
             return;
         }
@@ -219,7 +227,9 @@ impl TokenClient {
     async fn call_service(&self, id: &str, rejected: Option<&Secret>) -> Result<Token, TokenError> {
         let inner = &self.inner;
         let request = match rejected {
-            None => inner.http.post(format!("{}/v1/tokens/{id}", inner.base_url)),
+            None => inner
+                .http
+                .post(format!("{}/v1/tokens/{id}", inner.base_url)),
             Some(token) => inner
                 .http
                 .post(format!("{}/v1/tokens/{id}/invalidate", inner.base_url))
@@ -273,7 +283,11 @@ impl TokenClient {
     }
 
     fn count(&self, source: &str) {
-        self.inner.metrics.lookups.with_label_values(&[source]).inc();
+        self.inner
+            .metrics
+            .lookups
+            .with_label_values(&[source])
+            .inc();
     }
 }
 

@@ -53,7 +53,9 @@ pub async fn start(
         Ok(count) => {
             tracing::info!(count, key = %common.encryption.current_id(), "re-sealed subscription secrets with the current key");
         }
-        Err(error) => tracing::warn!(%error, "re-sealing subscription secrets failed; they stay readable with the old keys"),
+        Err(error) => {
+            tracing::warn!(%error, "re-sealing subscription secrets failed; they stay readable with the old keys")
+        }
     }
     let background = CancellationToken::new();
     let (catalog, sync) = catalog::start_sync(store.clone(), background.clone(), |_| {})
