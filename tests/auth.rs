@@ -674,6 +674,16 @@ async fn token_endpoint_failures_are_clear_errors_and_nothing_is_lost() {
         assert!(!shown.contains(&echoed), "{shown}");
     }
     assert_eq!(receiver.count(), 0, "nothing is sent without a token");
+    // A failed fetch stands for a moment: the failing partner is not called
+    // once per delivery attempt.
+    let failed_attempts: usize = state(&env, "down").await["failed_attempts"]
+        .parse()
+        .expect("a count");
+    assert!(
+        down.call_count() < failed_attempts,
+        "{} calls to a failing token endpoint for {failed_attempts} failed attempts",
+        down.call_count()
+    );
 
     // The endpoints recover (the closed one by pointing the subscription at a working server).
     down.heal();
@@ -849,7 +859,11 @@ async fn credentials_never_show_in_api_answers_debug_or_logs() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{patched}");
-    assert_hidden("the patch answer", &patched.to_string(), &[new_key.clone()]);
+    assert_hidden(
+        "the patch answer",
+        &patched.to_string(),
+        std::slice::from_ref(&new_key),
+    );
     let refused_secret = secret("refused-secret");
     let bad = [
         (
@@ -882,7 +896,11 @@ async fn credentials_never_show_in_api_answers_debug_or_logs() {
             response.text
         );
         assert_eq!(response.error_field(), Some(field), "{}", response.text);
-        assert_hidden("an error answer", &response.text, &[refused_secret.clone()]);
+        assert_hidden(
+            "an error answer",
+            &response.text,
+            std::slice::from_ref(&refused_secret),
+        );
     }
 
     // Debug of what the services hold.

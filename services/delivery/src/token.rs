@@ -160,7 +160,7 @@ impl TokenClient {
 
     async fn lookup(&self, id: &str, fingerprint: &str) -> Result<Token, TokenError> {
         let now = chrono::Utc::now();
-        if let Some(token) = self.from_memory(fingerprint, now) {
+        if let Some(token) = self.in_memory(fingerprint, now) {
             self.count("memory");
             self.refresh_if_due(id, fingerprint, &token, now);
             return Ok(token);
@@ -256,7 +256,7 @@ impl TokenClient {
         Err(TokenError::Refused(message))
     }
 
-    fn from_memory(&self, fingerprint: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Token> {
+    fn in_memory(&self, fingerprint: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Token> {
         let local = lock(&self.inner.local);
         let entry = local.get(fingerprint)?;
         (entry.until > Instant::now() && entry.token.is_usable(now)).then(|| entry.token.clone())

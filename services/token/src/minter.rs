@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 /// How often a process waiting for another's refresh looks at Redis.
 const LOCK_POLL: Duration = Duration::from_millis(25);
-/// How long a failed refresh's error stays readable for the processes that waited on it.
+/// How long a failed fetch's error stands: the processes that waited on it get
+/// it, and new requests get it too instead of calling the failing partner again.
 const FAILURE_HOLD: Duration = Duration::from_secs(2);
 /// Extra lifetime of the refresh lock beyond the fetch timeout, so a slow
 /// fetch never outlives its lock; a crashed holder's lock expires after it.
@@ -256,6 +257,14 @@ impl Minter {
                 "miss"
             };
             self.metrics.lookups.with_label_values(&[result]).inc();
+            // A refresh failed moments ago: its error stands for a while, so a
+            // failing partner gets one call per hold, not one per delivery.
+            if let Some(failed) = self.recent_failure(fingerprint).await? {
+                return match usable {
+                    Some(token) => Ok(token),
+                    None => Err(failed.error.into()),
+                };
+            }
             let lock = uuid::Uuid::new_v4().simple().to_string();
             let acquired: Option<String> = redis::cmd("SET")
                 .arg(keys.token_lock(fingerprint))
@@ -332,25 +341,24 @@ impl Minter {
                     .with_label_values(&[error.outcome()])
                     .inc();
                 tracing::warn!(%error, subscription = %id, "fetching a token failed");
+                let failed = FailedRefresh {
+                    lock: lock.to_string(),
+                    error: error.clone(),
+                };
+                // Best effort: without it, the next request simply tries again.
+                let _: Result<(), _> = self
+                    .redis
+                    .clone()
+                    .pset_ex(
+                        keys.token_error(fingerprint),
+                        serde_json::to_string(&failed).unwrap_or_default(),
+                        FAILURE_HOLD.as_millis() as u64,
+                    )
+                    .await;
                 match usable {
                     // Keep using the current token until it lapses.
                     Some(token) => Ok(token),
-                    None => {
-                        let failed = FailedRefresh {
-                            lock: lock.to_string(),
-                            error: error.clone(),
-                        };
-                        let _: Result<(), _> = self
-                            .redis
-                            .clone()
-                            .pset_ex(
-                                keys.token_error(fingerprint),
-                                serde_json::to_string(&failed).unwrap_or_default(),
-                                FAILURE_HOLD.as_millis() as u64,
-                            )
-                            .await;
-                        Err(MintError::Fetch(error))
-                    }
+                    None => Err(MintError::Fetch(error)),
                 }
             }
         };
@@ -411,6 +419,15 @@ impl Minter {
             .lock_wait_duration
             .observe(started.elapsed().as_secs_f64());
         Ok(waited.1)
+    }
+
+    async fn recent_failure(&self, fingerprint: &str) -> Result<Option<FailedRefresh>, MintError> {
+        let raw: Option<String> = self
+            .redis
+            .clone()
+            .get(self.cache.keys().token_error(fingerprint))
+            .await?;
+        Ok(raw.and_then(|raw| serde_json::from_str(&raw).ok()))
     }
 
     async fn read_cached(&self, fingerprint: &str) -> Result<Option<Token>, MintError> {
