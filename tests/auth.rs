@@ -844,6 +844,23 @@ async fn credentials_never_show_in_api_answers_debug_or_logs() {
     assert_eq!(got["auth"]["format"], "password_grant");
     assert_eq!(got["auth"]["client_id"], "c");
     assert!(got["auth"].get("password").is_none() && got["auth"].get("client_secret").is_none());
+    let (_, shown) = env.get_subscription("m_oauth").await;
+    assert_eq!(
+        shown["auth"],
+        json!({
+            "mode": "oauth2_client_credentials",
+            "token_url": oauth.url(),
+            "client_id": "c",
+            "client_auth": "basic",
+            "scope": null,
+            "audience": null,
+            "extra_params": {},
+            "token_field": "/access_token",
+            "expires_in_field": "/expires_in",
+            "default_expires_in_secs": 3600,
+        }),
+        "every setting but the client secret"
+    );
     let (_, key) = env.get_subscription("m_key").await;
     assert_eq!(
         key["auth"],

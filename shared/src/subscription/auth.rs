@@ -120,10 +120,11 @@ pub struct ClientCredentials {
     /// Requested audience (Auth0 and others).
     #[serde(default)]
     pub audience: Option<String>,
-    /// Extra form fields sent with each token request.
+    /// Extra form fields sent with each token request (settings, not secrets:
+    /// the API shows them).
     #[serde(default)]
     pub extra_params: BTreeMap<String, String>,
-    /// Where the token and its lifetime are in the response.
+    /// JSON pointer of the token in the response (default `/access_token`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_field: Option<String>,
     /// JSON pointer of the lifetime in seconds (default `/expires_in`).
@@ -159,7 +160,8 @@ pub struct TokenServer {
     /// Requested scope (password grant only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
-    /// Extra fields: form fields (password grant) or JSON string fields (JSON login).
+    /// Extra fields: form fields (password grant) or JSON string fields (JSON
+    /// login); settings, not secrets: the API shows them.
     #[serde(default)]
     pub extra_params: BTreeMap<String, String>,
     /// JSON pointer of the token in the response (default `/access_token`).
@@ -218,8 +220,14 @@ pub enum ReceiverAuthView<'a> {
         scope: Option<&'a str>,
         /// Audience.
         audience: Option<&'a str>,
-        /// Names of the extra form fields (their values are write-only).
-        extra_params: Vec<&'a str>,
+        /// Extra form fields.
+        extra_params: &'a BTreeMap<String, String>,
+        /// Where the token is read from.
+        token_field: &'a str,
+        /// Where its lifetime is read from.
+        expires_in_field: &'a str,
+        /// Lifetime when the answer has none.
+        default_expires_in_secs: u64,
     },
     /// Token server (the password and client secret are not shown).
     TokenServer {
@@ -231,10 +239,18 @@ pub enum ReceiverAuthView<'a> {
         username: &'a str,
         /// Client id, if any.
         client_id: Option<&'a str>,
+        /// Client authentication (password grant with a client id).
+        client_auth: ClientAuth,
         /// Scope.
         scope: Option<&'a str>,
-        /// Names of the extra fields (their values are write-only).
-        extra_params: Vec<&'a str>,
+        /// Extra fields.
+        extra_params: &'a BTreeMap<String, String>,
+        /// Where the token is read from.
+        token_field: &'a str,
+        /// Where its lifetime is read from.
+        expires_in_field: &'a str,
+        /// Lifetime when the answer has none.
+        default_expires_in_secs: u64,
     },
 }
 
@@ -323,6 +339,15 @@ impl ReceiverAuth {
 
     /// The API view, without credentials.
     pub fn view(&self) -> ReceiverAuthView<'_> {
+        let fields = self.token_fields();
+        let (token_field, expires_in_field, default_expires_in_secs) = fields
+            .as_ref()
+            .map(|f| (f.token, f.expires_in, f.default_expires_in_secs))
+            .unwrap_or((
+                DEFAULT_TOKEN_FIELD,
+                DEFAULT_EXPIRES_IN_FIELD,
+                DEFAULT_TOKEN_LIFETIME_SECS,
+            ));
         match self {
             Self::None => ReceiverAuthView::None,
             Self::ApiKey { name, location, .. } => ReceiverAuthView::ApiKey {
@@ -337,15 +362,22 @@ impl ReceiverAuth {
                 client_auth: c.client_auth,
                 scope: c.scope.as_deref(),
                 audience: c.audience.as_deref(),
-                extra_params: param_names(&c.extra_params),
+                extra_params: &c.extra_params,
+                token_field,
+                expires_in_field,
+                default_expires_in_secs,
             },
             Self::TokenServer(t) => ReceiverAuthView::TokenServer {
                 token_url: &t.token_url,
                 format: t.format,
                 username: &t.username,
                 client_id: t.client_id.as_deref(),
+                client_auth: t.client_auth,
                 scope: t.scope.as_deref(),
-                extra_params: param_names(&t.extra_params),
+                extra_params: &t.extra_params,
+                token_field,
+                expires_in_field,
+                default_expires_in_secs,
             },
         }
     }
@@ -485,10 +517,6 @@ impl ReceiverAuth {
             }
         }
     }
-}
-
-fn param_names(params: &BTreeMap<String, String>) -> Vec<&str> {
-    params.keys().map(String::as_str).collect()
 }
 
 fn validate_token_url(url: &str) -> Result<(), Problem> {
