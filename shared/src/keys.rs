@@ -62,6 +62,21 @@ impl RedisKeys {
         format!("{}:attempts:{subscription_id}", self.prefix)
     }
 
+    /// A cached bearer token (sealed), by the fingerprint of its credentials.
+    pub fn token(&self, fingerprint: &str) -> String {
+        format!("{}:token:{fingerprint}", self.prefix)
+    }
+
+    /// The lock held by the one process refreshing the token of `fingerprint`.
+    pub fn token_lock(&self, fingerprint: &str) -> String {
+        format!("{}:token:{fingerprint}:lock", self.prefix)
+    }
+
+    /// The error of a failed refresh, kept briefly for the processes that waited on it.
+    pub fn token_error(&self, fingerprint: &str) -> String {
+        format!("{}:token:{fingerprint}:error", self.prefix)
+    }
+
     /// Pattern matching every key of the namespace (for tests and tooling).
     pub fn all(&self) -> String {
         format!("{}:*", self.prefix)

@@ -4,9 +4,12 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod broker;
+pub mod coalesce;
 pub mod config;
 pub mod delivery_state;
+pub mod encryption;
 pub mod envelope;
 pub mod keys;
 pub mod ladder;
@@ -19,6 +22,7 @@ pub mod shutdown;
 pub mod signing;
 pub mod subscription;
 pub mod telemetry;
+pub mod token_cache;
 pub mod topology;
 pub mod webhook;
 

@@ -1,6 +1,7 @@
 //! A webhook receiver: a real axum HTTP server on 127.0.0.1:0 that records
 //! every request (method, path, query, headers, exact body bytes, arrival
-//! time, the status it answered) and answers as the test tells it to.
+//! time, the status it answered) and answers as the test tells it to —
+//! including 401 to requests whose credentials a test-given check refuses.
 
 use crate::wait;
 use axum::body::Bytes;
@@ -78,6 +79,22 @@ impl Recorded {
     }
 }
 
+/// A test's check of a request's credentials.
+type Check = Arc<dyn Fn(&Recorded) -> bool + Send + Sync>;
+
+#[derive(Default)]
+struct Authorizer(Option<Check>);
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Authorizer(set)"
+        } else {
+            "Authorizer(none)"
+        })
+    }
+}
+
 #[derive(Debug)]
 struct Script {
     /// Statuses for the next requests, in order.
@@ -88,6 +105,8 @@ struct Script {
     delay: Duration,
     /// Events refused until cleared, by event id, with the status to answer.
     refused_events: HashMap<String, u16>,
+    /// Requests it refuses are answered 401.
+    authorizer: Authorizer,
 }
 
 #[derive(Debug)]
@@ -124,6 +143,7 @@ impl Receiver {
                 default: 200,
                 delay: Duration::ZERO,
                 refused_events: HashMap::new(),
+                authorizer: Authorizer::default(),
             },
             in_flight: 0,
             max_in_flight: 0,
@@ -185,6 +205,12 @@ impl Receiver {
     /// Stops refusing event `event_id`.
     pub fn accept_event(&self, event_id: &str) {
         self.lock().script.refused_events.remove(event_id);
+    }
+
+    /// Answers 401 to every request for which `check` is false (before any
+    /// scripted answer), as a receiver checking credentials does.
+    pub fn require(&self, check: impl Fn(&Recorded) -> bool + Send + Sync + 'static) {
+        self.lock().script.authorizer = Authorizer(Some(Arc::new(check)));
     }
 
     /// Answers `status` to every request from now on (after any scripted ones).
@@ -353,9 +379,19 @@ async fn record(
             at,
             status: 0,
         };
-        let refused = recorded
-            .event_id()
-            .and_then(|id| inner.script.refused_events.get(&id).copied());
+        let unauthorized = inner
+            .script
+            .authorizer
+            .0
+            .as_ref()
+            .is_some_and(|check| !check(&recorded));
+        let refused = if unauthorized {
+            Some(401)
+        } else {
+            recorded
+                .event_id()
+                .and_then(|id| inner.script.refused_events.get(&id).copied())
+        };
         let status = match refused {
             Some(status) => status,
             None => inner

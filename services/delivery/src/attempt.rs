@@ -1,9 +1,15 @@
-//! One delivery attempt: send a built request and decide, by the
+//! One delivery attempt: build the request, authenticate it (fetching a
+//! bearer token when the receiver needs one), send it, and decide, by the
 //! subscription's success rule, whether the receiver took the event.
-//! (Building is `postline_shared::webhook`; retrying is the consumer's call.)
+//! (Building is `postline_shared::webhook`, credentials `postline_shared::auth`;
+//! retrying is the consumer's call.)
 
-use postline_shared::subscription::SuccessRule;
+use crate::token::TokenClient;
+use postline_shared::auth;
+use postline_shared::secret::Secret;
+use postline_shared::subscription::{Subscription, SuccessRule};
 use postline_shared::webhook::WebhookRequest;
+use postline_shared::Envelope;
 use std::time::{Duration, Instant};
 
 /// Most bytes of a failing receiver's answer kept for the error message.
@@ -26,6 +32,10 @@ pub enum AttemptError {
     /// The connection could not be made or broke.
     #[error("connection failed: {0}")]
     Connection(String),
+    /// The receiver's bearer token could not be had (token service or the
+    /// partner's token endpoint failed); nothing was sent.
+    #[error("no token for the receiver: {0}")]
+    Token(String),
 }
 
 impl AttemptError {
@@ -45,6 +55,84 @@ pub struct Attempt {
     pub result: Result<u16, AttemptError>,
     /// How long it took.
     pub duration: Duration,
+}
+
+/// Delivers `envelope` to `subscription` once: builds the request, applies
+/// the receiver auth, sends it and classifies the answer. When a fetched
+/// token is answered 401, the token is invalidated and the request sent once
+/// more with a fresh one; only that second answer counts.
+pub async fn deliver(
+    client: &reqwest::Client,
+    tokens: &TokenClient,
+    subscription: &Subscription,
+    envelope: &Envelope,
+) -> Attempt {
+    let started = Instant::now();
+    let token = match tokens.token(subscription).await {
+        Ok(token) => token,
+        Err(error) => {
+            return Attempt {
+                result: Err(AttemptError::Token(error.to_string())),
+                duration: started.elapsed(),
+            }
+        }
+    };
+    let mut attempt = send_authenticated(client, subscription, envelope, token.as_ref()).await;
+    if let (Some(rejected), Err(AttemptError::Status { status: 401, .. })) =
+        (&token, &attempt.result)
+    {
+        tracing::info!(subscription = %subscription.id(), event_id = %envelope.id, "receiver answered 401; resending once with a fresh token");
+        attempt = match tokens.refresh_after_rejection(subscription, rejected).await {
+            Ok(fresh) => send_authenticated(client, subscription, envelope, Some(&fresh)).await,
+            Err(error) => Attempt {
+                result: Err(AttemptError::Token(format!(
+                    "receiver answered 401 and no fresh token could be had: {error}"
+                ))),
+                duration: Duration::ZERO,
+            },
+        };
+    }
+    attempt.duration = started.elapsed();
+    attempt
+}
+
+/// Builds the request with the receiver's credentials and sends it; a
+/// receiver answer that echoes a credential has it redacted.
+async fn send_authenticated(
+    client: &reqwest::Client,
+    subscription: &Subscription,
+    envelope: &Envelope,
+    token: Option<&Secret>,
+) -> Attempt {
+    let started = Instant::now();
+    let spec = &subscription.spec;
+    let mut request = WebhookRequest::build(subscription, envelope, chrono::Utc::now().timestamp());
+    request.auth = match auth::apply(&spec.auth, token) {
+        Ok(applied) => applied,
+        Err(error) => {
+            return Attempt {
+                result: Err(AttemptError::Token(error.to_string())),
+                duration: started.elapsed(),
+            }
+        }
+    };
+    let mut attempt = send(client, &request, spec.success).await;
+    if let Err(AttemptError::Status { snippet, .. }) = &mut attempt.result {
+        let sent = request
+            .auth
+            .headers
+            .iter()
+            .chain(&request.auth.query)
+            .map(|(_, value)| value.expose());
+        let secrets = spec
+            .auth
+            .secret_values()
+            .into_iter()
+            .chain(token.map(Secret::expose))
+            .chain(sent);
+        *snippet = auth::redact(snippet, secrets);
+    }
+    attempt
 }
 
 /// Sends `request` once and classifies the answer.
@@ -79,7 +167,8 @@ pub async fn send(
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error and its sources on one line.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -10,6 +10,7 @@
 use crate::attempt::{self, Attempt};
 use crate::metrics::DeliveryMetrics;
 use crate::retry::{Failure, Outcome};
+use crate::token::TokenClient;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use lapin::message::Delivery;
@@ -24,7 +25,6 @@ use postline_shared::ladder::NextStep;
 use postline_shared::redelivery::{Redelivery, RetryHeaders};
 use postline_shared::subscription::{OrderMode, Subscription, SubscriptionStore};
 use postline_shared::topology::Topology;
-use postline_shared::webhook::WebhookRequest;
 use postline_shared::Envelope;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +47,8 @@ pub struct ConsumerContext {
     pub store: SubscriptionStore,
     /// HTTP client for receivers.
     pub client: reqwest::Client,
+    /// Bearer tokens for receivers that need one.
+    pub tokens: TokenClient,
     /// Metrics.
     pub metrics: DeliveryMetrics,
     /// Messages in flight per consumer.
@@ -356,8 +358,8 @@ impl SubscriptionConsumer {
             attempts += 1;
             // Settings are read per attempt so a live update applies at once.
             let subscription = self.settings();
-            let request = WebhookRequest::build(&subscription, envelope, Utc::now().timestamp());
-            let attempt = attempt::send(&context.client, &request, subscription.spec.success).await;
+            let attempt =
+                attempt::deliver(&context.client, &context.tokens, &subscription, envelope).await;
             self.log_attempt(id, envelope, attempts, &attempt).await;
             let error = match attempt.result {
                 Ok(status) => {

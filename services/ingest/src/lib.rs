@@ -42,10 +42,22 @@ pub async fn start(
     let common = &config.common;
     let topology = common.topology();
     let keys = common.keys();
-    let (store, redis) = SubscriptionStore::connect(&common.redis_url, keys.clone())
-        .await
-        .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
+    let (store, redis) =
+        SubscriptionStore::connect(&common.redis_url, keys.clone(), common.encryption.clone())
+            .await
+            .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
     readiness.set_redis(true);
+    // Ingest owns the subscriptions, so it brings them under the current
+    // encryption key after a rotation (and seals any stored in clear).
+    match store.reseal_all().await {
+        Ok(0) => {}
+        Ok(count) => {
+            tracing::info!(count, key = %common.encryption.current_id(), "re-sealed subscription secrets with the current key");
+        }
+        Err(error) => {
+            tracing::warn!(%error, "re-sealing subscription secrets failed; they stay readable with the old keys")
+        }
+    }
     let background = CancellationToken::new();
     let (catalog, sync) = catalog::start_sync(store.clone(), background.clone(), |_| {})
         .await
