@@ -1,13 +1,20 @@
-//! Sending one built request to a receiver and deciding, by the
-//! subscription's success rule, whether the receiver took it.
+//! One attempt to hand a receiver an event: build the request, authenticate
+//! it (with a bearer token from the token service when the receiver needs
+//! one), send it, and decide, by the subscription's success rule, whether the
+//! receiver took it.
 //!
 //! Delivery uses it for every event attempt and ingest for the PING it sends
-//! before storing a created or updated subscription, so both judge a
-//! receiver's answer the same way. (Building is [`crate::webhook`]; retrying
-//! is delivery's call; a PING is never retried.)
+//! before storing a created or updated subscription, so a receiver sees the
+//! same request, credentials included, from both, and both judge its answer
+//! the same way. (Building is [`crate::webhook`], credentials [`crate::auth`];
+//! retrying is delivery's call; a PING is never retried.)
 
-use crate::subscription::SuccessRule;
+use crate::auth;
+use crate::secret::Secret;
+use crate::subscription::{Subscription, SuccessRule};
+use crate::token_client::TokenClient;
 use crate::webhook::WebhookRequest;
+use crate::Envelope;
 use std::time::{Duration, Instant};
 
 /// Most bytes of a failing receiver's answer kept for the error message.
@@ -30,6 +37,10 @@ pub enum AttemptError {
     /// The connection could not be made or broke.
     #[error("connection failed: {0}")]
     Connection(String),
+    /// The receiver's bearer token could not be had (token service or the
+    /// partner's token endpoint failed); nothing was sent.
+    #[error("no token for the receiver: {0}")]
+    Token(String),
 }
 
 impl AttemptError {
@@ -49,6 +60,92 @@ pub struct Attempt {
     pub result: Result<u16, AttemptError>,
     /// How long it took.
     pub duration: Duration,
+}
+
+/// Delivers `envelope` to `subscription` once: builds the request, applies
+/// the receiver auth, sends it and classifies the answer. When a fetched
+/// token is answered 401, the token is invalidated and the request sent once
+/// more with a fresh one; only that second answer counts.
+///
+/// `staged` names a not yet stored version of the subscription (see
+/// [`crate::subscription::SubscriptionStore::stage`]) for the token service
+/// to read the credentials from: a PING's; deliveries pass `None`.
+pub async fn deliver(
+    client: &reqwest::Client,
+    tokens: &TokenClient,
+    subscription: &Subscription,
+    envelope: &Envelope,
+    staged: Option<&str>,
+) -> Attempt {
+    let started = Instant::now();
+    let token = match tokens.token(subscription, staged).await {
+        Ok(token) => token,
+        Err(error) => {
+            return Attempt {
+                result: Err(AttemptError::Token(error.to_string())),
+                duration: started.elapsed(),
+            }
+        }
+    };
+    let mut attempt = send_authenticated(client, subscription, envelope, token.as_ref()).await;
+    if let (Some(rejected), Err(AttemptError::Status { status: 401, .. })) =
+        (&token, &attempt.result)
+    {
+        tracing::info!(subscription = %subscription.id(), event_id = %envelope.id, "receiver answered 401; resending once with a fresh token");
+        attempt = match tokens
+            .refresh_after_rejection(subscription, rejected, staged)
+            .await
+        {
+            Ok(fresh) => send_authenticated(client, subscription, envelope, Some(&fresh)).await,
+            Err(error) => Attempt {
+                result: Err(AttemptError::Token(format!(
+                    "receiver answered 401 and no fresh token could be had: {error}"
+                ))),
+                duration: Duration::ZERO,
+            },
+        };
+    }
+    attempt.duration = started.elapsed();
+    attempt
+}
+
+/// Builds the request with the receiver's credentials and sends it; a
+/// receiver answer that echoes a credential has it redacted.
+async fn send_authenticated(
+    client: &reqwest::Client,
+    subscription: &Subscription,
+    envelope: &Envelope,
+    token: Option<&Secret>,
+) -> Attempt {
+    let started = Instant::now();
+    let spec = &subscription.spec;
+    let mut request = WebhookRequest::build(subscription, envelope, chrono::Utc::now().timestamp());
+    request.auth = match auth::apply(&spec.auth, token) {
+        Ok(applied) => applied,
+        Err(error) => {
+            return Attempt {
+                result: Err(AttemptError::Token(error.to_string())),
+                duration: started.elapsed(),
+            }
+        }
+    };
+    let mut attempt = send(client, &request, spec.success).await;
+    if let Err(AttemptError::Status { snippet, .. }) = &mut attempt.result {
+        let sent = request
+            .auth
+            .headers
+            .iter()
+            .chain(&request.auth.query)
+            .map(|(_, value)| value.expose());
+        let secrets = spec
+            .auth
+            .secret_values()
+            .into_iter()
+            .chain(token.map(Secret::expose))
+            .chain(sent);
+        *snippet = auth::redact(snippet, secrets);
+    }
+    attempt
 }
 
 /// Sends `request` once and classifies the answer.

@@ -1,6 +1,7 @@
 //! Configuration every service reads from the environment, with defaults
 //! that work against a local RabbitMQ and Redis.
 
+use crate::encryption::KeyRing;
 use crate::topology::QueueType;
 use std::str::FromStr;
 
@@ -45,6 +46,9 @@ pub struct CommonConfig {
     pub redis_url: String,
     /// Subscription queue type (`POSTLINE_QUEUE_TYPE`: classic|quorum).
     pub queue_type: QueueType,
+    /// Keys sealing secrets at rest (`POSTLINE_ENCRYPTION_KEY`, `POSTLINE_ENCRYPTION_OLD_KEYS`);
+    /// every service reading subscriptions needs the same ring.
+    pub encryption: KeyRing,
 }
 
 /// Default broker URL: local RabbitMQ as guest.
@@ -66,7 +70,17 @@ impl CommonConfig {
             amqp_url: env_or("POSTLINE_AMQP_URL", DEFAULT_AMQP_URL.to_string())?,
             redis_url: env_or("POSTLINE_REDIS_URL", DEFAULT_REDIS_URL.to_string())?,
             queue_type: env_or("POSTLINE_QUEUE_TYPE", QueueType::Classic)?,
+            encryption: encryption_from_env()?,
         })
+    }
+
+    /// Logs a warning for each development default still in use; call once at start-up.
+    pub fn warn_about_defaults(&self) {
+        if self.encryption.is_development() {
+            tracing::warn!(
+                "POSTLINE_ENCRYPTION_KEY is not set: secrets in Redis are sealed with the public development key"
+            );
+        }
     }
 
     /// Local defaults under `namespace` (tests give each run its own).
@@ -76,6 +90,7 @@ impl CommonConfig {
             amqp_url: DEFAULT_AMQP_URL.to_string(),
             redis_url: DEFAULT_REDIS_URL.to_string(),
             queue_type: QueueType::Classic,
+            encryption: KeyRing::development(),
         }
     }
 
@@ -88,6 +103,36 @@ impl CommonConfig {
     pub fn keys(&self) -> crate::keys::RedisKeys {
         crate::keys::RedisKeys::new(&self.namespace)
     }
+}
+
+/// The key ring from `POSTLINE_ENCRYPTION_KEY` (current) and
+/// `POSTLINE_ENCRYPTION_OLD_KEYS` (still opened), or the development key.
+fn encryption_from_env() -> Result<KeyRing, ConfigError> {
+    let current = std::env::var("POSTLINE_ENCRYPTION_KEY").unwrap_or_default();
+    let previous = std::env::var("POSTLINE_ENCRYPTION_OLD_KEYS").unwrap_or_default();
+    // The values are key material: errors name the variable, never its value.
+    let refuse = |name: &str, reason: String| ConfigError {
+        name: name.to_string(),
+        value: "<redacted>".into(),
+        reason,
+    };
+    if current.trim().is_empty() {
+        if !previous.trim().is_empty() {
+            return Err(refuse(
+                "POSTLINE_ENCRYPTION_OLD_KEYS",
+                "set POSTLINE_ENCRYPTION_KEY too: old keys only open, the current key seals".into(),
+            ));
+        }
+        return Ok(KeyRing::development());
+    }
+    KeyRing::from_config(&current, &previous).map_err(|error| {
+        let name = if KeyRing::from_config(&current, "").is_err() {
+            "POSTLINE_ENCRYPTION_KEY"
+        } else {
+            "POSTLINE_ENCRYPTION_OLD_KEYS"
+        };
+        refuse(name, error.to_string())
+    })
 }
 
 fn validate_namespace(namespace: &str) -> Result<(), String> {

@@ -22,6 +22,12 @@ impl RedisKeys {
         format!("{}:sub:{id}", self.prefix)
     }
 
+    /// A subscription version staged for its PING (not yet stored), with a
+    /// short TTL, so the token service can read its credentials.
+    pub fn staged_subscription(&self, id: &str, nonce: &str) -> String {
+        format!("{}:sub-staged:{id}:{nonce}", self.prefix)
+    }
+
     /// Set of all subscription ids.
     pub fn subscription_ids(&self) -> String {
         format!("{}:subs", self.prefix)
@@ -76,6 +82,21 @@ impl RedisKeys {
     /// Capped stream of a subscription's recent delivery attempts.
     pub fn attempts(&self, subscription_id: &str) -> String {
         format!("{}:attempts:{subscription_id}", self.prefix)
+    }
+
+    /// A cached bearer token (sealed), by the fingerprint of its credentials.
+    pub fn token(&self, fingerprint: &str) -> String {
+        format!("{}:token:{fingerprint}", self.prefix)
+    }
+
+    /// The lock held by the one process refreshing the token of `fingerprint`.
+    pub fn token_lock(&self, fingerprint: &str) -> String {
+        format!("{}:token:{fingerprint}:lock", self.prefix)
+    }
+
+    /// The error of a failed refresh, kept briefly for the processes that waited on it.
+    pub fn token_error(&self, fingerprint: &str) -> String {
+        format!("{}:token:{fingerprint}:error", self.prefix)
     }
 
     /// Pattern matching every key of the namespace (for tests and tooling).

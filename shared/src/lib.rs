@@ -5,9 +5,12 @@
 #![warn(missing_docs)]
 
 pub mod attempt;
+pub mod auth;
 pub mod broker;
+pub mod coalesce;
 pub mod config;
 pub mod delivery_state;
+pub mod encryption;
 pub mod envelope;
 pub mod keys;
 pub mod ladder;
@@ -20,6 +23,8 @@ pub mod shutdown;
 pub mod signing;
 pub mod subscription;
 pub mod telemetry;
+pub mod token_cache;
+pub mod token_client;
 pub mod topology;
 pub mod webhook;
 

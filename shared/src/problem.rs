@@ -57,7 +57,11 @@ impl Problem {
         }
         // The path already ends in an unknown field's name, but a missing field
         // is named only in the message text: lift it out to complete the path.
-        let named = quoted_name(&message, "missing field `");
+        // Inside an internally tagged enum (buffered by serde) the path stops at
+        // the enum, so an unknown field's name is lifted out the same way.
+        let named = quoted_name(&message, "missing field `").or_else(|| {
+            quoted_name(&message, "unknown field `").filter(|name| !path.ends_with(name.as_str()))
+        });
         let field = match (named, path.as_str()) {
             (Some(name), "." | "") => name,
             (Some(name), parent) => format!("{parent}.{name}"),

@@ -79,7 +79,8 @@ pub fn body_signature(secret: &Secret, body: &[u8], encoding: SignatureEncoding)
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
         .iter()

@@ -1,9 +1,11 @@
 //! Building the HTTP request a receiver gets for one event: body by body
-//! mode, Standard Webhooks and partner signatures, extra headers.
+//! mode, Standard Webhooks and partner signatures, extra headers, and the
+//! receiver's credentials (added by [`crate::auth`], kept as secrets until sent).
 //!
 //! Building is pure (no I/O) so delivery and the PING check send exactly the
 //! same request, and tests can check it without a network.
 
+use crate::auth::AppliedAuth;
 use crate::envelope::Envelope;
 use crate::signing::{body_signature, standard_webhooks_signature};
 use crate::subscription::{BodyMode, Subscription};
@@ -15,10 +17,12 @@ pub const USER_AGENT: &str = concat!("postline/", env!("CARGO_PKG_VERSION"));
 /// A request ready to send.
 #[derive(Debug, Clone)]
 pub struct WebhookRequest {
-    /// Target URL.
+    /// Target URL (without any API key: that is in `auth`).
     pub url: String,
     /// Headers, in order.
     pub headers: Vec<(String, String)>,
+    /// Receiver credentials, added to the headers and query when sent.
+    pub auth: AppliedAuth,
     /// Exact body bytes (what the signatures cover).
     pub body: Vec<u8>,
     /// How long the receiver has to answer.
@@ -54,6 +58,7 @@ impl WebhookRequest {
         Self {
             url: spec.endpoint.clone(),
             headers,
+            auth: AppliedAuth::default(),
             body,
             timeout: Duration::from_millis(spec.timeout_ms),
         }
@@ -66,6 +71,25 @@ impl WebhookRequest {
             .timeout(self.timeout)
             .body(self.body.clone());
         for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        if !self.auth.query.is_empty() {
+            let pairs: Vec<(&str, &str)> = self
+                .auth
+                .query
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.expose()))
+                .collect();
+            request = request.query(&pairs);
+        }
+        for (name, value) in &self.auth.headers {
+            let mut value = match reqwest::header::HeaderValue::from_str(value.expose()) {
+                Ok(value) => value,
+                // Validation refuses such values; skipping beats panicking on stored data.
+                Err(_) => continue,
+            };
+            // Keeps the value out of reqwest's and hyper's own debug output.
+            value.set_sensitive(true);
             request = request.header(name, value);
         }
         request

@@ -1,7 +1,7 @@
-//! The test environment: a unique namespace, the ingest and delivery services
-//! started in-process with fast settings, the tests' own AMQP and Redis
-//! connections, and the clean-up that removes every queue, exchange and key
-//! of the namespace afterwards (also, best effort, when a test panics).
+//! The test environment: a unique namespace, the ingest, token and delivery
+//! services started in-process with fast settings, the tests' own AMQP and
+//! Redis connections, and the clean-up that removes every queue, exchange and
+//! key of the namespace afterwards (also, best effort, when a test panics).
 
 use crate::amqp::{AmqpClient, GotMessage};
 use crate::{logs, namespace, wait, DEADLINE};
@@ -9,8 +9,10 @@ use postline_delivery::DeliveryConfig;
 use postline_ingest::IngestConfig;
 use postline_shared::keys::RedisKeys;
 use postline_shared::secret::Secret;
+use postline_shared::subscription::SubscriptionStore;
 use postline_shared::topology::Topology;
 use postline_shared::CommonConfig;
+use postline_token::TokenConfig;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use std::collections::BTreeSet;
@@ -28,6 +30,8 @@ pub struct TestEnvBuilder {
     pub ingest: IngestConfig,
     /// Delivery settings (port 0, 20 ms retry pause, 3 in-place retries).
     pub delivery: DeliveryConfig,
+    /// Token service settings (port 0, 500 ms token endpoint timeout, 1 s expiry margin).
+    pub token: TokenConfig,
     /// The broker the test itself talks to (publishing, inspecting queues),
     /// kept apart from the services' URLs so a test can route those through a proxy.
     pub broker_url: String,
@@ -58,12 +62,17 @@ impl TestEnvBuilder {
         ingest.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         ingest.admin_token = Secret::new(namespace::random_token("admin"));
         ingest.producer_token = Secret::new(namespace::random_token("producer"));
+        let mut token = TokenConfig::local(common.clone());
+        token.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        token.fetch_timeout = Duration::from_millis(500);
+        token.expiry_margin = Duration::from_secs(1);
         let mut delivery = DeliveryConfig::local(common);
         delivery.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         Self {
             namespace,
             ingest,
             delivery,
+            token,
             broker_url,
             with_delivery: true,
         }
@@ -81,7 +90,7 @@ impl TestEnvBuilder {
         self
     }
 
-    /// Starts ingest (and delivery unless disabled) and waits until ready.
+    /// Starts ingest, the token service (and delivery unless disabled) and waits until ready.
     pub async fn start(self) -> TestEnv {
         logs::init();
         let common = self.ingest.common.clone();
@@ -104,6 +113,7 @@ impl TestEnvBuilder {
             common,
             ingest_config: self.ingest,
             delivery_config: self.delivery,
+            token_config: self.token,
             ingest_url: String::new(),
             http,
             amqp,
@@ -111,12 +121,17 @@ impl TestEnvBuilder {
             ingest: None,
             delivery: None,
             replicas: Vec::new(),
+            token_services: Vec::new(),
             crashed: Vec::new(),
             subscription_ids: Mutex::new(BTreeSet::new()),
             extra_queues: Mutex::new(Vec::new()),
             rejected: Mutex::new(Vec::new()),
             cleaned: false,
         };
+        // The token service first: ingest's PINGs need it as delivery does.
+        let token = env.start_token_service().await;
+        env.ingest_config.token_url = format!("http://{token}");
+        env.delivery_config.token_url = format!("http://{token}");
         env.start_ingest().await;
         if self.with_delivery {
             env.start_delivery().await;
@@ -164,6 +179,8 @@ pub struct TestEnv {
     pub ingest_config: IngestConfig,
     /// Delivery settings used by every (re)start.
     pub delivery_config: DeliveryConfig,
+    /// Token service settings used by every instance.
+    pub token_config: TokenConfig,
     pub(crate) ingest_url: String,
     pub(crate) http: reqwest::Client,
     pub(crate) amqp: AmqpClient,
@@ -172,6 +189,8 @@ pub struct TestEnv {
     delivery: Option<DeliveryService>,
     /// More delivery replicas, beside `delivery`.
     replicas: Vec<DeliveryService>,
+    /// Token service instances; delivery uses the first.
+    token_services: Vec<Service>,
     /// Stop tokens of aborted deliveries, cancelled at clean-up.
     crashed: Vec<CancellationToken>,
     pub(crate) subscription_ids: Mutex<BTreeSet<String>>,
@@ -228,6 +247,35 @@ impl TestEnv {
             done: running.done,
             addr: running.addr,
         });
+    }
+
+    /// Starts a token service instance (the first one started is the one
+    /// delivery uses) and waits until it is ready; returns where it listens.
+    pub async fn start_token_service(&mut self) -> SocketAddr {
+        let cancel = CancellationToken::new();
+        let running = postline_token::start(self.token_config.clone(), cancel.clone())
+            .await
+            .expect("token service failed to start");
+        wait_ready(&self.http, "token", running.addr).await;
+        self.token_services.push(Service {
+            cancel,
+            done: running.done,
+            addr: running.addr,
+        });
+        running.addr
+    }
+
+    /// Base URLs of the running token service instances, the delivery one first.
+    pub fn token_service_urls(&self) -> Vec<String> {
+        self.token_services
+            .iter()
+            .map(|s| format!("http://{}", s.addr))
+            .collect()
+    }
+
+    /// The tests' HTTP client (30 s timeout).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// Starts (another) delivery service, on a runtime of its own, and waits
@@ -396,15 +444,84 @@ impl TestEnv {
             .expect("SCAN")
     }
 
-    /// The subscription as stored in Redis, parsed.
+    /// The subscription as stored in Redis, read back (secrets opened) as the services do.
     pub async fn stored_subscription(&self, id: &str) -> postline_shared::Subscription {
-        let raw: Option<String> = self
-            .redis()
-            .get(self.keys.subscription(id))
+        self.store()
+            .get(id)
             .await
-            .expect("GET subscription");
-        let raw = raw.unwrap_or_else(|| panic!("subscription {id} is not stored"));
-        serde_json::from_str(&raw).expect("stored subscription parses")
+            .unwrap_or_else(|e| panic!("reading subscription {id}: {e}"))
+    }
+
+    /// A subscription store on this namespace, with the services' keys.
+    pub fn store(&self) -> SubscriptionStore {
+        let client = redis::Client::open(self.common.redis_url.as_str()).expect("redis URL");
+        SubscriptionStore::new(
+            self.redis(),
+            client,
+            self.keys.clone(),
+            self.common.encryption.clone(),
+        )
+    }
+
+    /// Everything Redis holds under the namespace, as text: each key with its
+    /// value (`GET`, `HGETALL`, `SMEMBERS`, `LRANGE`, `ZRANGE` or `XRANGE` by
+    /// type), as an attacker with a dump would see it.
+    pub async fn redis_dump(&self) -> String {
+        let mut redis = self.redis();
+        let mut dump = String::new();
+        let mut keys = self.redis_keys().await;
+        keys.sort();
+        for key in keys {
+            let kind: String = redis::cmd("TYPE")
+                .arg(&key)
+                .query_async(&mut redis)
+                .await
+                .expect("TYPE");
+            let value: redis::Value = match kind.as_str() {
+                "string" => redis::cmd("GET").arg(&key).query_async(&mut redis).await,
+                "hash" => {
+                    redis::cmd("HGETALL")
+                        .arg(&key)
+                        .query_async(&mut redis)
+                        .await
+                }
+                "set" => {
+                    redis::cmd("SMEMBERS")
+                        .arg(&key)
+                        .query_async(&mut redis)
+                        .await
+                }
+                "list" => {
+                    redis::cmd("LRANGE")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(-1)
+                        .query_async(&mut redis)
+                        .await
+                }
+                "zset" => {
+                    redis::cmd("ZRANGE")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(-1)
+                        .query_async(&mut redis)
+                        .await
+                }
+                "stream" => {
+                    redis::cmd("XRANGE")
+                        .arg(&key)
+                        .arg("-")
+                        .arg("+")
+                        .query_async(&mut redis)
+                        .await
+                }
+                // Expired between SCAN and TYPE.
+                _ => Ok(redis::Value::Nil),
+            }
+            .unwrap_or_else(|e| panic!("reading {key}: {e}"));
+            dump.push_str(&format!("{key} ({kind}) = {}\n", show_value(&value)));
+        }
+        dump
     }
 
     /// Stops the services and deletes the namespace's queues, exchanges and Redis keys.
@@ -429,6 +546,12 @@ impl TestEnv {
             ingest.cancel.cancel();
             if tokio::time::timeout(DEADLINE, ingest.done).await.is_err() {
                 eprintln!("{}: ingest did not stop in time", self.namespace);
+            }
+        }
+        for token in self.token_services.drain(..) {
+            token.cancel.cancel();
+            if tokio::time::timeout(DEADLINE, token.done).await.is_err() {
+                eprintln!("{}: a token service did not stop in time", self.namespace);
             }
         }
         for token in &self.crashed {
@@ -474,6 +597,10 @@ impl Drop for TestEnv {
         if let Some(ingest) = self.ingest.take() {
             ingest.cancel.cancel();
             ingest.done.abort();
+        }
+        for token in self.token_services.drain(..) {
+            token.cancel.cancel();
+            token.done.abort();
         }
         for token in &self.crashed {
             token.cancel();
@@ -577,6 +704,26 @@ async fn wait_ready(http: &reqwest::Client, service: &str, addr: SocketAddr) {
         },
     )
     .await
+}
+
+/// A Redis reply as text, bulk strings decoded lossily as UTF-8.
+fn show_value(value: &redis::Value) -> String {
+    match value {
+        redis::Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        redis::Value::SimpleString(text) => text.clone(),
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            let shown: Vec<String> = items.iter().map(show_value).collect();
+            format!("[{}]", shown.join(", "))
+        }
+        redis::Value::Map(pairs) => {
+            let shown: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| format!("{}: {}", show_value(k), show_value(v)))
+                .collect();
+            format!("{{{}}}", shown.join(", "))
+        }
+        other => format!("{other:?}"),
+    }
 }
 
 fn summarize(messages: &[GotMessage]) -> Vec<String> {

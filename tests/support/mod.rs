@@ -8,6 +8,8 @@
 //! - [`logs`]: captures every log line so tests can look for leaked secrets.
 //! - [`events`] and [`signatures`]: building events, comparing sequences, and
 //!   verifying signatures independently of Postline's own code.
+//! - [`token_server::TokenServer`]: a partner's token endpoint that counts its
+//!   calls and can be down, slow or answer garbage on command.
 
 #![warn(missing_docs)]
 
@@ -20,10 +22,12 @@ pub mod namespace;
 pub mod proxy;
 pub mod receiver;
 pub mod signatures;
+pub mod token_server;
 pub mod wait;
 
 pub use env::{TestEnv, TestEnvBuilder};
 pub use receiver::{Receiver, Recorded};
+pub use token_server::TokenServer;
 
 use std::time::Duration;
 

@@ -1,11 +1,12 @@
 //! A webhook receiver: a real axum HTTP server on 127.0.0.1:0 that records
 //! every request (method, path, query, headers, exact body bytes, arrival
-//! time, the status it answered) and answers as the test tells it to.
+//! time, the status it answered) and answers as the test tells it to —
+//! including 401 to requests whose credentials a test-given check refuses.
 //!
 //! PINGs (sent when a subscription is created or updated) are kept apart:
-//! they are answered 200 unless the test refuses them, never use up a
-//! scripted answer, and are not among the recorded deliveries, so tests of
-//! delivery see only events.
+//! they are answered 200 unless the test refuses them (or their credentials),
+//! never use up a scripted answer, and are not among the recorded deliveries,
+//! so tests of delivery see only events.
 
 use crate::wait;
 use axum::body::Bytes;
@@ -101,6 +102,22 @@ impl Recorded {
     }
 }
 
+/// A test's check of a request's credentials.
+type Check = Arc<dyn Fn(&Recorded) -> bool + Send + Sync>;
+
+#[derive(Default)]
+struct Authorizer(Option<Check>);
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Authorizer(set)"
+        } else {
+            "Authorizer(none)"
+        })
+    }
+}
+
 #[derive(Debug)]
 struct Script {
     /// Statuses for the next requests, in order.
@@ -113,6 +130,8 @@ struct Script {
     refused_events: HashMap<String, u16>,
     /// Status answered to PINGs.
     ping_status: u16,
+    /// Requests it refuses are answered 401.
+    authorizer: Authorizer,
 }
 
 #[derive(Debug)]
@@ -152,6 +171,7 @@ impl Receiver {
                 delay: Duration::ZERO,
                 refused_events: HashMap::new(),
                 ping_status: 200,
+                authorizer: Authorizer::default(),
             },
             in_flight: 0,
             max_in_flight: 0,
@@ -223,6 +243,12 @@ impl Receiver {
     /// Every PING so far, in arrival order.
     pub fn pings(&self) -> Vec<Recorded> {
         self.lock().pings.clone()
+    }
+
+    /// Answers 401 to every request for which `check` is false (before any
+    /// scripted answer), as a receiver checking credentials does.
+    pub fn require(&self, check: impl Fn(&Recorded) -> bool + Send + Sync + 'static) {
+        self.lock().script.authorizer = Authorizer(Some(Arc::new(check)));
     }
 
     /// Answers `status` to every request from now on (after any scripted ones).
@@ -392,15 +418,29 @@ async fn record(
             wall: chrono::Utc::now(),
             status: 0,
         };
+        let unauthorized = inner
+            .script
+            .authorizer
+            .0
+            .as_ref()
+            .is_some_and(|check| !check(&recorded));
         if recorded.is_ping() {
-            recorded.status = inner.script.ping_status;
+            recorded.status = if unauthorized {
+                401
+            } else {
+                inner.script.ping_status
+            };
             let status = recorded.status;
             inner.pings.push(recorded);
             return StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         }
-        let refused = recorded
-            .event_id()
-            .and_then(|id| inner.script.refused_events.get(&id).copied());
+        let refused = if unauthorized {
+            Some(401)
+        } else {
+            recorded
+                .event_id()
+                .and_then(|id| inner.script.refused_events.get(&id).copied())
+        };
         let status = match refused {
             Some(status) => status,
             None => inner

@@ -1,21 +1,21 @@
-//! One delivery attempt: build the event's request for the subscription as it
-//! is now, send it once and classify the answer by the subscription's success
-//! rule. Sending and classifying live in `postline_shared::attempt`, so the
-//! PING that ingest sends on create and update is judged exactly the same way.
+//! One delivery attempt: the event's request for the subscription as it is
+//! now, with its receiver auth, sent once and classified by the success rule.
+//! The work lives in `postline_shared::attempt`, so the PING that ingest sends
+//! on create and update reaches the receiver, and is judged, exactly the same way.
 
 pub use postline_shared::attempt::{send, Attempt, AttemptError};
 
-use chrono::Utc;
 use postline_shared::subscription::Subscription;
-use postline_shared::webhook::WebhookRequest;
+use postline_shared::token_client::TokenClient;
 use postline_shared::Envelope;
 
-/// Delivers `envelope` to `subscription` once, signed now.
+/// Delivers `envelope` to the stored `subscription` once (a 401 to a fetched
+/// token is resent once with a fresh token).
 pub async fn deliver(
     client: &reqwest::Client,
+    tokens: &TokenClient,
     subscription: &Subscription,
     envelope: &Envelope,
 ) -> Attempt {
-    let request = WebhookRequest::build(subscription, envelope, Utc::now().timestamp());
-    send(client, &request, subscription.spec.success).await
+    postline_shared::attempt::deliver(client, tokens, subscription, envelope, None).await
 }

@@ -20,6 +20,8 @@ pub struct DeliveryConfig {
     pub delivered_ttl_secs: u64,
     /// About how many recent attempts each subscription's log keeps (`POSTLINE_ATTEMPT_LOG_CAP`).
     pub attempt_log_cap: usize,
+    /// Base URL of the token service (`POSTLINE_TOKEN_URL`).
+    pub token_url: String,
 }
 
 impl DeliveryConfig {
@@ -35,6 +37,7 @@ impl DeliveryConfig {
             )?,
             delivered_ttl_secs: env_or("POSTLINE_DELIVERED_TTL_SECS", defaults.delivered_ttl_secs)?,
             attempt_log_cap: env_or("POSTLINE_ATTEMPT_LOG_CAP", defaults.attempt_log_cap)?,
+            token_url: env_or("POSTLINE_TOKEN_URL", defaults.token_url.clone())?,
             ..defaults
         })
     }
@@ -49,6 +52,7 @@ impl DeliveryConfig {
             channels_per_connection: 1_000,
             delivered_ttl_secs: postline_shared::delivery_state::DEFAULT_SETTLED_TTL_SECS,
             attempt_log_cap: postline_shared::delivery_state::DEFAULT_ATTEMPT_LOG_CAP,
+            token_url: "http://127.0.0.1:8082".to_string(),
         }
     }
 }

@@ -30,6 +30,7 @@ use postline_shared::delivery_state::{AttemptRecord, Block, DeliveryState};
 use postline_shared::ladder::NextStep;
 use postline_shared::redelivery::{Redelivery, RetryHeaders};
 use postline_shared::subscription::{OrderMode, Subscription, SubscriptionStore, Tracking};
+use postline_shared::token_client::TokenClient;
 use postline_shared::topology::Topology;
 use postline_shared::Envelope;
 use std::sync::Arc;
@@ -53,6 +54,8 @@ pub struct ConsumerContext {
     pub store: SubscriptionStore,
     /// HTTP client for receivers.
     pub client: reqwest::Client,
+    /// Bearer tokens for receivers that need one.
+    pub tokens: TokenClient,
     /// Metrics.
     pub metrics: DeliveryMetrics,
     /// Messages in flight per consumer.
@@ -432,7 +435,8 @@ impl SubscriptionConsumer {
             attempts += 1;
             // Settings are read per attempt so a live update applies at once.
             let subscription = self.settings();
-            let attempt = attempt::deliver(&context.client, &subscription, envelope).await;
+            let attempt =
+                attempt::deliver(&context.client, &context.tokens, &subscription, envelope).await;
             self.log_attempt(id, envelope, attempts, &attempt).await;
             let error = match attempt.result {
                 Ok(status) => {

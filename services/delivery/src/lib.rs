@@ -20,6 +20,7 @@ use postline_shared::delivery_state::DeliveryState;
 use postline_shared::ops::{self, Readiness};
 use postline_shared::subscription::catalog;
 use postline_shared::subscription::SubscriptionStore;
+use postline_shared::token_client::{TokenClient, TokenClientMetrics};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -57,9 +58,10 @@ pub async fn start(
     let readiness = Readiness::new();
     let common = &config.common;
     let keys = common.keys();
-    let (store, redis) = SubscriptionStore::connect(&common.redis_url, keys.clone())
-        .await
-        .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
+    let (store, redis) =
+        SubscriptionStore::connect(&common.redis_url, keys.clone(), common.encryption.clone())
+            .await
+            .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
     readiness.set_redis(true);
     let background = CancellationToken::new();
     let (changed_tx, changed_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -75,7 +77,7 @@ pub async fn start(
         background.clone(),
     ));
 
-    let state = DeliveryState::new(redis, keys)
+    let state = DeliveryState::new(redis.clone(), keys.clone())
         .with_retention(config.delivered_ttl_secs, config.attempt_log_cap);
     let gauges = tokio::spawn(status_gauges::run(
         catalog.clone(),
@@ -83,11 +85,23 @@ pub async fn start(
         metrics.clone(),
         background.clone(),
     ));
+    let token_cache = postline_shared::token_cache::TokenCache::new(
+        redis.clone(),
+        keys.clone(),
+        common.encryption.clone(),
+    );
+    let tokens = TokenClient::new(
+        &config.token_url,
+        token_cache,
+        TokenClientMetrics::register(&registry).context("registering token metrics")?,
+    )
+    .context("building the token service client")?;
     let context = Arc::new(consumer::ConsumerContext {
         topology: common.topology(),
         state,
         store,
         client: postline_shared::webhook::http_client().context("building the HTTP client")?,
+        tokens,
         metrics,
         prefetch: config.prefetch,
     });

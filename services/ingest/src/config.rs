@@ -31,6 +31,9 @@ pub struct IngestConfig {
     pub dedup_ttl_secs: u64,
     /// Intake messages in flight from the broker (`POSTLINE_INTAKE_PREFETCH`).
     pub intake_prefetch: u16,
+    /// Base URL of the token service, for PINGs to receivers that need a
+    /// bearer token (`POSTLINE_TOKEN_URL`).
+    pub token_url: String,
 }
 
 impl IngestConfig {
@@ -49,6 +52,7 @@ impl IngestConfig {
             max_batch_events: env_or("POSTLINE_MAX_BATCH_EVENTS", defaults.max_batch_events)?,
             dedup_ttl_secs: env_or("POSTLINE_DEDUP_TTL_SECS", defaults.dedup_ttl_secs)?,
             intake_prefetch: env_or("POSTLINE_INTAKE_PREFETCH", defaults.intake_prefetch)?,
+            token_url: env_or("POSTLINE_TOKEN_URL", defaults.token_url.clone())?,
             ..defaults
         };
         if config.admin_token == config.producer_token {
@@ -74,6 +78,7 @@ impl IngestConfig {
             max_batch_events: 1000,
             dedup_ttl_secs: 7 * 24 * 3600,
             intake_prefetch: 64,
+            token_url: "http://127.0.0.1:8082".to_string(),
         }
     }
 }

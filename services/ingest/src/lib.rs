@@ -18,6 +18,8 @@ use postline_shared::delivery_state::DeliveryState;
 use postline_shared::ops::{self, Readiness};
 use postline_shared::subscription::catalog;
 use postline_shared::subscription::SubscriptionStore;
+use postline_shared::token_cache::TokenCache;
+use postline_shared::token_client::{TokenClient, TokenClientMetrics};
 use std::net::SocketAddr;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -42,10 +44,22 @@ pub async fn start(
     let common = &config.common;
     let topology = common.topology();
     let keys = common.keys();
-    let (store, redis) = SubscriptionStore::connect(&common.redis_url, keys.clone())
-        .await
-        .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
+    let (store, redis) =
+        SubscriptionStore::connect(&common.redis_url, keys.clone(), common.encryption.clone())
+            .await
+            .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
     readiness.set_redis(true);
+    // Ingest owns the subscriptions, so it brings them under the current
+    // encryption key after a rotation (and seals any stored in clear).
+    match store.reseal_all().await {
+        Ok(0) => {}
+        Ok(count) => {
+            tracing::info!(count, key = %common.encryption.current_id(), "re-sealed subscription secrets with the current key");
+        }
+        Err(error) => {
+            tracing::warn!(%error, "re-sealing subscription secrets failed; they stay readable with the old keys")
+        }
+    }
     let background = CancellationToken::new();
     let (catalog, sync) = catalog::start_sync(store.clone(), background.clone(), |_| {})
         .await
@@ -57,6 +71,13 @@ pub async fn start(
     ));
 
     let delivery = DeliveryState::new(redis.clone(), keys.clone());
+    // PINGs get receivers' bearer tokens the way delivery does.
+    let tokens = TokenClient::new(
+        &config.token_url,
+        TokenCache::new(redis.clone(), keys.clone(), common.encryption.clone()),
+        TokenClientMetrics::register(&registry).context("registering token metrics")?,
+    )
+    .context("building the token service client")?;
     let fanout = fanout::Fanout::new(
         catalog.clone(),
         topology.clone(),
@@ -92,6 +113,7 @@ pub async fn start(
         catalog,
         delivery,
         client: postline_shared::webhook::http_client().context("building the HTTP client")?,
+        tokens,
         topology,
         metrics,
         admin_token: config.admin_token.clone(),

@@ -9,6 +9,7 @@ async fn main() -> anyhow::Result<()> {
     if config.admin_token.expose() == postline_ingest::config::DEV_ADMIN_TOKEN {
         tracing::warn!("POSTLINE_ADMIN_TOKEN is not set: using the development token");
     }
+    config.common.warn_about_defaults();
     let shutdown = postline_shared::shutdown::on_signal();
     let running = postline_ingest::start(config, shutdown).await?;
     running.done.await.context("ingest task failed")?;

@@ -1,40 +1,25 @@
-//! The Postline token service: mints and caches receiver bearer tokens
-//! (OAuth2 client credentials, password grant, token servers) in Redis.
-//!
-//! This first version serves only its operational endpoints; token minting
-//! arrives with the receiver-authentication work.
+//! The Postline token service: mints and caches the bearer tokens receivers
+//! require (OAuth2 client credentials, OAuth2 password grant, JSON login
+//! token servers) in Redis, with one refresh at a time across every replica,
+//! and serves them to delivery over an internal HTTP API.
 
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod config;
+pub mod fetch;
+pub mod metrics;
+pub mod minter;
+
+pub use config::TokenConfig;
+
 use anyhow::Context;
-use postline_shared::config::{env_or, ConfigError};
 use postline_shared::ops::{self, Readiness};
-use postline_shared::CommonConfig;
+use postline_shared::subscription::SubscriptionStore;
+use postline_shared::token_cache::TokenCache;
 use std::net::SocketAddr;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// Token service settings.
-#[derive(Debug, Clone)]
-pub struct TokenConfig {
-    /// Namespace and Redis.
-    pub common: CommonConfig,
-    /// HTTP listen address (`POSTLINE_TOKEN_LISTEN`).
-    pub listen: SocketAddr,
-}
-
-impl TokenConfig {
-    /// Reads the configuration from the environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self {
-            common: CommonConfig::from_env()?,
-            listen: env_or(
-                "POSTLINE_TOKEN_LISTEN",
-                SocketAddr::from(([127, 0, 0, 1], 8082)),
-            )?,
-        })
-    }
-}
 
 /// A started token service.
 pub struct RunningToken {
@@ -50,19 +35,36 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningToken> {
     let registry = prometheus::Registry::new();
+    let metrics = metrics::TokenMetrics::register(&registry).context("registering metrics")?;
     let readiness = Readiness::new();
     // The token service never talks to the broker: only Redis decides readiness.
     readiness.set_broker(true);
-    let (_client, redis) = postline_shared::config::connect_redis(&config.common.redis_url)
-        .await
-        .with_context(|| format!("connecting to Redis at {}", config.common.redis_url))?;
+    let common = &config.common;
+    let keys = common.keys();
+    let (store, redis) =
+        SubscriptionStore::connect(&common.redis_url, keys.clone(), common.encryption.clone())
+            .await
+            .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
+    let cache = TokenCache::new(redis.clone(), keys, common.encryption.clone());
+    let minter = minter::Minter::new(
+        store,
+        cache,
+        redis.clone(),
+        fetch::http_client().context("building the HTTP client")?,
+        minter::Timing {
+            fetch_timeout: config.fetch_timeout,
+            expiry_margin: config.expiry_margin,
+            refresh_ahead: config.refresh_ahead,
+        },
+        metrics,
+    );
     let redis_watch = tokio::spawn(ops::watch_redis(redis, readiness.clone(), shutdown.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(%addr, "token service listening");
-    let app = ops::router(readiness, registry);
+    tracing::info!(%addr, namespace = %common.namespace, "token service listening");
+    let app = api::router(minter).merge(ops::router(readiness, registry));
     let done = tokio::spawn(async move {
         let stop = shutdown.clone();
         if let Err(error) = axum::serve(listener, app)

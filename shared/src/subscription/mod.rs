@@ -4,11 +4,17 @@
 //! strictly); [`Subscription`] is what is stored; [`SubscriptionView`] is what
 //! the API shows — the same minus every secret.
 
+mod auth;
 pub mod catalog;
 mod filter;
 pub mod semantics;
 mod store;
 
+pub use auth::{
+    ApiKeyLocation, ClientAuth, ClientCredentials, ReceiverAuth, ReceiverAuthView, TokenFields,
+    TokenServer, TokenServerFormat, DEFAULT_EXPIRES_IN_FIELD, DEFAULT_TOKEN_FIELD,
+    DEFAULT_TOKEN_LIFETIME_SECS, MAX_TOKEN_LIFETIME_SECS,
+};
 pub use filter::{EventTypePattern, Filter};
 pub use semantics::{Completion, Dedup, Tracking};
 pub use store::{PendingUpdate, StoreError, SubscriptionChange, SubscriptionStore};
@@ -132,6 +138,9 @@ pub struct SubscriptionSpec {
     /// Optional partner-specific signature header.
     #[serde(default)]
     pub signature_header: Option<SignatureHeader>,
+    /// How the receiver authenticates us (credentials write-only).
+    #[serde(default)]
+    pub auth: ReceiverAuth,
     /// Which statuses count as delivered.
     #[serde(default)]
     pub success: SuccessRule,
@@ -180,6 +189,8 @@ pub struct SubscriptionPatch {
     pub secrets: Option<Vec<Secret>>,
     /// New signature header (`null` is not distinguishable from absent; send it to set one).
     pub signature_header: Option<SignatureHeader>,
+    /// New receiver auth (replaces it whole, credentials included; `{"mode": "none"}` removes it).
+    pub auth: Option<ReceiverAuth>,
     /// New success rule.
     pub success: Option<SuccessRule>,
     /// New timeout.
@@ -247,6 +258,8 @@ pub struct SubscriptionView<'a> {
     pub secrets_count: usize,
     /// Custom signature header.
     pub signature_header: Option<&'a SignatureHeader>,
+    /// Receiver auth, without its credentials.
+    pub auth: ReceiverAuthView<'a>,
     /// Success rule.
     pub success: SuccessRule,
     /// Timeout.
@@ -309,6 +322,7 @@ impl SubscriptionSpec {
             validate_header_name(&header.name)
                 .map_err(|m| Problem::field("signature_header.name", m))?;
         }
+        self.auth.validate(&self.endpoint, &self.headers)?;
         if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
             return Err(Problem::field(
                 "timeout_ms",
@@ -347,6 +361,7 @@ impl SubscriptionSpec {
             body,
             headers,
             secrets,
+            auth,
             success,
             timeout_ms,
             order,
@@ -360,6 +375,16 @@ impl SubscriptionSpec {
             spec.signature_header = Some(header);
         }
         spec
+    }
+}
+
+impl SubscriptionSpec {
+    /// Every secret of the subscription (signing secrets and receiver
+    /// credentials), for sealing and opening at rest.
+    pub fn secrets_mut(&mut self) -> Vec<&mut Secret> {
+        let mut all: Vec<&mut Secret> = self.secrets.iter_mut().collect();
+        all.extend(self.auth.secrets_mut());
+        all
     }
 }
 
@@ -392,6 +417,7 @@ impl Subscription {
             headers: &s.headers,
             secrets_count: s.secrets.len(),
             signature_header: s.signature_header.as_ref(),
+            auth: s.auth.view(),
             success: s.success,
             timeout_ms: s.timeout_ms,
             order: s.order,
@@ -443,16 +469,21 @@ fn validate_id(id: &str) -> Result<(), Problem> {
 }
 
 fn validate_endpoint(endpoint: &str) -> Result<(), Problem> {
-    let url = url::Url::parse(endpoint)
-        .map_err(|e| Problem::field("endpoint", format!("not a valid URL: {e}")))?;
+    validate_url("endpoint", endpoint)
+}
+
+/// Checks an http(s) URL that Postline will call, naming `field` when it is wrong.
+fn validate_url(field: &str, url: &str) -> Result<(), Problem> {
+    let url =
+        url::Url::parse(url).map_err(|e| Problem::field(field, format!("not a valid URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(Problem::field("endpoint", "must be an http or https URL"));
+        return Err(Problem::field(field, "must be an http or https URL"));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(Problem::field("endpoint", "must name a host"));
+        return Err(Problem::field(field, "must name a host"));
     }
     if url.fragment().is_some() {
-        return Err(Problem::field("endpoint", "must not have a #fragment"));
+        return Err(Problem::field(field, "must not have a #fragment"));
     }
     Ok(())
 }
@@ -596,6 +627,68 @@ mod tests {
             set.completion.map(|c| c.ttl_secs),
             Some(semantics::DEFAULT_SEMANTICS_TTL_SECS)
         );
+    }
+
+    #[test]
+    fn names_bad_auth_fields() {
+        let base = r#""id":"a","endpoint":"https://x/","event_types":["a"]"#;
+        let cases = [
+            (
+                format!(
+                    r#"{{{base},"auth":{{"mode":"oauth2_client_credentials","client_id":"c","client_secret":"s"}}}}"#
+                ),
+                "auth.token_url",
+            ),
+            (
+                format!(r#"{{{base},"auth":{{"mode":"bearer","token":"t","colour":1}}}}"#),
+                "auth.colour",
+            ),
+            (
+                format!(r#"{{{base},"auth":{{"mode":"kerberos"}}}}"#),
+                "auth.mode",
+            ),
+            (
+                format!(
+                    r#"{{{base},"auth":{{"mode":"token_server","token_url":"not a url","username":"u","password":"p"}}}}"#
+                ),
+                "auth.token_url",
+            ),
+            (
+                format!(
+                    r#"{{{base},"headers":{{"X-Key":"1"}},"auth":{{"mode":"api_key","name":"x-key","key":"k"}}}}"#
+                ),
+                "auth.name",
+            ),
+        ];
+        for (json, field) in cases {
+            let problem = spec(&json).unwrap_err();
+            assert_eq!(problem.field.as_deref(), Some(field), "{json}: {problem}");
+        }
+    }
+
+    #[test]
+    fn view_hides_auth_credentials_and_patch_replaces_auth() {
+        let s = spec(r#"{"id":"a","endpoint":"https://x/","event_types":["a"],"auth":{"mode":"basic","username":"alice","password":"pw-top-secret"}}"#)
+            .unwrap();
+        let now = Utc::now();
+        let stored = Subscription {
+            spec: s.clone(),
+            created_at: now,
+            updated_at: now,
+            disabled: None,
+        };
+        let shown = serde_json::to_string(&stored.view()).unwrap();
+        assert!(!shown.contains("pw-top-secret"), "{shown}");
+        assert!(
+            shown.contains(r#""auth":{"mode":"basic","username":"alice"}"#),
+            "{shown}"
+        );
+        assert!(!format!("{stored:?}").contains("pw-top-secret"));
+        let patch: SubscriptionPatch =
+            crate::problem::parse_json(br#"{"auth":{"mode":"none"}}"#).unwrap();
+        assert_eq!(s.patched(patch).auth, ReceiverAuth::None);
+        let untouched = s.patched(SubscriptionPatch::default());
+        assert_eq!(untouched.auth, s.auth);
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! Subscriptions in Redis: one JSON document per id, a set of ids, and a
 //! pub/sub channel on which every change is announced by id so that running
 //! services reload what changed without a restart.
+//!
+//! Every secret in a document (signing secrets, receiver credentials) is
+//! sealed with the installation's key ring before it is written and opened
+//! when read, so Redis never holds one in clear.
 
 use super::{Disabled, Subscription, SubscriptionPatch, SubscriptionSpec, SubscriptionStatus};
+use crate::encryption::{EncryptionError, KeyRing, Sealing};
 use crate::keys::RedisKeys;
 use crate::problem::Problem;
+use crate::secret::Secret;
 use chrono::Utc;
 use futures::{Stream, StreamExt};
 use redis::aio::ConnectionManager;
@@ -24,6 +30,15 @@ pub enum StoreError {
         /// Parse failure.
         #[source]
         source: serde_json::Error,
+    },
+    /// A stored secret does not open with the configured keys.
+    #[error("a secret of stored subscription {id} cannot be opened: {source}")]
+    Sealed {
+        /// Subscription id.
+        id: String,
+        /// Why it does not open.
+        #[source]
+        source: EncryptionError,
     },
     /// No subscription with that id.
     #[error("subscription {0} does not exist")]
@@ -75,23 +90,32 @@ pub struct SubscriptionStore {
     redis: ConnectionManager,
     client: redis::Client,
     keys: RedisKeys,
+    keyring: KeyRing,
 }
 
 impl std::fmt::Debug for SubscriptionStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SubscriptionStore")
             .field("keys", &self.keys)
+            .field("keyring", &self.keyring)
             .finish()
     }
 }
 
 impl SubscriptionStore {
-    /// A store over `redis` (commands) and `client` (for the change subscription).
-    pub fn new(redis: ConnectionManager, client: redis::Client, keys: RedisKeys) -> Self {
+    /// A store over `redis` (commands) and `client` (for the change
+    /// subscription), sealing secrets with `keyring`.
+    pub fn new(
+        redis: ConnectionManager,
+        client: redis::Client,
+        keys: RedisKeys,
+        keyring: KeyRing,
+    ) -> Self {
         Self {
             redis,
             client,
             keys,
+            keyring,
         }
     }
 
@@ -100,9 +124,10 @@ impl SubscriptionStore {
     pub async fn connect(
         url: &str,
         keys: RedisKeys,
+        keyring: KeyRing,
     ) -> Result<(Self, ConnectionManager), StoreError> {
         let (client, redis) = crate::config::connect_redis(url).await?;
-        Ok((Self::new(redis.clone(), client, keys), redis))
+        Ok((Self::new(redis.clone(), client, keys, keyring), redis))
     }
 
     /// Stores a new, validated subscription; fails if the id is taken.
@@ -118,7 +143,7 @@ impl SubscriptionStore {
         let id = subscription.id().to_string();
         let mut redis = self.redis.clone();
         let created: bool = redis
-            .set_nx(self.keys.subscription(&id), encode(&subscription))
+            .set_nx(self.keys.subscription(&id), self.encode(&subscription))
             .await?;
         if !created {
             return Err(StoreError::AlreadyExists(id));
@@ -132,7 +157,7 @@ impl SubscriptionStore {
     pub async fn get(&self, id: &str) -> Result<Subscription, StoreError> {
         let raw: Option<String> = self.redis.clone().get(self.keys.subscription(id)).await?;
         let raw = raw.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        decode(id, &raw)
+        self.decode(id, &raw).map(|(subscription, _)| subscription)
     }
 
     /// Reads one subscription, `None` when it does not exist.
@@ -157,7 +182,7 @@ impl SubscriptionStore {
             for (id, doc) in chunk.iter().zip(docs) {
                 // An id without a document is a delete in progress: skip it.
                 if let Some(doc) = doc {
-                    subscriptions.push(decode(id, &doc)?);
+                    subscriptions.push(self.decode(id, &doc)?.0);
                 }
             }
         }
@@ -184,7 +209,7 @@ impl SubscriptionStore {
         patch.validate().map_err(StoreError::Invalid)?;
         let raw: Option<String> = self.redis.clone().get(self.keys.subscription(id)).await?;
         let raw_before = raw.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        let before = decode(id, &raw_before)?;
+        let (before, _) = self.decode(id, &raw_before)?;
         let spec = before.spec.patched(patch);
         spec.validate().map_err(StoreError::Invalid)?;
         // Leaving `disabled` (re-enabling or pausing) forgets why it was disabled.
@@ -212,7 +237,7 @@ impl SubscriptionStore {
         let stored: i64 = redis::Script::new(SET_IF_UNCHANGED)
             .key(self.keys.subscription(&id))
             .arg(&pending.raw_before)
-            .arg(encode(&pending.after))
+            .arg(self.encode(&pending.after))
             .invoke_async(&mut self.redis.clone())
             .await?;
         match stored {
@@ -223,6 +248,48 @@ impl SubscriptionStore {
             0 => Err(StoreError::Changed(id)),
             _ => Err(StoreError::NotFound(id)),
         }
+    }
+
+    /// Keeps `candidate`, a subscription not stored yet (or not in this
+    /// version), sealed like a stored one for `ttl_secs`, so the token service
+    /// can read its credentials for the PING; returns the name to ask for it by.
+    pub async fn stage(
+        &self,
+        candidate: &Subscription,
+        ttl_secs: u64,
+    ) -> Result<String, StoreError> {
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let _: () = self
+            .redis
+            .clone()
+            .set_ex(
+                self.keys.staged_subscription(candidate.id(), &nonce),
+                self.encode(candidate),
+                ttl_secs,
+            )
+            .await?;
+        Ok(nonce)
+    }
+
+    /// Reads the staged version `nonce` of subscription `id`.
+    pub async fn get_staged(&self, id: &str, nonce: &str) -> Result<Subscription, StoreError> {
+        let raw: Option<String> = self
+            .redis
+            .clone()
+            .get(self.keys.staged_subscription(id, nonce))
+            .await?;
+        let raw = raw.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        self.decode(id, &raw).map(|(subscription, _)| subscription)
+    }
+
+    /// Drops a staged version once its PING is done.
+    pub async fn unstage(&self, id: &str, nonce: &str) -> Result<(), StoreError> {
+        let _: () = self
+            .redis
+            .clone()
+            .del(self.keys.staged_subscription(id, nonce))
+            .await?;
+        Ok(())
     }
 
     /// Deactivates a subscription whose retry policy gave up (used by delivery).
@@ -251,7 +318,7 @@ impl SubscriptionStore {
         // SET XX: an update racing a delete must not resurrect the subscription.
         let stored: Option<String> = redis::cmd("SET")
             .arg(self.keys.subscription(&id))
-            .arg(encode(&subscription))
+            .arg(self.encode(&subscription))
             .arg("XX")
             .query_async(&mut self.redis.clone())
             .await?;
@@ -303,14 +370,84 @@ impl SubscriptionStore {
     }
 }
 
-fn encode(subscription: &Subscription) -> String {
-    // Plain data with string keys: serializing cannot fail.
-    serde_json::to_string(subscription).unwrap_or_default()
+/// The context every secret of subscription `id` is sealed for, so a sealed
+/// value copied into another subscription does not open there.
+fn seal_context(id: &str) -> String {
+    format!("sub:{id}")
 }
 
-fn decode(id: &str, raw: &str) -> Result<Subscription, StoreError> {
-    serde_json::from_str(raw).map_err(|source| StoreError::Corrupt {
-        id: id.to_string(),
-        source,
-    })
+/// Replaces a document in Redis only if it is still exactly `old`: a re-seal
+/// must never overwrite an update made in between.
+const REPLACE_IF_UNCHANGED: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+impl SubscriptionStore {
+    fn encode(&self, subscription: &Subscription) -> String {
+        let mut sealed = subscription.clone();
+        let context = seal_context(subscription.id());
+        for secret in sealed.spec.secrets_mut() {
+            *secret = Secret::new(self.keyring.seal(secret.expose().as_bytes(), &context));
+        }
+        // Plain data with string keys: serializing cannot fail.
+        serde_json::to_string(&sealed).unwrap_or_default()
+    }
+
+    fn decode(&self, id: &str, raw: &str) -> Result<(Subscription, Sealing), StoreError> {
+        let mut subscription: Subscription =
+            serde_json::from_str(raw).map_err(|source| StoreError::Corrupt {
+                id: id.to_string(),
+                source,
+            })?;
+        let context = seal_context(id);
+        let mut sealing = Sealing::Current;
+        for secret in subscription.spec.secrets_mut() {
+            let (clear, found) =
+                self.keyring
+                    .open_text(secret.expose(), &context)
+                    .map_err(|source| StoreError::Sealed {
+                        id: id.to_string(),
+                        source,
+                    })?;
+            if found == Sealing::Stale {
+                sealing = Sealing::Stale;
+            }
+            *secret = Secret::new(clear);
+        }
+        Ok((subscription, sealing))
+    }
+
+    /// Seals again, with the current key, every stored secret that is sealed
+    /// with a previous key or was stored in clear by an older version; returns
+    /// how many subscriptions were rewritten. Run after a key rotation, so
+    /// the old key can then be dropped from the configuration.
+    pub async fn reseal_all(&self) -> Result<usize, StoreError> {
+        let mut redis = self.redis.clone();
+        let ids: Vec<String> = redis.smembers(self.keys.subscription_ids()).await?;
+        let script = redis::Script::new(REPLACE_IF_UNCHANGED);
+        let mut rewritten = 0;
+        for id in ids {
+            let key = self.keys.subscription(&id);
+            let raw: Option<String> = redis.get(&key).await?;
+            let Some(raw) = raw else { continue };
+            let (subscription, sealing) = self.decode(&id, &raw)?;
+            if sealing == Sealing::Current {
+                continue;
+            }
+            let replaced: i64 = script
+                .key(&key)
+                .arg(&raw)
+                .arg(self.encode(&subscription))
+                .invoke_async(&mut redis)
+                .await?;
+            // A document changed in between was written by the current code,
+            // hence sealed with the current key already.
+            rewritten += usize::try_from(replaced).unwrap_or(0);
+        }
+        Ok(rewritten)
+    }
 }

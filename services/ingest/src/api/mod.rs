@@ -19,6 +19,7 @@ use postline_shared::delivery_state::DeliveryState;
 use postline_shared::secret::Secret;
 use postline_shared::subscription::catalog::Catalog;
 use postline_shared::subscription::SubscriptionStore;
+use postline_shared::token_client::TokenClient;
 use postline_shared::topology::Topology;
 use std::sync::Arc;
 
@@ -37,6 +38,8 @@ pub struct ApiState {
     pub delivery: DeliveryState,
     /// HTTP client for PINGs (the same settings as delivery's: no redirects).
     pub client: reqwest::Client,
+    /// Bearer tokens for PINGs to receivers that need one.
+    pub tokens: TokenClient,
     /// AMQP names.
     pub topology: Topology,
     /// Metrics.

@@ -1,18 +1,26 @@
 //! The PING sent before a created or updated subscription is stored: one
 //! synthetic `ping` event POSTed to the endpoint as delivery would send it
-//! (body mode, signatures, extra headers), judged by the subscription's own
-//! success rule. It is not queued, not retried and not counted as a delivery.
+//! (body mode, signatures, extra headers, receiver auth), judged by the
+//! subscription's own success rule. It is not queued, not retried and not
+//! counted as a delivery.
+//!
+//! A receiver whose auth needs a bearer token gets one from the token
+//! service, as delivery's do; since the subscription is not stored yet, its
+//! new version is staged in Redis (sealed, briefly) for the token service to
+//! read the credentials from.
 
 use super::{ApiError, ApiState};
 use chrono::{SecondsFormat, Utc};
-use postline_shared::attempt::{self, AttemptError};
+use postline_shared::attempt::{self, Attempt, AttemptError};
 use postline_shared::subscription::Subscription;
-use postline_shared::webhook::WebhookRequest;
 use postline_shared::Envelope;
 use serde_json::{json, Value};
 
 /// Type (and operation) of the PING event.
 pub const PING_TYPE: &str = "ping";
+/// How long a staged version outlives its PING at most: longer than the
+/// longest receiver timeout plus a token fetch, short enough not to linger.
+const STAGED_TTL_SECS: u64 = 300;
 
 /// The PING event for subscription `subscription_id`:
 /// `{id: "ping_<uuid>", type: "ping", operation: "ping", timestamp, payload: {subscription}}`.
@@ -34,8 +42,7 @@ pub async fn verify(state: &ApiState, subscription: &Subscription) -> Result<Val
         tracing::error!(%error, subscription = %id, "building the PING failed");
         ApiError::internal("could not build the PING")
     })?;
-    let request = WebhookRequest::build(subscription, &envelope, Utc::now().timestamp());
-    let attempt = attempt::send(&state.client, &request, subscription.spec.success).await;
+    let attempt = send(state, subscription, &envelope).await?;
     let duration_ms = attempt.duration.as_millis() as u64;
     let (status, error) = match &attempt.result {
         Ok(status) => (Some(*status), None),
@@ -62,6 +69,35 @@ pub async fn verify(state: &ApiState, subscription: &Subscription) -> Result<Val
         format!("{what}; nothing was stored (send \"verify\": false to skip the check)"),
         shown,
     ))
+}
+
+/// Sends the PING with the receiver auth, staging the subscription first
+/// when a token must be fetched for it.
+async fn send(
+    state: &ApiState,
+    subscription: &Subscription,
+    envelope: &Envelope,
+) -> Result<Attempt, ApiError> {
+    let id = subscription.id();
+    if !state.tokens.needs_token(subscription) {
+        return Ok(
+            attempt::deliver(&state.client, &state.tokens, subscription, envelope, None).await,
+        );
+    }
+    let staged = state.store.stage(subscription, STAGED_TTL_SECS).await?;
+    let attempt = attempt::deliver(
+        &state.client,
+        &state.tokens,
+        subscription,
+        envelope,
+        Some(&staged),
+    )
+    .await;
+    if let Err(error) = state.store.unstage(id, &staged).await {
+        // It expires on its own shortly.
+        tracing::warn!(%error, subscription = %id, "removing a staged subscription failed");
+    }
+    Ok(attempt)
 }
 
 fn success_label(subscription: &Subscription) -> String {
