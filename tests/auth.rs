@@ -403,13 +403,15 @@ async fn two_token_services_make_one_partner_call_per_refresh() {
     partner.set_delay(Duration::from_millis(300));
     // 6 s tokens: used for 5 s (1 s margin), replaced from 3.3 s on.
     partner.set_lifetime(6);
-    env.subscribe(oauth_spec(
+    let mut spec = oauth_spec(
         "travel",
         "http://127.0.0.1:9/unused",
         &partner.url(),
         &secret("cs"),
-    ))
-    .await;
+    );
+    // No receiver, and a PING would fetch the first token: skip it.
+    spec["verify"] = json!(false);
+    env.subscribe(spec).await;
 
     // Cold: 100 concurrent requests over both processes, one partner call.
     let started = Instant::now();
@@ -465,6 +467,8 @@ async fn a_burst_of_deliveries_needing_a_cold_token_makes_one_call() {
     partner.set_delay(Duration::from_millis(200));
     let mut spec = oauth_spec("travel", &receiver.url(), &partner.url(), &secret("cs"));
     spec["order"] = json!("none");
+    // A PING would fetch the token: skip it so the burst finds it cold.
+    spec["verify"] = json!(false);
     env.subscribe(spec).await;
     let events = numbered("burst", "order.created", 100);
     let (status, body) = env.post_batch(Value::Array(events.clone())).await;
@@ -654,13 +658,10 @@ async fn token_endpoint_failures_are_clear_errors_and_nothing_is_lost() {
         ("refused", &closed_url, "token endpoint unreachable"),
     ];
     for (id, token_url, _) in &cases {
-        env.subscribe(oauth_spec(
-            id,
-            &receiver.url_for(&format!("/{id}")),
-            token_url,
-            &echoed,
-        ))
-        .await;
+        let mut spec = oauth_spec(id, &receiver.url_for(&format!("/{id}")), token_url, &echoed);
+        // No token can be had, so no PING could pass.
+        spec["verify"] = json!(false);
+        env.subscribe(spec).await;
     }
     env.send_event(json!({"id": "must-arrive", "type": "order.created", "payload": {}}))
         .await;
@@ -688,7 +689,9 @@ async fn token_endpoint_failures_are_clear_errors_and_nothing_is_lost() {
     let (status, body) = env
         .patch_subscription(
             "refused",
-            json!({"auth": {"mode": "oauth2_client_credentials", "token_url": down.url(), "client_id": "postline", "client_secret": echoed}}),
+            // The token service holds the healed endpoint's last failure for
+            // a moment; delivery retries past it, a one-shot PING would not.
+            json!({"auth": {"mode": "oauth2_client_credentials", "token_url": down.url(), "client_id": "postline", "client_secret": echoed}, "verify": false}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -943,6 +946,7 @@ async fn key_rotation_reseals_every_secret_under_the_new_key() {
         "event_types": ["order.*"],
         "secrets": [signing],
         "auth": {"mode": "basic", "username": "u", "password": password},
+        "verify": false,
     }))
     .await;
     let new_key = format!("k2:{}", BASE64.encode([42u8; 32]));

@@ -7,7 +7,7 @@
 use postline_tests::events::{assert_sequence, event, ids_of};
 use postline_tests::receiver::{describe, ids};
 use postline_tests::signatures::{body_hex, new_whsec, standard_webhooks_v1};
-use postline_tests::{Receiver, Recorded, TestEnv, DEADLINE, QUIET};
+use postline_tests::{Receiver, Recorded, TestEnv, TokenServer, DEADLINE, QUIET};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -179,6 +179,121 @@ async fn a_failed_ping_refuses_create_and_update_and_a_passed_one_lets_them_thro
     let (_, attempts) = env.operate(Method::GET, "guarded", "attempts").await;
     assert_eq!(attempts["attempts"], json!([]), "{attempts}");
     assert_eq!(receiver.count(), 0);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ping_carries_the_receiver_auth_including_a_fetched_token() {
+    let env = TestEnv::start().await;
+    let receiver = Receiver::start().await;
+    let key = format!("key-{}", uuid::Uuid::new_v4().simple());
+    let expected = key.clone();
+    receiver.require(move |r| r.header("x-partner-key") == Some(expected.as_str()));
+    let with_key = |id: &str, key: &str| {
+        json!({
+            "id": id,
+            "endpoint": receiver.url_for(&format!("/{id}")),
+            "event_types": ["order.*"],
+            "auth": {"mode": "api_key", "name": "X-Partner-Key", "key": key},
+        })
+    };
+    let (status, body) = env.create_subscription(with_key("keyed", &key)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let ping = receiver.pings().pop().expect("a PING");
+    assert_eq!(ping.header("x-partner-key"), Some(key.as_str()));
+    assert_eq!(ping.status, 200);
+    // The receiver refuses a wrong key, so the subscription is refused.
+    let (status, body) = env
+        .create_subscription(with_key("wrong", "not-the-key"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["ping"]["status"], 401, "{body}");
+    assert!(
+        !body.to_string().contains("not-the-key"),
+        "no credential in the answer: {body}"
+    );
+    let (status, _) = env.get_subscription("wrong").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A token mode: the token service fetches the token for a subscription
+    // that is not stored yet, from the credentials being set.
+    let first = TokenServer::start().await;
+    let second = TokenServer::start().await;
+    let oauth = TokenServer::start().await;
+    let valid_second = second.validator();
+    let valid_first = first.validator();
+    let expected = key.clone();
+    receiver.require(move |r| {
+        let keyed = r.header("x-partner-key") == Some(expected.as_str());
+        let bearer = r
+            .header("authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .is_some_and(|token| valid_first(token) || valid_second(token));
+        keyed || bearer
+    });
+    let oauth_auth = |server: &TokenServer| {
+        json!({
+            "mode": "oauth2_client_credentials",
+            "token_url": server.url(),
+            "client_id": "postline",
+            "client_secret": format!("cs-{}", uuid::Uuid::new_v4().simple()),
+        })
+    };
+    let (status, body) = env
+        .create_subscription(json!({
+            "id": "fetched",
+            "endpoint": receiver.url_for("/fetched"),
+            "event_types": ["order.*"],
+            "auth": oauth_auth(&first),
+        }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let ping = receiver.pings().pop().expect("a PING");
+    assert_eq!(
+        ping.header("authorization"),
+        Some(format!("Bearer {}", first.tokens()[0]).as_str())
+    );
+    // Changed credentials are PINGed with a token from the new ones.
+    let (status, body) = env
+        .patch_subscription("fetched", json!({"auth": oauth_auth(&second)}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ping = receiver.pings().pop().expect("a PING");
+    assert_eq!(
+        ping.header("authorization"),
+        Some(format!("Bearer {}", second.tokens()[0]).as_str())
+    );
+    // No token, no PING: the change is refused and the stored auth stays.
+    oauth.fail_with(503, r#"{"error": "temporarily_unavailable"}"#);
+    let pings_before = receiver.pings().len();
+    let (status, body) = env
+        .patch_subscription("fetched", json!({"auth": oauth_auth(&oauth)}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["ping"]["status"], Value::Null, "{body}");
+    assert!(
+        body["ping"]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("no token for the receiver")),
+        "{body}"
+    );
+    assert_eq!(receiver.pings().len(), pings_before, "nothing was sent");
+    let (_, shown) = env.get_subscription("fetched").await;
+    assert_eq!(shown["auth"]["token_url"], second.url(), "{shown}");
+    // Staged versions do not outlive their PINGs.
+    let staged: Vec<String> = env
+        .redis_keys()
+        .await
+        .into_iter()
+        .filter(|k| k.contains(":sub-staged:"))
+        .collect();
+    assert!(staged.is_empty(), "{staged:?}");
+
+    // Events then go out with the same credentials as the PINGs.
+    env.send_event(json!({"type": "order.created", "payload": {}}))
+        .await;
+    let got = receiver.expect_exactly(2, DEADLINE, QUIET).await;
+    assert!(got.iter().all(Recorded::succeeded), "{}", describe(&got));
     env.cleanup().await;
 }
 
