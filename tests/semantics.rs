@@ -166,6 +166,18 @@ async fn a_failed_ping_refuses_create_and_update_and_a_passed_one_lets_them_thro
             .await
             .expect("GET");
     assert!(!raw.unwrap_or_default().contains("verify"));
+    // Pausing, or changing the retry policy, does not touch the request:
+    // no PING, so it works while the endpoint is down.
+    let (status, body) = env
+        .patch_subscription(
+            "guarded",
+            json!({"status": "paused", "retry": {"immediate_retries": 1}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "paused");
+    assert!(body.get("ping").is_none(), "{body}");
+    assert_eq!(receiver.pings().len(), before, "no PING was sent");
     let (status, body) = env
         .patch_subscription("guarded", json!({"verify": "no"}))
         .await;

@@ -442,6 +442,22 @@ pub fn disabled_is_not_settable() -> Problem {
 }
 
 impl SubscriptionPatch {
+    /// Whether the patch changes what the receiver gets or how it is
+    /// reached (endpoint, body, headers, signing, auth, success rule,
+    /// timeout): only such a change needs the endpoint PINGed again, so an
+    /// operator can pause a subscription, or change its retry policy, while
+    /// its endpoint is down.
+    pub fn changes_the_request(&self) -> bool {
+        self.endpoint.is_some()
+            || self.body.is_some()
+            || self.headers.is_some()
+            || self.secrets.is_some()
+            || self.signature_header.is_some()
+            || self.auth.is_some()
+            || self.success.is_some()
+            || self.timeout_ms.is_some()
+    }
+
     /// Checks what only a patch can get wrong (the rest is checked on the result).
     pub fn validate(&self) -> Result<(), Problem> {
         if self.status == Some(SubscriptionStatus::Disabled) {

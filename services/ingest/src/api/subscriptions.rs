@@ -158,6 +158,7 @@ pub async fn update(
     require_bearer(&headers, &state.admin_token)?;
     let (verify, body) = take_verify(&body).map_err(ApiError::invalid)?;
     let patch: SubscriptionPatch = parse_json(&body).map_err(ApiError::invalid)?;
+    let verify = verify && patch.changes_the_request();
     let pending = state.store.prepare_update(&id, patch).await?;
     // The PING goes to the subscription as it would be stored; the update is
     // stored only if it passes and nobody changed the subscription meanwhile.
