@@ -9,7 +9,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, PublisherConfirm};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -25,9 +25,23 @@ pub enum AckMode {
     Batched(u16),
 }
 
+/// The kind of queue a ceiling run goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueStyle {
+    /// A plain durable classic queue: the broker's own limit.
+    Plain,
+    /// Declared like a subscription queue (two priority levels, single active
+    /// consumer) and published to like a copy (message id, headers, priority),
+    /// to show what Postline's queue settings cost the broker.
+    Subscription,
+}
+
 /// One ceiling measurement.
 #[derive(Debug, Clone, Serialize)]
 pub struct CeilingRun {
+    /// Queue kind.
+    pub queue: QueueStyle,
     /// Consumer acknowledgement mode.
     pub ack: AckMode,
     /// Messages sent through the queue.
@@ -51,7 +65,7 @@ pub struct Ceiling {
     pub prefetch: u16,
     /// Every run.
     pub runs: Vec<CeilingRun>,
-    /// The best messages per second.
+    /// The best messages per second through a plain queue: the ceiling.
     pub per_sec: f64,
 }
 
@@ -76,10 +90,18 @@ pub async fn measure(
     spec: &CeilingSpec,
 ) -> Result<Ceiling, BenchError> {
     let mut runs = Vec::new();
-    for ack in [AckMode::Each, AckMode::Batched(64)] {
-        runs.push(one_run(amqp_url, queue, spec, ack).await?);
+    for (style, ack) in [
+        (QueueStyle::Plain, AckMode::Each),
+        (QueueStyle::Plain, AckMode::Batched(64)),
+        (QueueStyle::Subscription, AckMode::Each),
+    ] {
+        runs.push(one_run(amqp_url, queue, spec, style, ack).await?);
     }
-    let per_sec = runs.iter().map(|r| r.per_sec).fold(0.0, f64::max);
+    let per_sec = runs
+        .iter()
+        .filter(|r| r.queue == QueueStyle::Plain)
+        .map(|r| r.per_sec)
+        .fold(0.0, f64::max);
     Ok(Ceiling {
         message_bytes: spec.message_bytes,
         confirm_window: spec.confirm_window,
@@ -93,12 +115,13 @@ async fn one_run(
     amqp_url: &str,
     queue: &str,
     spec: &CeilingSpec,
+    style: QueueStyle,
     ack: AckMode,
 ) -> Result<CeilingRun, BenchError> {
     let publisher = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
     let consumer = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
     let before = crate::cpu::Snapshot::take();
-    let mut outcome = run_between(&publisher, &consumer, queue, spec, ack).await;
+    let mut outcome = run_between(&publisher, &consumer, queue, spec, style, ack).await;
     let cpu = before.until(&crate::cpu::Snapshot::take());
     if let Ok(run) = &mut outcome {
         run.cpu_us_per_message = cpu
@@ -123,18 +146,31 @@ async fn run_between(
     consumer: &Connection,
     queue: &str,
     spec: &CeilingSpec,
+    style: QueueStyle,
     ack: AckMode,
 ) -> Result<CeilingRun, BenchError> {
     let pub_channel = publisher.create_channel().await?;
     pub_channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
+    let mut arguments = FieldTable::default();
+    let mut properties = BasicProperties::default().with_delivery_mode(2);
+    if style == QueueStyle::Subscription {
+        arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        arguments.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(1));
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "postline-event-type".into(),
+            AMQPValue::LongString("bench.ceiling".into()),
+        );
+        properties = properties
+            .with_content_type("application/json".into())
+            .with_message_id("0190c0de-0000-7000-8000-000000000000".into())
+            .with_priority(0)
+            .with_headers(headers);
+    }
     pub_channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions::durable(),
-            FieldTable::default(),
-        )
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), arguments)
         .await?;
     let sub_channel = consumer.create_channel().await?;
     sub_channel
@@ -152,6 +188,7 @@ async fn run_between(
     let consuming = tokio::spawn(async move {
         use futures::StreamExt;
         let mut count = 0usize;
+        let mut unacked = 0usize;
         while count < messages {
             let Some(delivery) = stream.next().await else {
                 break;
@@ -163,7 +200,9 @@ async fn run_between(
                     delivery.acker.ack(BasicAckOptions::default()).await?;
                 }
                 AckMode::Batched(every) => {
-                    if count % usize::from(every.max(1)) == 0 || count == messages {
+                    unacked += 1;
+                    if unacked >= usize::from(every.max(1)) || count == messages {
+                        unacked = 0;
                         delivery
                             .acker
                             .ack(BasicAckOptions { multiple: true })
@@ -189,7 +228,7 @@ async fn run_between(
                     ..Default::default()
                 },
                 &body,
-                BasicProperties::default().with_delivery_mode(2),
+                properties.clone(),
             )
             .await?;
         pending.push_back(confirm);
@@ -213,6 +252,7 @@ async fn run_between(
     }
     let secs = finished.duration_since(started).as_secs_f64();
     Ok(CeilingRun {
+        queue: style,
         ack,
         messages,
         secs,

@@ -169,6 +169,21 @@ pub struct PipelineReport {
     pub cpu_us_per_delivery: BTreeMap<String, f64>,
     /// Redis commands per delivery (server-wide counters).
     pub redis_per_delivery: BTreeMap<String, f64>,
+    /// Where the time of one event goes, from the services' own metrics.
+    pub stages: Stages,
+}
+
+/// Mean stage durations over the measured run, from the services' metrics,
+/// and Redis round trips sampled while events flowed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stages {
+    /// Ingest: publishing and confirming an event's copies (ms, mean).
+    pub ingest_confirm_ms: Option<f64>,
+    /// Delivery: one POST to a receiver (ms, mean).
+    pub delivery_post_ms: Option<f64>,
+    /// A Redis `PING` from the bench while events flowed: the round trip
+    /// every Redis command of ingest and delivery pays at least.
+    pub redis_rtt: Latency,
 }
 
 impl PipelineReport {
@@ -318,6 +333,16 @@ async fn drive(
     let plan = layout.plan(spec.events);
     let expected = layout.expected(spec.events);
     let want = expected.total() as usize;
+    let http = reqwest::Client::new();
+    let ingest_metrics = format!("{}/metrics", services.ingest_url());
+    let delivery_metrics = format!("{}/metrics", services.delivery_url());
+    let ingest_before = scrape(&http, &ingest_metrics).await;
+    let delivery_before = scrape(&http, &delivery_metrics).await;
+    let stop_pinging = tokio_util::sync::CancellationToken::new();
+    let pinging = tokio::spawn(sample_redis_rtt(
+        common.redis_url.clone(),
+        stop_pinging.clone(),
+    ));
     let cpu_before = Snapshot::take();
     let redis_before = CommandCounts::read(redis).await;
     let publishing = Instant::now();
@@ -390,9 +415,26 @@ async fn drive(
     let cpu = cpu_before.until(&Snapshot::take());
     let redis_calls = redis_before.until(&CommandCounts::read(redis).await);
     // Its last poll may be due still: give it a moment, then stop it.
-    let ingest_done = match tokio::time::timeout(Duration::from_millis(100), ingest_done).await {
-        Ok(joined) => joined.ok(),
-        Err(_) => None,
+    let stop_watching = ingest_done.abort_handle();
+    let ingest_done = tokio::time::timeout(Duration::from_millis(100), ingest_done)
+        .await
+        .ok()
+        .and_then(Result::ok);
+    stop_watching.abort();
+    stop_pinging.cancel();
+    let redis_rtt = Latency::of(pinging.await.unwrap_or_default());
+    let stages = Stages {
+        ingest_confirm_ms: mean_ms(
+            &ingest_before,
+            &scrape(&http, &ingest_metrics).await,
+            "postline_publish_confirm_seconds",
+        ),
+        delivery_post_ms: mean_ms(
+            &delivery_before,
+            &scrape(&http, &delivery_metrics).await,
+            "postline_delivery_duration_seconds",
+        ),
+        redis_rtt,
     };
     tokio::time::sleep(QUIET).await;
     let arrivals = recorder.take();
@@ -462,6 +504,7 @@ async fn drive(
             .iter()
             .map(|(command, &calls)| (command.clone(), per_delivery(calls as f64)))
             .collect(),
+        stages,
     })
 }
 
@@ -485,4 +528,64 @@ async fn watch_ingest(ingest_url: String, events: f64) -> Instant {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Every sample of a Prometheus text page, by series (name and labels).
+async fn scrape(http: &reqwest::Client, url: &str) -> BTreeMap<String, f64> {
+    let Ok(response) = http.get(url).send().await else {
+        return BTreeMap::new();
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Mean of histogram `name` (all label sets) between two scrapes, in ms.
+fn mean_ms(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    name: &str,
+) -> Option<f64> {
+    let total = |page: &BTreeMap<String, f64>, suffix: &str| -> f64 {
+        let series = format!("{name}{suffix}");
+        page.iter()
+            .filter(|(key, _)| *key == &series || key.starts_with(&format!("{series}{{")))
+            .map(|(_, value)| value)
+            .sum()
+    };
+    let count = total(after, "_count") - total(before, "_count");
+    let sum = total(after, "_sum") - total(before, "_sum");
+    (count > 0.0).then(|| 1000.0 * sum / count)
+}
+
+/// Times a Redis `PING` every 5 ms until `stop`; returns the round trips.
+async fn sample_redis_rtt(
+    redis_url: String,
+    stop: tokio_util::sync::CancellationToken,
+) -> Vec<Duration> {
+    let mut samples = Vec::new();
+    let Ok(client) = redis::Client::open(redis_url.as_str()) else {
+        return samples;
+    };
+    // A connection of its own: sharing one would queue the pings behind other commands.
+    let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+        return samples;
+    };
+    while !stop.is_cancelled() {
+        let started = Instant::now();
+        let pinged: Result<String, _> = redis::cmd("PING").query_async(&mut connection).await;
+        if pinged.is_ok() {
+            samples.push(started.elapsed());
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+    }
+    samples
 }

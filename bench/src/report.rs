@@ -152,7 +152,11 @@ impl RunReport {
                     out,
                     "{:<32} {:>8} {:>5} {:>7} {:>8} {:>9.0} {:>8}",
                     format!(
-                        "ceiling: 1 queue, {} B, ack {}",
+                        "ceiling: {} queue, {} B, ack {}",
+                        match run.queue {
+                            crate::ceiling::QueueStyle::Plain => "plain",
+                            crate::ceiling::QueueStyle::Subscription => "sub-style",
+                        },
                         c.message_bytes,
                         ack_label(run.ack)
                     ),
@@ -161,7 +165,7 @@ impl RunReport {
                     run.messages,
                     "-",
                     run.per_sec,
-                    if run.per_sec >= c.per_sec { "100%" } else { "" },
+                    format!("{:.0}%", 100.0 * run.per_sec / c.per_sec.max(1e-9)),
                 );
             }
         }
@@ -220,6 +224,22 @@ impl RunReport {
                 let busy = 100.0 * p.cpu.machine_busy_secs
                     / (p.cpu.wall_secs.max(1e-9) * self.cores.max(1) as f64);
                 let _ = writeln!(out, "   {busy:>5.0}%");
+            }
+            let _ = writeln!(
+                out,
+                "\nStages (means over the run): ingest publish+confirm per event, delivery POST, Redis PING round trip p50/p99"
+            );
+            let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
+            for p in &self.pipelines {
+                let _ = writeln!(
+                    out,
+                    "{:<22}confirm {:>10}  POST {:>10}  redis rtt {:.2}/{:.2} ms",
+                    p.name,
+                    ms(p.stages.ingest_confirm_ms),
+                    ms(p.stages.delivery_post_ms),
+                    p.stages.redis_rtt.p50_ms,
+                    p.stages.redis_rtt.p99_ms,
+                );
             }
             let _ = writeln!(
                 out,

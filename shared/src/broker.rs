@@ -85,6 +85,19 @@ impl std::fmt::Debug for ConfirmedPublisher {
     }
 }
 
+/// One message for [`ConfirmedPublisher::publish_all`] (persistent and mandatory like every publish).
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    /// Target exchange (`""` for a queue by name).
+    pub exchange: &'a str,
+    /// Routing key (the queue name on the default exchange).
+    pub routing_key: &'a str,
+    /// Body.
+    pub body: &'a [u8],
+    /// Properties; the delivery mode is set to persistent.
+    pub properties: BasicProperties,
+}
+
 /// A publish the broker has received but not yet confirmed.
 #[must_use = "a publish counts only once its confirmation has been awaited"]
 pub struct PendingConfirm {
@@ -173,6 +186,56 @@ impl ConfirmedPublisher {
         })
     }
 
+    /// Publishes `messages` in order, handing them to the connection all at
+    /// once, and returns their pending confirms in the same order.
+    ///
+    /// [`ConfirmedPublisher::publish`] waits until lapin's I/O thread has
+    /// written each message before the next can be sent, one socket write and
+    /// two thread hand-offs per message; here every message is queued first
+    /// and the writes are awaited together, so many go out per write and the
+    /// broker reads them in bulk.
+    pub async fn publish_all(
+        &self,
+        messages: Vec<Outgoing<'_>>,
+    ) -> Result<Vec<PendingConfirm>, PublishError> {
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let mut started = Vec::with_capacity(messages.len());
+        for message in &messages {
+            let mut publish = Box::pin(self.channel.basic_publish(
+                message.exchange.into(),
+                message.routing_key.into(),
+                options,
+                message.body,
+                message.properties.clone().with_delivery_mode(2),
+            ));
+            // The first poll takes the message's confirm number and queues its
+            // frames, in call order, so the broker sees them in this order.
+            let polled = futures::poll!(publish.as_mut());
+            started.push((publish, polled));
+        }
+        let mut pending = Vec::with_capacity(started.len());
+        for ((publish, polled), message) in started.into_iter().zip(&messages) {
+            let sent = match polled {
+                std::task::Poll::Ready(sent) => sent,
+                std::task::Poll::Pending => publish.await,
+            };
+            let confirm = sent.map_err(|source| PublishError::Broker {
+                exchange: message.exchange.to_string(),
+                routing_key: message.routing_key.to_string(),
+                source,
+            })?;
+            pending.push(PendingConfirm {
+                confirm,
+                exchange: message.exchange.to_string(),
+                routing_key: message.routing_key.to_string(),
+            });
+        }
+        Ok(pending)
+    }
+
     /// Publishes and waits for the confirmation.
     pub async fn publish_confirmed(
         &self,
@@ -204,19 +267,45 @@ impl ConfirmedPublisher {
         reason: &str,
         context: &[(&str, &str)],
     ) -> Result<(), PublishError> {
-        let headers = string_headers(
-            [(REJECT_CODE_HEADER, code), (REJECT_REASON_HEADER, reason)]
-                .into_iter()
-                .chain(context.iter().copied()),
-        );
-        self.publish_confirmed(
+        self.publish_dead_letter(queue, body, code, reason, context)
+            .await?
+            .confirmed()
+            .await
+    }
+
+    /// Like [`ConfirmedPublisher::dead_letter`], but returns before the
+    /// confirm so a caller can publish more first; it counts only once awaited.
+    pub async fn publish_dead_letter(
+        &self,
+        queue: &str,
+        body: &[u8],
+        code: &str,
+        reason: &str,
+        context: &[(&str, &str)],
+    ) -> Result<PendingConfirm, PublishError> {
+        self.publish(
             "",
             queue,
             body,
-            BasicProperties::default().with_headers(headers),
+            dead_letter_properties(code, reason, context),
         )
         .await
     }
+}
+
+/// Properties of a dead-lettered message: its reason code and text, and
+/// `context` pairs, as headers.
+pub fn dead_letter_properties(
+    code: &str,
+    reason: &str,
+    context: &[(&str, &str)],
+) -> BasicProperties {
+    let headers = string_headers(
+        [(REJECT_CODE_HEADER, code), (REJECT_REASON_HEADER, reason)]
+            .into_iter()
+            .chain(context.iter().copied()),
+    );
+    BasicProperties::default().with_headers(headers)
 }
 
 /// Builds an AMQP header table from string pairs.
