@@ -5,9 +5,10 @@
 //! pipeline (two hops: intake queue, then subscription queue) is measured.
 
 use crate::error::BenchError;
+use crate::producer::{publish_burst, Message};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, PublisherConfirm};
@@ -35,6 +36,9 @@ pub enum QueueStyle {
     /// consumer) and published to like a copy (message id, headers, priority),
     /// to show what Postline's queue settings cost the broker.
     Subscription,
+    /// Round-robin over this many subscription-style queues, one consumer
+    /// channel each: the broker's side of Postline's second hop.
+    Spread(usize),
 }
 
 /// One ceiling measurement.
@@ -67,6 +71,12 @@ pub struct Ceiling {
     pub runs: Vec<CeilingRun>,
     /// The best messages per second through a plain queue: the ceiling.
     pub per_sec: f64,
+    /// Queues of the spread run.
+    pub spread: usize,
+    /// What the broker alone allows for Postline's two hops in a row (a plain
+    /// intake queue, then the spread over subscription-style queues):
+    /// `1 / (1/plain + 1/spread)` messages per second.
+    pub two_hop_per_sec: Option<f64>,
 }
 
 /// Settings of a ceiling measurement.
@@ -80,6 +90,8 @@ pub struct CeilingSpec {
     pub confirm_window: usize,
     /// Consumer prefetch.
     pub prefetch: u16,
+    /// Queues of the spread run (scenario b's subscriptions).
+    pub spread: usize,
 }
 
 /// Measures the one-hop ceiling with both ack modes in queue `queue`
@@ -94,6 +106,7 @@ pub async fn measure(
         (QueueStyle::Plain, AckMode::Each),
         (QueueStyle::Plain, AckMode::Batched(64)),
         (QueueStyle::Subscription, AckMode::Each),
+        (QueueStyle::Spread(spec.spread), AckMode::Each),
     ] {
         runs.push(one_run(amqp_url, queue, spec, style, ack).await?);
     }
@@ -102,12 +115,20 @@ pub async fn measure(
         .filter(|r| r.queue == QueueStyle::Plain)
         .map(|r| r.per_sec)
         .fold(0.0, f64::max);
+    let spread_per_sec = runs
+        .iter()
+        .find(|r| matches!(r.queue, QueueStyle::Spread(_)))
+        .map(|r| r.per_sec);
     Ok(Ceiling {
         message_bytes: spec.message_bytes,
         confirm_window: spec.confirm_window,
         prefetch: spec.prefetch,
         runs,
         per_sec,
+        spread: spec.spread,
+        two_hop_per_sec: spread_per_sec
+            .filter(|&spread| spread > 0.0 && per_sec > 0.0)
+            .map(|spread| 1.0 / (1.0 / per_sec + 1.0 / spread)),
     })
 }
 
@@ -118,10 +139,14 @@ async fn one_run(
     style: QueueStyle,
     ack: AckMode,
 ) -> Result<CeilingRun, BenchError> {
+    let queues: Vec<String> = match style {
+        QueueStyle::Spread(n) => (0..n.max(1)).map(|i| format!("{queue}.{i}")).collect(),
+        _ => vec![queue.to_string()],
+    };
     let publisher = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
     let consumer = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
     let before = crate::cpu::Snapshot::take();
-    let mut outcome = run_between(&publisher, &consumer, queue, spec, style, ack).await;
+    let mut outcome = run_between(&publisher, &consumer, &queues, spec, style, ack).await;
     let cpu = before.until(&crate::cpu::Snapshot::take());
     if let Ok(run) = &mut outcome {
         run.cpu_us_per_message = cpu
@@ -130,12 +155,14 @@ async fn one_run(
             .map(|(component, secs)| (component.clone(), secs * 1e6 / run.messages.max(1) as f64))
             .collect();
     }
-    // The consumer goes first: deleting a queue under it makes the broker cancel it.
+    // The consumers go first: deleting a queue under one makes the broker cancel it.
     let _ = consumer.close(200, "ceiling done".into()).await;
     if let Ok(channel) = publisher.create_channel().await {
-        let _ = channel
-            .queue_delete(queue.into(), QueueDeleteOptions::default())
-            .await;
+        for queue in &queues {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
     }
     let _ = publisher.close(200, "ceiling done".into()).await;
     outcome
@@ -144,7 +171,7 @@ async fn one_run(
 async fn run_between(
     publisher: &Connection,
     consumer: &Connection,
-    queue: &str,
+    queues: &[String],
     spec: &CeilingSpec,
     style: QueueStyle,
     ack: AckMode,
@@ -155,7 +182,7 @@ async fn run_between(
         .await?;
     let mut arguments = FieldTable::default();
     let mut properties = BasicProperties::default().with_delivery_mode(2);
-    if style == QueueStyle::Subscription {
+    if style != QueueStyle::Plain {
         arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
         arguments.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(1));
         let mut headers = FieldTable::default();
@@ -169,85 +196,73 @@ async fn run_between(
             .with_priority(0)
             .with_headers(headers);
     }
-    pub_channel
-        .queue_declare(queue.into(), QueueDeclareOptions::durable(), arguments)
-        .await?;
-    let sub_channel = consumer.create_channel().await?;
-    sub_channel
-        .basic_qos(spec.prefetch, BasicQosOptions::default())
-        .await?;
-    let mut stream = sub_channel
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
     let messages = spec.messages;
-    let consuming = tokio::spawn(async move {
-        use futures::StreamExt;
-        let mut count = 0usize;
-        let mut unacked = 0usize;
-        while count < messages {
-            let Some(delivery) = stream.next().await else {
-                break;
-            };
-            let delivery = delivery?;
-            count += 1;
-            match ack {
-                AckMode::Each => {
-                    delivery.acker.ack(BasicAckOptions::default()).await?;
-                }
-                AckMode::Batched(every) => {
-                    unacked += 1;
-                    if unacked >= usize::from(every.max(1)) || count == messages {
-                        unacked = 0;
-                        delivery
-                            .acker
-                            .ack(BasicAckOptions { multiple: true })
-                            .await?;
-                    }
-                }
-            }
-        }
-        Ok::<_, lapin::Error>((count, Instant::now()))
-    });
+    let mut consuming = Vec::with_capacity(queues.len());
+    for (i, queue) in queues.iter().enumerate() {
+        pub_channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::durable(),
+                arguments.clone(),
+            )
+            .await?;
+        let channel = consumer.create_channel().await?;
+        channel
+            .basic_qos(spec.prefetch, BasicQosOptions::default())
+            .await?;
+        let stream = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        // Round-robin publishing: queue i gets every n-th message from i.
+        let expected = (messages + queues.len() - 1 - i) / queues.len();
+        consuming.push(tokio::spawn(consume(stream, expected, ack)));
+    }
 
     let body = vec![b'x'; spec.message_bytes];
     let window = spec.confirm_window.max(1);
     let mut pending: VecDeque<PublisherConfirm> = VecDeque::with_capacity(window);
     let started = Instant::now();
-    for _ in 0..messages {
-        let confirm = pub_channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &body,
-                properties.clone(),
-            )
-            .await?;
-        pending.push_back(confirm);
-        while pending.len() >= window {
+    let mut published = 0;
+    while published < messages {
+        if pending.len() >= window {
             if let Some(confirm) = pending.pop_front() {
                 confirmed(confirm).await?;
             }
+            continue;
         }
+        let burst = (window - pending.len()).min(128).min(messages - published);
+        let batch: Vec<Message<'_>> = (published..published + burst)
+            .map(|n| Message {
+                exchange: "",
+                routing_key: &queues[n % queues.len()],
+                body: &body,
+                properties: properties.clone(),
+            })
+            .collect();
+        pending.extend(publish_burst(&pub_channel, &batch).await?);
+        published += burst;
     }
     while let Some(confirm) = pending.pop_front() {
         confirmed(confirm).await?;
     }
-    let (count, finished) = tokio::time::timeout(Duration::from_secs(120), consuming)
-        .await
-        .map_err(|_| BenchError::Timeout("the ceiling consumer did not finish".into()))?
-        .map_err(|e| BenchError::Invalid(format!("ceiling consumer task: {e}")))??;
+    let mut count = 0;
+    let mut finished = started;
+    for task in consuming {
+        let (got, last) = tokio::time::timeout(Duration::from_secs(120), task)
+            .await
+            .map_err(|_| BenchError::Timeout("a ceiling consumer did not finish".into()))?
+            .map_err(|e| BenchError::Invalid(format!("ceiling consumer task: {e}")))??;
+        count += got;
+        finished = finished.max(last);
+    }
     if count < messages {
         return Err(BenchError::Timeout(format!(
-            "the ceiling consumer got {count} of {messages} messages"
+            "the ceiling consumers got {count} of {messages} messages"
         )));
     }
     let secs = finished.duration_since(started).as_secs_f64();
@@ -259,6 +274,40 @@ async fn run_between(
         per_sec: messages as f64 / secs.max(1e-9),
         cpu_us_per_message: Default::default(),
     })
+}
+
+/// Consumes `expected` messages; returns how many came and when the last did.
+async fn consume(
+    mut stream: lapin::Consumer,
+    expected: usize,
+    ack: AckMode,
+) -> Result<(usize, Instant), lapin::Error> {
+    use futures::StreamExt;
+    let mut count = 0usize;
+    let mut unacked = 0usize;
+    while count < expected {
+        let Some(delivery) = stream.next().await else {
+            break;
+        };
+        let delivery = delivery?;
+        count += 1;
+        match ack {
+            AckMode::Each => {
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+            }
+            AckMode::Batched(every) => {
+                unacked += 1;
+                if unacked >= usize::from(every.max(1)) || count == expected {
+                    unacked = 0;
+                    delivery
+                        .acker
+                        .ack(BasicAckOptions { multiple: true })
+                        .await?;
+                }
+            }
+        }
+    }
+    Ok((count, Instant::now()))
 }
 
 async fn confirmed(confirm: PublisherConfirm) -> Result<(), BenchError> {

@@ -71,6 +71,7 @@ async fn run(options: &Options) -> anyhow::Result<RunReport> {
             message_bytes: options.message_bytes,
             confirm_window: options.publish_window,
             prefetch: options.ceiling_prefetch,
+            spread: options.subscriptions,
         };
         let queue = format!("{}.ceiling", postline_bench::fresh_namespace());
         report.ceiling = Some(
@@ -95,7 +96,7 @@ async fn run(options: &Options) -> anyhow::Result<RunReport> {
         match pipeline::run(&endpoints, &spec).await {
             Ok(mut result) => {
                 if let Some(c) = &report.ceiling {
-                    result.set_ceiling(c.per_sec);
+                    result.set_ceiling(c);
                 }
                 eprintln!(
                     "  {:.0} deliveries/s, p99 {:.1} ms, check {}",

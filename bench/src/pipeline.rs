@@ -138,6 +138,8 @@ pub struct PipelineReport {
     pub intake: String,
     /// Subscriptions.
     pub subscriptions: usize,
+    /// Whether events were spread over the subscriptions (not fanned out).
+    pub layout_spread: bool,
     /// Events sent.
     pub events: usize,
     /// Offered load, when fixed (events/s).
@@ -159,6 +161,9 @@ pub struct PipelineReport {
     pub deliveries_per_sec: f64,
     /// Deliveries per second divided by the broker ceiling of the same run.
     pub ratio_to_ceiling: Option<f64>,
+    /// Deliveries per second divided by the broker's own two-hop bound for
+    /// the same number of subscription queues (spread layouts only).
+    pub ratio_to_two_hop: Option<f64>,
     /// Event sent → receiver got it.
     pub latency: Latency,
     /// Exactly once, in order.
@@ -187,10 +192,15 @@ pub struct Stages {
 }
 
 impl PipelineReport {
-    /// Fills in the ratio to a measured ceiling (messages/s).
-    pub fn set_ceiling(&mut self, ceiling_per_sec: f64) {
-        if ceiling_per_sec > 0.0 {
-            self.ratio_to_ceiling = Some(self.deliveries_per_sec / ceiling_per_sec);
+    /// Fills in the ratios to the ceiling measured in the same run.
+    pub fn set_ceiling(&mut self, ceiling: &crate::ceiling::Ceiling) {
+        if ceiling.per_sec > 0.0 {
+            self.ratio_to_ceiling = Some(self.deliveries_per_sec / ceiling.per_sec);
+        }
+        if self.layout_spread && self.subscriptions == ceiling.spread {
+            self.ratio_to_two_hop = ceiling
+                .two_hop_per_sec
+                .map(|bound| self.deliveries_per_sec / bound);
         }
     }
 }
@@ -480,6 +490,7 @@ async fn drive(
             Intake::Http { clients } => format!("http x{clients}"),
         },
         subscriptions,
+        layout_spread: matches!(layout, Layout::Spread { .. }),
         events: spec.events,
         offered_rate: spec.rate,
         deliveries_expected: expected.total(),
@@ -492,6 +503,7 @@ async fn drive(
         events_per_sec: complete_events as f64 / secs,
         deliveries_per_sec: deliveries as f64 / secs,
         ratio_to_ceiling: None,
+        ratio_to_two_hop: None,
         latency,
         check,
         cpu_us_per_delivery: cpu

@@ -133,7 +133,7 @@ impl RunReport {
         let _ = writeln!(out, "command: {}", self.command);
         let _ = writeln!(
             out,
-            "{:<32} {:>8} {:>5} {:>7} {:>8} {:>9} {:>8} {:>7} {:>7} {:>7} {:>7}  check",
+            "{:<32} {:>8} {:>5} {:>7} {:>8} {:>9} {:>8} {:>7} {:>7} {:>7} {:>7} {:>9}  check",
             "scenario",
             "intake",
             "subs",
@@ -144,7 +144,8 @@ impl RunReport {
             "p50 ms",
             "p95 ms",
             "p99 ms",
-            "max ms"
+            "max ms",
+            "ingest/all"
         );
         if let Some(c) = &self.ceiling {
             for run in &c.runs {
@@ -154,8 +155,9 @@ impl RunReport {
                     format!(
                         "ceiling: {} queue, {} B, ack {}",
                         match run.queue {
-                            crate::ceiling::QueueStyle::Plain => "plain",
-                            crate::ceiling::QueueStyle::Subscription => "sub-style",
+                            crate::ceiling::QueueStyle::Plain => "plain".to_string(),
+                            crate::ceiling::QueueStyle::Subscription => "sub-style".into(),
+                            crate::ceiling::QueueStyle::Spread(n) => format!("{n} sub-style"),
                         },
                         c.message_bytes,
                         ack_label(run.ack)
@@ -168,11 +170,18 @@ impl RunReport {
                     format!("{:.0}%", 100.0 * run.per_sec / c.per_sec.max(1e-9)),
                 );
             }
+            if let Some(bound) = c.two_hop_per_sec {
+                let _ = writeln!(
+                    out,
+                    "{:<32} {:>8} {:>5} {:>7} {:>8} {:>9.0}   (1 / (1/plain + 1/{}-queue spread))",
+                    "broker-only two-hop bound", "", c.spread, "", "", bound, c.spread
+                );
+            }
         }
         for p in &self.pipelines {
             let _ = writeln!(
                 out,
-                "{:<32} {:>8} {:>5} {:>7} {:>8.0} {:>9.0} {:>8} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>8}  {}",
+                "{:<32} {:>8} {:>5} {:>7} {:>8.0} {:>9.0} {:>8} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>9}  {}{}",
                 format!("{}  {}", p.name, p.title),
                 p.intake,
                 p.subscriptions,
@@ -187,6 +196,8 @@ impl RunReport {
                 p.latency.max_ms,
                 p.ingest_secs.map_or("-".into(), |s| format!("{s:.2}/{:.2}", p.secs)),
                 p.check.verdict(),
+                p.ratio_to_two_hop
+                    .map_or(String::new(), |r| format!("  ({:.0}% of the two-hop bound)", r * 100.0)),
             );
         }
         if let Some(s) = &self.startup {
@@ -211,10 +222,37 @@ impl RunReport {
                 "other",
             ];
             let _ = write!(out, "\nCPU us per delivery   ");
+            // Ceiling rows: the consumer's CPU shows under `delivery`.
             for c in components {
                 let _ = write!(out, "{c:>9}");
             }
             let _ = writeln!(out, "   machine busy");
+            if let Some(c) = &self.ceiling {
+                for run in &c.runs {
+                    let _ = write!(
+                        out,
+                        "{:<22}",
+                        format!("ceiling {}", ack_label(run.ack))
+                            .chars()
+                            .take(21)
+                            .collect::<String>()
+                    );
+                    for component in components {
+                        let component = if component == "delivery" {
+                            "bench_other"
+                        } else {
+                            component
+                        };
+                        let us = run
+                            .cpu_us_per_message
+                            .get(component)
+                            .copied()
+                            .unwrap_or(0.0);
+                        let _ = write!(out, "{us:>9.1}");
+                    }
+                    let _ = writeln!(out, "   {:?}", run.queue);
+                }
+            }
             for p in &self.pipelines {
                 let _ = write!(out, "{:<22}", p.name);
                 for c in components {
