@@ -163,6 +163,9 @@ async fn one_run(
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                 .await;
         }
+        // Channels are closed before their connection: a channel dropped
+        // while the connection closes makes lapin log a connection error.
+        let _ = channel.close(200, "done".into()).await;
     }
     let _ = publisher.close(200, "ceiling done".into()).await;
     outcome
@@ -220,7 +223,7 @@ async fn run_between(
             .await?;
         // Round-robin publishing: queue i gets every n-th message from i.
         let expected = (messages + queues.len() - 1 - i) / queues.len();
-        consuming.push(tokio::spawn(consume(stream, expected, ack)));
+        consuming.push(tokio::spawn(consume(channel, stream, expected, ack)));
     }
 
     let body = vec![b'x'; spec.message_bytes];
@@ -266,6 +269,7 @@ async fn run_between(
         )));
     }
     let secs = finished.duration_since(started).as_secs_f64();
+    let _ = pub_channel.close(200, "done".into()).await;
     Ok(CeilingRun {
         queue: style,
         ack,
@@ -278,6 +282,7 @@ async fn run_between(
 
 /// Consumes `expected` messages; returns how many came and when the last did.
 async fn consume(
+    channel: lapin::Channel,
     mut stream: lapin::Consumer,
     expected: usize,
     ack: AckMode,
@@ -307,7 +312,10 @@ async fn consume(
             }
         }
     }
-    Ok((count, Instant::now()))
+    let done = Instant::now();
+    // Closed here, not with the connection, so nothing is torn down mid-flight.
+    let _ = channel.close(200, "done".into()).await;
+    Ok((count, done))
 }
 
 async fn confirmed(confirm: PublisherConfirm) -> Result<(), BenchError> {
