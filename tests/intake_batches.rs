@@ -56,3 +56,32 @@ async fn a_burst_with_repeated_ids_is_delivered_once_each_in_order() {
     assert_eq!(rejected.len(), 1, "exactly the one bad message is rejected");
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_queue_deleted_by_hand_is_healed_without_loss_or_reordering() {
+    let env = TestEnv::start().await;
+    let receiver = Receiver::start().await;
+    env.subscribe(json!({"id": "healed", "endpoint": receiver.url(), "event_types": ["heal.*"]}))
+        .await;
+    let first: Vec<_> = (0..5)
+        .map(|i| event(&format!("h-{i:03}"), "heal.it", json!({"seq": i})))
+        .collect();
+    env.publish_events_amqp(&first).await;
+    receiver.wait_for(5, DEADLINE).await;
+
+    // Gone behind Postline's back: the next copies come back unroutable.
+    env.amqp()
+        .delete_queue(&env.topology.subscription_queue("healed"))
+        .await
+        .expect("deleting the queue");
+    let rest: Vec<_> = (5..200)
+        .map(|i| event(&format!("h-{i:03}"), "heal.it", json!({"seq": i})))
+        .collect();
+    env.publish_events_amqp(&rest).await;
+
+    let want: Vec<String> = (0..200).map(|i| format!("h-{i:03}")).collect();
+    receiver.wait_for_distinct(want.len(), DEADLINE).await;
+    let all = receiver.assert_no_more(QUIET).await;
+    assert_sequence("delivered ids", &ids(&all), &want);
+    env.cleanup().await;
+}
