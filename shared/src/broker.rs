@@ -75,6 +75,11 @@ pub async fn connect_with_retry(
 #[derive(Clone)]
 pub struct ConfirmedPublisher {
     channel: Channel,
+    /// Held while publishes are handed to lapin. lapin numbers a publish for
+    /// its confirm and queues its frames under two different locks, so two
+    /// tasks publishing at once on one channel (HTTP requests and the AMQP
+    /// intake) could interleave and get each other's confirms, or returns.
+    handing_over: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for ConfirmedPublisher {
@@ -139,7 +144,10 @@ impl ConfirmedPublisher {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        Ok(Self { channel })
+        Ok(Self {
+            channel,
+            handing_over: Default::default(),
+        })
     }
 
     /// The underlying channel (for declarations).
@@ -160,27 +168,15 @@ impl ConfirmedPublisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<PendingConfirm, PublishError> {
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..Default::default()
-        };
-        let confirm = self
-            .channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                options,
+        let mut pending = self
+            .publish_all(vec![Outgoing {
+                exchange,
+                routing_key,
                 body,
-                properties.with_delivery_mode(2),
-            )
-            .await
-            .map_err(|source| PublishError::Broker {
-                exchange: exchange.to_string(),
-                routing_key: routing_key.to_string(),
-                source,
-            })?;
-        Ok(PendingConfirm {
-            confirm,
+                properties,
+            }])
+            .await?;
+        pending.pop().ok_or_else(|| PublishError::Nacked {
             exchange: exchange.to_string(),
             routing_key: routing_key.to_string(),
         })
@@ -203,6 +199,7 @@ impl ConfirmedPublisher {
             ..Default::default()
         };
         let mut started = Vec::with_capacity(messages.len());
+        let handing_over = self.handing_over.lock().await;
         for message in &messages {
             let mut publish = Box::pin(self.channel.basic_publish(
                 message.exchange.into(),
@@ -216,6 +213,7 @@ impl ConfirmedPublisher {
             let polled = futures::poll!(publish.as_mut());
             started.push((publish, polled));
         }
+        drop(handing_over);
         let mut pending = Vec::with_capacity(started.len());
         for ((publish, polled), message) in started.into_iter().zip(&messages) {
             let sent = match polled {
