@@ -75,6 +75,11 @@ pub async fn connect_with_retry(
 #[derive(Clone)]
 pub struct ConfirmedPublisher {
     channel: Channel,
+    /// Held while publishes are handed to lapin. lapin numbers a publish for
+    /// its confirm and queues its frames under two different locks, so two
+    /// tasks publishing at once on one channel (HTTP requests and the AMQP
+    /// intake) could interleave and get each other's confirms, or returns.
+    handing_over: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for ConfirmedPublisher {
@@ -83,6 +88,19 @@ impl std::fmt::Debug for ConfirmedPublisher {
             .field("channel", &self.channel.id())
             .finish()
     }
+}
+
+/// One message for [`ConfirmedPublisher::publish_all`] (persistent and mandatory like every publish).
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    /// Target exchange (`""` for a queue by name).
+    pub exchange: &'a str,
+    /// Routing key (the queue name on the default exchange).
+    pub routing_key: &'a str,
+    /// Body.
+    pub body: &'a [u8],
+    /// Properties; the delivery mode is set to persistent.
+    pub properties: BasicProperties,
 }
 
 /// A publish the broker has received but not yet confirmed.
@@ -126,7 +144,10 @@ impl ConfirmedPublisher {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        Ok(Self { channel })
+        Ok(Self {
+            channel,
+            handing_over: Default::default(),
+        })
     }
 
     /// The underlying channel (for declarations).
@@ -147,30 +168,70 @@ impl ConfirmedPublisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<PendingConfirm, PublishError> {
+        let mut pending = self
+            .publish_all(vec![Outgoing {
+                exchange,
+                routing_key,
+                body,
+                properties,
+            }])
+            .await?;
+        pending.pop().ok_or_else(|| PublishError::Nacked {
+            exchange: exchange.to_string(),
+            routing_key: routing_key.to_string(),
+        })
+    }
+
+    /// Publishes `messages` in order, handing them to the connection all at
+    /// once, and returns their pending confirms in the same order.
+    ///
+    /// [`ConfirmedPublisher::publish`] waits until lapin's I/O thread has
+    /// written each message before the next can be sent, one socket write and
+    /// two thread hand-offs per message; here every message is queued first
+    /// and the writes are awaited together, so many go out per write and the
+    /// broker reads them in bulk.
+    pub async fn publish_all(
+        &self,
+        messages: Vec<Outgoing<'_>>,
+    ) -> Result<Vec<PendingConfirm>, PublishError> {
         let options = BasicPublishOptions {
             mandatory: true,
             ..Default::default()
         };
-        let confirm = self
-            .channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
+        let mut started = Vec::with_capacity(messages.len());
+        let handing_over = self.handing_over.lock().await;
+        for message in &messages {
+            let mut publish = Box::pin(self.channel.basic_publish(
+                message.exchange.into(),
+                message.routing_key.into(),
                 options,
-                body,
-                properties.with_delivery_mode(2),
-            )
-            .await
-            .map_err(|source| PublishError::Broker {
-                exchange: exchange.to_string(),
-                routing_key: routing_key.to_string(),
+                message.body,
+                message.properties.clone().with_delivery_mode(2),
+            ));
+            // The first poll takes the message's confirm number and queues its
+            // frames, in call order, so the broker sees them in this order.
+            let polled = futures::poll!(publish.as_mut());
+            started.push((publish, polled));
+        }
+        drop(handing_over);
+        let mut pending = Vec::with_capacity(started.len());
+        for ((publish, polled), message) in started.into_iter().zip(&messages) {
+            let sent = match polled {
+                std::task::Poll::Ready(sent) => sent,
+                std::task::Poll::Pending => publish.await,
+            };
+            let confirm = sent.map_err(|source| PublishError::Broker {
+                exchange: message.exchange.to_string(),
+                routing_key: message.routing_key.to_string(),
                 source,
             })?;
-        Ok(PendingConfirm {
-            confirm,
-            exchange: exchange.to_string(),
-            routing_key: routing_key.to_string(),
-        })
+            pending.push(PendingConfirm {
+                confirm,
+                exchange: message.exchange.to_string(),
+                routing_key: message.routing_key.to_string(),
+            });
+        }
+        Ok(pending)
     }
 
     /// Publishes and waits for the confirmation.
@@ -204,19 +265,45 @@ impl ConfirmedPublisher {
         reason: &str,
         context: &[(&str, &str)],
     ) -> Result<(), PublishError> {
-        let headers = string_headers(
-            [(REJECT_CODE_HEADER, code), (REJECT_REASON_HEADER, reason)]
-                .into_iter()
-                .chain(context.iter().copied()),
-        );
-        self.publish_confirmed(
+        self.publish_dead_letter(queue, body, code, reason, context)
+            .await?
+            .confirmed()
+            .await
+    }
+
+    /// Like [`ConfirmedPublisher::dead_letter`], but returns before the
+    /// confirm so a caller can publish more first; it counts only once awaited.
+    pub async fn publish_dead_letter(
+        &self,
+        queue: &str,
+        body: &[u8],
+        code: &str,
+        reason: &str,
+        context: &[(&str, &str)],
+    ) -> Result<PendingConfirm, PublishError> {
+        self.publish(
             "",
             queue,
             body,
-            BasicProperties::default().with_headers(headers),
+            dead_letter_properties(code, reason, context),
         )
         .await
     }
+}
+
+/// Properties of a dead-lettered message: its reason code and text, and
+/// `context` pairs, as headers.
+pub fn dead_letter_properties(
+    code: &str,
+    reason: &str,
+    context: &[(&str, &str)],
+) -> BasicProperties {
+    let headers = string_headers(
+        [(REJECT_CODE_HEADER, code), (REJECT_REASON_HEADER, reason)]
+            .into_iter()
+            .chain(context.iter().copied()),
+    );
+    BasicProperties::default().with_headers(headers)
 }
 
 /// Builds an AMQP header table from string pairs.

@@ -1,20 +1,41 @@
 //! The AMQP intake: consumes `<ns>.ingest` in order (single active consumer),
 //! validates each message, fans it out, and acks only after every copy is
-//! confirmed. Unacceptable messages go to `<ns>.ingest.rejected` with the reason.
+//! confirmed and the event's id remembered. Unacceptable messages go to
+//! `<ns>.ingest.rejected` with the reason.
+//!
+//! The intake is pipelined rather than one message at a time: whatever the
+//! prefetch window holds is taken as one batch (one Redis round trip checks
+//! its ids, then every copy is published), and handed to a settler while the
+//! next batch is read and published. The settler takes batches strictly in
+//! order: it awaits a batch's confirms, writes its dedup markers in one round
+//! trip, and acks it with one `multiple` ack. When anything fails, the
+//! session closes its channel, which hands every unacked message back to the
+//! queue in its original order, so order and at-least-once survive failures.
 
-use crate::fanout::{Fanout, FanoutError, Source};
+use crate::fanout::{Copies, Fanout, PendingCopy, Source};
 use crate::metrics::IngestMetrics;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::Connection;
-use postline_shared::broker::{ConfirmedPublisher, PublishError};
+use lapin::{Acker, Connection};
+use postline_shared::broker::{
+    dead_letter_properties, ConfirmedPublisher, Outgoing, PendingConfirm, PublishError,
+};
 use postline_shared::problem::Problem;
 use postline_shared::topology::Topology;
 use postline_shared::Envelope;
-use std::time::Duration;
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// Batches published but not yet settled, beyond the one being settled.
+/// The prefetch bounds the messages in flight anyway; this only bounds memory.
+const PIPELINE_DEPTH: usize = 16;
+/// Pause before consuming again after Redis failed.
+const REDIS_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Why the intake loop ended.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +56,51 @@ pub struct AmqpIntake {
     metrics: IngestMetrics,
     max_event_bytes: usize,
     prefetch: u16,
+}
+
+/// How one consuming session (one channel) ended.
+enum SessionEnd {
+    /// Asked to stop.
+    Stopped,
+    /// The broker cancelled the consumer (queue deleted).
+    ConsumerGone,
+    /// Redis failed: consume again after a pause.
+    RedisDown,
+    /// Copies came back unroutable: declare these subscriptions' queues,
+    /// then consume again (the affected events are still unacked).
+    Heal(Vec<String>),
+}
+
+/// A message's fate, decided before anything of its batch is published
+/// (a valid event may still turn out to be a duplicate).
+enum Verdict {
+    Valid(Envelope),
+    Reject(Problem),
+}
+
+/// What one message of a batch needs published.
+enum Plan {
+    Nothing,
+    Copies(Copies),
+    DeadLetter(lapin::BasicProperties),
+}
+
+/// A publish of a batch still waiting for the broker's confirm.
+enum Pending {
+    Copy(PendingCopy),
+    DeadLetter(PendingConfirm),
+}
+
+/// One batch, published, waiting to be settled.
+struct Batch {
+    /// Acks the whole batch (and nothing unsettled: batches settle in order).
+    last: Acker,
+    /// Every publish of the batch, in order.
+    pending: Vec<Pending>,
+    /// Published events: id and number of copies.
+    accepted: Vec<(String, usize)>,
+    /// When its first publish started.
+    started: Instant,
 }
 
 impl AmqpIntake {
@@ -62,40 +128,300 @@ impl AmqpIntake {
         publisher: &ConfirmedPublisher,
         stop: &CancellationToken,
     ) -> Result<(), IntakeError> {
-        let channel = connection.create_channel().await?;
-        channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
-            .await?;
-        let mut consumer = channel
-            .basic_consume(
-                self.topology.ingest_queue().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
         loop {
-            let delivery = tokio::select! {
-                _ = stop.cancelled() => break,
-                next = consumer.next() => match next {
-                    Some(delivery) => delivery?,
-                    None => break,
-                },
-            };
-            self.handle(delivery, publisher).await?;
+            let channel = connection.create_channel().await?;
+            channel
+                .basic_qos(self.prefetch, BasicQosOptions::default())
+                .await?;
+            let consumer = channel
+                .basic_consume(
+                    self.topology.ingest_queue().into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            let ended = self.session(consumer, publisher, stop).await;
+            // Closing the channel hands every unacked message back to the
+            // queue in its original order; nothing is lost or overtaken.
+            let _ = channel.close(200, "intake session ended".into()).await;
+            match ended? {
+                SessionEnd::Stopped | SessionEnd::ConsumerGone => return Ok(()),
+                SessionEnd::RedisDown => {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(REDIS_RETRY_PAUSE) => {}
+                    }
+                }
+                SessionEnd::Heal(subscriptions) => {
+                    // Nothing is being published now (the session is over), so
+                    // no later event can reach a healed queue before the
+                    // requeued ones are published again: order is kept.
+                    for subscription in subscriptions {
+                        self.fanout
+                            .heal(publisher, &subscription, "(requeued)")
+                            .await?;
+                    }
+                }
+            }
         }
-        // Closing the channel hands back any prefetched, unacked messages to
-        // the queue in their original order; nothing is lost.
-        let _ = channel.close(200, "intake stopped".into()).await;
-        Ok(())
     }
 
-    async fn handle(
+    /// Reads and publishes batches while settling earlier ones, until either side ends.
+    async fn session(
         &self,
-        delivery: Delivery,
+        consumer: lapin::Consumer,
         publisher: &ConfirmedPublisher,
-    ) -> Result<(), IntakeError> {
-        let envelope = if delivery.data.len() > self.max_event_bytes {
+        stop: &CancellationToken,
+    ) -> Result<SessionEnd, IntakeError> {
+        let (batches_tx, batches_rx) = mpsc::channel(PIPELINE_DEPTH);
+        // Ids published but not yet remembered in Redis, so a repeat of one
+        // in a later batch is still recognised as a duplicate.
+        let in_flight = Mutex::new(HashSet::new());
+        // The settler's way of stopping the reader when it gives up.
+        let halt = CancellationToken::new();
+        let reading = self.read(consumer, publisher, stop, &halt, batches_tx, &in_flight);
+        let settling = self.settle(batches_rx, &halt, &in_flight);
+        let (read_end, settle_end) = tokio::join!(reading, settling);
+        // When the settler gave up, its reason is the session's.
+        match settle_end? {
+            Some(end) => Ok(end),
+            None => read_end,
+        }
+    }
+
+    async fn read(
+        &self,
+        mut consumer: lapin::Consumer,
+        publisher: &ConfirmedPublisher,
+        stop: &CancellationToken,
+        halt: &CancellationToken,
+        batches: mpsc::Sender<Batch>,
+        in_flight: &Mutex<HashSet<String>>,
+    ) -> Result<SessionEnd, IntakeError> {
+        // Returning drops `batches`: the settler then finishes what is in
+        // flight and ends too.
+        let most = usize::from(self.prefetch.max(1));
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(SessionEnd::Stopped),
+                _ = halt.cancelled() => return Ok(SessionEnd::Stopped),
+                next = consumer.next() => match next {
+                    Some(delivery) => delivery?,
+                    None => return Ok(SessionEnd::ConsumerGone),
+                },
+            };
+            let mut deliveries = vec![first];
+            let mut consumer_gone = false;
+            // Whatever else has already arrived joins this batch; nothing waits for more.
+            while deliveries.len() < most {
+                match consumer.next().now_or_never() {
+                    Some(Some(delivery)) => deliveries.push(delivery?),
+                    Some(None) => {
+                        consumer_gone = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let Some(batch) = self.publish_batch(deliveries, publisher, in_flight).await? else {
+                return Ok(SessionEnd::RedisDown);
+            };
+            if batches.send(batch).await.is_err() {
+                // The settler gave up; it tells the session why.
+                return Ok(SessionEnd::Stopped);
+            }
+            if consumer_gone {
+                return Ok(SessionEnd::ConsumerGone);
+            }
+        }
+    }
+
+    /// Decides every message of the batch, then publishes its copies and dead
+    /// letters in message order. `None` when Redis could not be asked.
+    async fn publish_batch(
+        &self,
+        deliveries: Vec<Delivery>,
+        publisher: &ConfirmedPublisher,
+        in_flight: &Mutex<HashSet<String>>,
+    ) -> Result<Option<Batch>, IntakeError> {
+        let verdicts: Vec<Verdict> = deliveries.iter().map(|d| self.validate(d)).collect();
+        let mut duplicate = vec![false; verdicts.len()];
+        // Duplicates: ids still in flight from earlier batches, or earlier in
+        // this one, are known here; the rest are asked of Redis in one round
+        // trip. The in-flight set is read before Redis is asked: an id leaves
+        // it only after its marker is written, so it is always in one or the other.
+        let mut to_ask = Vec::new();
+        {
+            let in_flight = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            let mut in_batch = HashSet::new();
+            for (i, verdict) in verdicts.iter().enumerate() {
+                if let Verdict::Valid(envelope) = verdict {
+                    if in_flight.contains(&envelope.id) || !in_batch.insert(envelope.id.as_str()) {
+                        duplicate[i] = true;
+                    } else {
+                        to_ask.push((i, envelope.id.as_str()));
+                    }
+                }
+            }
+        }
+        let ids: Vec<&str> = to_ask.iter().map(|(_, id)| *id).collect();
+        let seen = match self.fanout.seen(&ids).await {
+            Ok(seen) => seen,
+            Err(error) => {
+                tracing::warn!(%error, "redis unavailable; the intake pauses and the events will be retried");
+                return Ok(None);
+            }
+        };
+        for ((i, _), seen) in to_ask.iter().zip(seen) {
+            duplicate[*i] |= seen;
+        }
+
+        let Some(last) = deliveries.last().map(|d| d.acker.clone()) else {
+            return Ok(None);
+        };
+        // What each message needs published, decided before anything is sent.
+        let rejected_queue = self.topology.rejected_queue();
+        let mut plans = Vec::with_capacity(deliveries.len());
+        let mut accepted = Vec::new();
+        for ((delivery, verdict), duplicate) in deliveries.iter().zip(verdicts).zip(duplicate) {
+            plans.push(match verdict {
+                Verdict::Valid(envelope) if duplicate => {
+                    tracing::debug!(event_id = %envelope.id, "intake event is a duplicate");
+                    self.fanout.count_duplicate(Source::Amqp);
+                    Plan::Nothing
+                }
+                Verdict::Valid(envelope) => {
+                    let copies = self.fanout.copies(&envelope);
+                    tracing::debug!(event_id = %envelope.id, event_type = %envelope.event_type, copies = copies.subscription_ids.len(), "intake event accepted");
+                    accepted.push((envelope.id, copies.subscription_ids.len()));
+                    Plan::Copies(copies)
+                }
+                Verdict::Reject(problem) => Plan::DeadLetter(self.rejection(delivery, &problem)),
+            });
+        }
+        // Every message of the batch goes out in one go, in message order.
+        let exchange = self.fanout.deliver_exchange();
+        let mut outgoing = Vec::new();
+        let mut kinds = Vec::new();
+        for (delivery, plan) in deliveries.iter().zip(&plans) {
+            match plan {
+                Plan::Nothing => {}
+                Plan::Copies(copies) => {
+                    outgoing.extend(copies.outgoing(exchange));
+                    kinds.extend(copies.subscription_ids.iter().map(|id| Some(id.clone())));
+                }
+                Plan::DeadLetter(properties) => {
+                    outgoing.push(Outgoing {
+                        exchange: "",
+                        routing_key: &rejected_queue,
+                        body: &delivery.data,
+                        properties: properties.clone(),
+                    });
+                    kinds.push(None);
+                }
+            }
+        }
+        let started = Instant::now();
+        let confirms = publisher.publish_all(outgoing).await?;
+        let pending = kinds
+            .into_iter()
+            .zip(confirms)
+            .map(|(kind, confirm)| match kind {
+                Some(subscription_id) => Pending::Copy(PendingCopy {
+                    subscription_id,
+                    confirm,
+                }),
+                None => Pending::DeadLetter(confirm),
+            })
+            .collect();
+        in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(accepted.iter().map(|(id, _)| id.clone()));
+        Ok(Some(Batch {
+            last,
+            pending,
+            accepted,
+            started,
+        }))
+    }
+
+    /// Settles batches in order; `Some` when it gave up (the reader is halted).
+    async fn settle(
+        &self,
+        mut batches: mpsc::Receiver<Batch>,
+        halt: &CancellationToken,
+        in_flight: &Mutex<HashSet<String>>,
+    ) -> Result<Option<SessionEnd>, IntakeError> {
+        let given_up = |end| {
+            halt.cancel();
+            Some(end)
+        };
+        while let Some(batch) = batches.recv().await {
+            let mut unroutable = Vec::new();
+            for pending in batch.pending {
+                let confirmed = match pending {
+                    Pending::Copy(copy) => match copy.confirm.confirmed().await {
+                        Err(PublishError::Unroutable { .. }) => {
+                            if !unroutable.contains(&copy.subscription_id) {
+                                unroutable.push(copy.subscription_id);
+                            }
+                            Ok(())
+                        }
+                        other => other,
+                    },
+                    Pending::DeadLetter(confirm) => confirm.confirmed().await,
+                };
+                if let Err(error) = confirmed {
+                    tracing::warn!(%error, "publishing copies failed; the events will be retried");
+                    halt.cancel();
+                    // Not acked: the broker redelivers them after the reconnect.
+                    return Err(error.into());
+                }
+            }
+            if !unroutable.is_empty() {
+                // A subscription's queue is missing (deleted by hand, or a
+                // declare lost in a crash). Not acked: this batch and all
+                // after it go back to the queue, and are published again once
+                // the queues are declared, rather than lost.
+                tracing::warn!(subscriptions = ?unroutable, "copies were unroutable; redeclaring and retrying");
+                return Ok(given_up(SessionEnd::Heal(unroutable)));
+            }
+            let publish_secs = batch.started.elapsed().as_secs_f64();
+            let ids: Vec<&str> = batch.accepted.iter().map(|(id, _)| id.as_str()).collect();
+            if let Err(error) = self.fanout.remember(&ids).await {
+                // Not acked: the events go back to the queue and are published
+                // again when Redis is back (delivered markers stop a second POST).
+                tracing::warn!(%error, "redis unavailable; the intake pauses and the events will be retried");
+                return Ok(given_up(SessionEnd::RedisDown));
+            }
+            // Safe to ack, with `multiple`, everything up to this batch's last
+            // message: every copy and dead letter of this batch and of every
+            // batch before it (settled before it, in order) is confirmed by
+            // the broker, and every published id is remembered.
+            batch.last.ack(BasicAckOptions { multiple: true }).await?;
+            {
+                let mut in_flight = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                for id in &ids {
+                    in_flight.remove(*id);
+                }
+            }
+            let latency = self
+                .metrics
+                .publish_latency
+                .with_label_values(&[Source::Amqp.label()]);
+            for (_, copies) in &batch.accepted {
+                latency.observe(publish_secs);
+                self.fanout.count_accepted(Source::Amqp, *copies);
+            }
+        }
+        Ok(None)
+    }
+
+    fn validate(&self, delivery: &Delivery) -> Verdict {
+        let parsed = if delivery.data.len() > self.max_event_bytes {
             Err(Problem::whole(
                 "too_large",
                 format!(
@@ -107,65 +433,27 @@ impl AmqpIntake {
         } else {
             Envelope::from_input_bytes(&delivery.data, chrono::Utc::now())
         };
-        let envelope = match envelope {
-            Ok(envelope) => envelope,
-            Err(problem) => return self.reject(delivery, publisher, &problem).await,
-        };
-        match self.fanout.accept(publisher, &envelope, Source::Amqp).await {
-            Ok(accepted) => {
-                tracing::debug!(event_id = %envelope.id, event_type = %envelope.event_type, ?accepted, "intake event accepted");
-                // Safe to ack: every copy is confirmed by the broker (or the id
-                // was accepted before), so the event now lives in subscription queues.
-                delivery.acker.ack(BasicAckOptions::default()).await?;
-                Ok(())
-            }
-            Err(FanoutError::Publish(error)) => {
-                tracing::warn!(%error, event_id = %envelope.id, "publishing copies failed; the event will be retried");
-                // Not acked: the broker redelivers it after the reconnect.
-                Err(error.into())
-            }
-            Err(FanoutError::Redis(error)) => {
-                tracing::warn!(%error, event_id = %envelope.id, "redis unavailable; requeueing the event");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                // Requeued to its original place at the head: order is kept.
-                delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await?;
-                Ok(())
-            }
+        match parsed {
+            Ok(envelope) => Verdict::Valid(envelope),
+            Err(problem) => Verdict::Reject(problem),
         }
     }
 
-    async fn reject(
-        &self,
-        delivery: Delivery,
-        publisher: &ConfirmedPublisher,
-        problem: &Problem,
-    ) -> Result<(), IntakeError> {
+    /// Counts and logs a rejected message; returns its dead letter's properties.
+    fn rejection(&self, delivery: &Delivery, problem: &Problem) -> lapin::BasicProperties {
         let reason = problem.to_string();
         tracing::warn!(routing_key = %delivery.routing_key, %reason, "intake message rejected");
         self.metrics
             .rejected
             .with_label_values(&["amqp", problem.code])
             .inc();
-        publisher
-            .dead_letter(
-                &self.topology.rejected_queue(),
-                &delivery.data,
-                problem.code,
-                &reason,
-                &[(
-                    "postline-original-routing-key",
-                    delivery.routing_key.as_str(),
-                )],
-            )
-            .await?;
-        // Safe to ack: the rejected copy, with its reason, is confirmed durable.
-        delivery.acker.ack(BasicAckOptions::default()).await?;
-        Ok(())
+        dead_letter_properties(
+            problem.code,
+            &reason,
+            &[(
+                "postline-original-routing-key",
+                delivery.routing_key.as_str(),
+            )],
+        )
     }
 }

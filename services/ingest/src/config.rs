@@ -29,7 +29,9 @@ pub struct IngestConfig {
     pub max_batch_events: usize,
     /// How long an accepted event id is remembered for idempotent intake (`POSTLINE_DEDUP_TTL_SECS`).
     pub dedup_ttl_secs: u64,
-    /// Intake messages in flight from the broker (`POSTLINE_INTAKE_PREFETCH`).
+    /// Intake messages in flight from the broker (`POSTLINE_INTAKE_PREFETCH`): the
+    /// pipelined intake takes them as batches, so this bounds both the batch size
+    /// and the events held in memory (at most this many times `max_event_bytes`).
     pub intake_prefetch: u16,
     /// Base URL of the token service, for PINGs to receivers that need a
     /// bearer token (`POSTLINE_TOKEN_URL`).
@@ -77,7 +79,7 @@ impl IngestConfig {
             max_batch_bytes: 16 * 1024 * 1024,
             max_batch_events: 1000,
             dedup_ttl_secs: 7 * 24 * 3600,
-            intake_prefetch: 64,
+            intake_prefetch: 512,
             token_url: "http://127.0.0.1:8082".to_string(),
         }
     }

@@ -5,13 +5,12 @@
 use crate::metrics::IngestMetrics;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::BasicProperties;
-use postline_shared::broker::{ConfirmedPublisher, PublishError};
+use postline_shared::broker::{ConfirmedPublisher, Outgoing, PendingConfirm, PublishError};
 use postline_shared::keys::RedisKeys;
 use postline_shared::subscription::catalog::Catalog;
 use postline_shared::topology::{Topology, QUEUED_AT_HEADER};
 use postline_shared::Envelope;
 use redis::aio::ConnectionManager;
-use redis::AsyncCommands;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -59,6 +58,7 @@ pub enum FanoutError {
 pub struct Fanout {
     catalog: Arc<Catalog>,
     topology: Topology,
+    deliver_exchange: String,
     keys: RedisKeys,
     redis: ConnectionManager,
     dedup_ttl_secs: u64,
@@ -77,12 +77,110 @@ impl Fanout {
     ) -> Self {
         Self {
             catalog,
+            deliver_exchange: topology.deliver_exchange(),
             topology,
             keys,
             redis,
             dedup_ttl_secs,
             metrics,
         }
+    }
+
+    /// The metrics both intakes report to.
+    pub fn metrics(&self) -> &IngestMetrics {
+        &self.metrics
+    }
+
+    /// Which of `event_ids` were accepted before, in one Redis round trip.
+    pub async fn seen(&self, event_ids: &[&str]) -> Result<Vec<bool>, redis::RedisError> {
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in event_ids {
+            pipe.exists(self.keys.intake_dedup(id));
+        }
+        pipe.query_async(&mut self.redis.clone()).await
+    }
+
+    /// Remembers `event_ids` as accepted, in one Redis round trip. Call it only
+    /// once every copy of those events is confirmed: a crash before it means
+    /// the events are accepted again and republished (the per-subscription
+    /// delivered markers then stop a second POST), never lost.
+    pub async fn remember(&self, event_ids: &[&str]) -> Result<(), redis::RedisError> {
+        if event_ids.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for id in event_ids {
+            pipe.set_ex(self.keys.intake_dedup(id), 1u8, self.dedup_ttl_secs)
+                .ignore();
+        }
+        pipe.query_async(&mut self.redis.clone()).await
+    }
+
+    /// The copies `envelope` needs: one per subscription that wants it.
+    pub fn copies(&self, envelope: &Envelope) -> Copies {
+        let tree = envelope.to_value();
+        Copies {
+            subscription_ids: self
+                .catalog
+                .matching(envelope, &tree)
+                .iter()
+                .map(|s| s.id().to_string())
+                .collect(),
+            body: envelope.to_wire(),
+            properties: copy_properties(envelope),
+        }
+    }
+
+    /// The exchange copies are published to.
+    pub fn deliver_exchange(&self) -> &str {
+        &self.deliver_exchange
+    }
+
+    /// Publishes one copy of `envelope` to every subscription that wants it,
+    /// without waiting for confirms. Copies go out in subscription order on
+    /// the publisher's one channel, so each queue gets events in the order
+    /// they are published here.
+    pub async fn publish_copies(
+        &self,
+        publisher: &ConfirmedPublisher,
+        envelope: &Envelope,
+    ) -> Result<Vec<PendingCopy>, PublishError> {
+        let copies = self.copies(envelope);
+        let confirms = publisher
+            .publish_all(copies.outgoing(self.deliver_exchange()))
+            .await?;
+        Ok(copies
+            .subscription_ids
+            .into_iter()
+            .zip(confirms)
+            .map(|(subscription_id, confirm)| PendingCopy {
+                subscription_id,
+                confirm,
+            })
+            .collect())
+    }
+
+    /// Counts an event whose copies are all confirmed and whose id is remembered.
+    pub fn count_accepted(&self, source: Source, copies: usize) {
+        self.metrics
+            .ingested
+            .with_label_values(&[source.label()])
+            .inc();
+        self.metrics.copies_published.inc_by(copies as u64);
+        if copies == 0 {
+            self.metrics.unmatched.inc();
+        }
+    }
+
+    /// Counts an event skipped because its id was accepted before.
+    pub fn count_duplicate(&self, source: Source) {
+        self.metrics
+            .duplicates
+            .with_label_values(&[source.label()])
+            .inc();
     }
 
     /// Accepts `envelope`: returns once every copy is confirmed by the broker.
@@ -92,48 +190,31 @@ impl Fanout {
         envelope: &Envelope,
         source: Source,
     ) -> Result<Accepted, FanoutError> {
-        let mut redis = self.redis.clone();
-        let seen_key = self.keys.intake_dedup(&envelope.id);
-        if redis.exists::<_, bool>(&seen_key).await? {
-            self.metrics
-                .duplicates
-                .with_label_values(&[source.label()])
-                .inc();
+        if self.seen(&[envelope.id.as_str()]).await?.first() == Some(&true) {
+            self.count_duplicate(source);
             return Ok(Accepted::Duplicate);
         }
-        let tree = envelope.to_value();
-        let targets = self.catalog.matching(envelope, &tree);
-        let body = envelope.to_wire();
-        let exchange = self.topology.deliver_exchange();
-        let properties = copy_properties(envelope);
         let started = Instant::now();
-        // Publish every copy before awaiting any confirm: the broker confirms
-        // them together, and per-channel ordering keeps per-queue order.
-        let mut pending = Vec::with_capacity(targets.len());
-        for subscription in &targets {
-            let confirm = publisher
-                .publish(&exchange, subscription.id(), &body, properties.clone())
-                .await?;
-            pending.push((subscription.id().to_string(), confirm));
-        }
-        for (subscription_id, confirm) in pending {
-            match confirm.confirmed().await {
+        // Every copy is published before any confirm is awaited: the broker
+        // confirms them together, and per-channel ordering keeps per-queue order.
+        let pending = self.publish_copies(publisher, envelope).await?;
+        let copies = pending.len();
+        for copy in pending {
+            match copy.confirm.confirmed().await {
                 Ok(()) => {}
                 Err(PublishError::Unroutable { .. }) => {
                     // The queue is missing although the subscription exists
                     // (deleted by hand, or a declare lost in a crash): heal it
                     // and publish that copy again rather than lose the event.
-                    tracing::warn!(subscription = %subscription_id, event_id = %envelope.id, "subscription queue missing; redeclaring");
-                    self.topology
-                        .declare_subscription(publisher.channel(), &subscription_id)
-                        .await
-                        .map_err(|source| PublishError::Broker {
-                            exchange: exchange.clone(),
-                            routing_key: subscription_id.clone(),
-                            source,
-                        })?;
+                    self.heal(publisher, &copy.subscription_id, &envelope.id)
+                        .await?;
                     publisher
-                        .publish_confirmed(&exchange, &subscription_id, &body, properties.clone())
+                        .publish_confirmed(
+                            &self.topology.deliver_exchange(),
+                            &copy.subscription_id,
+                            &envelope.to_wire(),
+                            copy_properties(envelope),
+                        )
                         .await?;
                 }
                 Err(error) => return Err(error.into()),
@@ -143,20 +224,63 @@ impl Fanout {
             .publish_latency
             .with_label_values(&[source.label()])
             .observe(started.elapsed().as_secs_f64());
-        // Remember the id only now that every copy is safe: a crash before
-        // this line means the event is accepted again and republished (the
-        // per-subscription delivered markers then stop a second POST).
-        let _: () = redis.set_ex(&seen_key, 1u8, self.dedup_ttl_secs).await?;
-        self.metrics
-            .ingested
-            .with_label_values(&[source.label()])
-            .inc();
-        self.metrics.copies_published.inc_by(targets.len() as u64);
-        if targets.is_empty() {
-            self.metrics.unmatched.inc();
-        }
-        Ok(Accepted::Published(targets.len()))
+        // Remembered only now that every copy is safe (see `remember`).
+        self.remember(&[envelope.id.as_str()]).await?;
+        self.count_accepted(source, copies);
+        Ok(Accepted::Published(copies))
     }
+
+    /// Declares the queue of a subscription whose copy came back unroutable.
+    pub async fn heal(
+        &self,
+        publisher: &ConfirmedPublisher,
+        subscription_id: &str,
+        event_id: &str,
+    ) -> Result<(), PublishError> {
+        tracing::warn!(subscription = %subscription_id, %event_id, "subscription queue missing; redeclaring");
+        self.topology
+            .declare_subscription(publisher.channel(), subscription_id)
+            .await
+            .map(|_| ())
+            .map_err(|source| PublishError::Broker {
+                exchange: self.topology.deliver_exchange(),
+                routing_key: subscription_id.to_string(),
+                source,
+            })
+    }
+}
+
+/// The copies of one event: the same body and properties to each subscription.
+pub struct Copies {
+    /// The subscriptions that want the event, in id order.
+    pub subscription_ids: Vec<String>,
+    /// The envelope as published.
+    pub body: Vec<u8>,
+    /// Properties of every copy.
+    pub properties: BasicProperties,
+}
+
+impl Copies {
+    /// The messages to publish to `exchange`, one per subscription.
+    pub fn outgoing<'a>(&'a self, exchange: &'a str) -> Vec<Outgoing<'a>> {
+        self.subscription_ids
+            .iter()
+            .map(|id| Outgoing {
+                exchange,
+                routing_key: id,
+                body: &self.body,
+                properties: self.properties.clone(),
+            })
+            .collect()
+    }
+}
+
+/// One copy published to a subscription's queue, not yet confirmed.
+pub struct PendingCopy {
+    /// The subscription it is for.
+    pub subscription_id: String,
+    /// The broker's verdict, to await.
+    pub confirm: PendingConfirm,
 }
 
 fn copy_properties(envelope: &Envelope) -> BasicProperties {

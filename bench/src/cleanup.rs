@@ -1,0 +1,73 @@
+//! Removing everything a measurement created: its queues, exchanges and
+//! Redis keys, so runs leave nothing behind on the shared broker and Redis.
+
+use crate::error::BenchError;
+use crate::Endpoints;
+use futures::StreamExt;
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::{Channel, Connection, ConnectionProperties};
+use postline_shared::keys::RedisKeys;
+use postline_shared::topology::{QueueType, Topology};
+use redis::AsyncCommands;
+
+/// Deletes the namespace's core queues and exchanges, the queues of
+/// `subscription_ids`, `extra_queues`, and every Redis key of the namespace.
+pub async fn purge(
+    endpoints: &Endpoints,
+    namespace: &str,
+    subscription_ids: &[String],
+    extra_queues: &[String],
+) -> Result<(), BenchError> {
+    let topology = Topology::new(namespace, QueueType::Classic);
+    let connection =
+        Connection::connect(&endpoints.amqp_url, ConnectionProperties::default()).await?;
+    let mut queues = vec![topology.ingest_queue(), topology.rejected_queue()];
+    queues.extend(
+        subscription_ids
+            .iter()
+            .map(|id| topology.subscription_queue(id)),
+    );
+    queues.extend(extra_queues.iter().cloned());
+    let mut channel = connection.create_channel().await?;
+    for queue in &queues {
+        if queue_delete(&channel, queue).await.is_err() {
+            // A missing queue closes the channel (404): carry on with a new one.
+            channel = connection.create_channel().await?;
+        }
+    }
+    for exchange in [
+        topology.ingest_exchange(),
+        topology.deliver_exchange(),
+        topology.delay_exchange(),
+    ] {
+        if channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await
+            .is_err()
+        {
+            channel = connection.create_channel().await?;
+        }
+    }
+    let _ = connection.close(200, "bench clean-up".into()).await;
+
+    let client = redis::Client::open(endpoints.redis_url.as_str())?;
+    let mut redis = client.get_multiplexed_async_connection().await?;
+    let pattern = RedisKeys::new(namespace).all();
+    let mut keys = Vec::new();
+    {
+        let mut scan = redis.scan_match::<_, String>(&pattern).await?;
+        while let Some(key) = scan.next().await {
+            keys.push(key?);
+        }
+    }
+    for chunk in keys.chunks(1000) {
+        let _: () = redis.del(chunk).await?;
+    }
+    Ok(())
+}
+
+async fn queue_delete(channel: &Channel, queue: &str) -> Result<u32, lapin::Error> {
+    channel
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await
+}

@@ -1,0 +1,75 @@
+//! Postline's benchmark: how close does the whole pipeline get to the
+//! broker's own limit on this machine?
+//!
+//! A run first measures the broker's one-hop ceiling (persistent, confirmed,
+//! acked messages through one queue, the same size as the events), then drives
+//! scenarios through the real ingest and delivery services (in-process, each in
+//! a namespace of its own) to fast local receivers, and reports throughput, its
+//! ratio to the ceiling and end-to-end latency. Every pipeline run is checked:
+//! each event must arrive exactly once at each subscription that wants it, and
+//! in order for strict subscriptions; a run that loses, duplicates or reorders
+//! fails, however fast it was.
+//!
+//! The binary (`cargo run --release -p postline-bench -- --help`) prints a
+//! table and writes JSON; the library is what the test suite calls to run a
+//! tiny scenario and assert the check passes.
+
+#![warn(missing_docs)]
+
+pub mod ceiling;
+pub mod check;
+pub mod cleanup;
+pub mod cpu;
+pub mod error;
+pub mod event;
+pub mod options;
+pub mod pipeline;
+pub mod producer;
+pub mod receiver;
+pub mod redis_stats;
+pub mod report;
+pub mod services;
+pub mod startup;
+pub mod stats;
+
+pub use error::BenchError;
+pub use options::{Options, Scenario};
+pub use pipeline::{Intake, Layout, PipelineSpec};
+
+/// Where the bench finds RabbitMQ and Redis, and what every run shares.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// Broker URL (`POSTLINE_AMQP_URL`, default local guest).
+    pub amqp_url: String,
+    /// Redis URL (`POSTLINE_REDIS_URL`, default local).
+    pub redis_url: String,
+}
+
+impl Endpoints {
+    /// The services' own defaults, overridden by the same environment variables.
+    pub fn from_env() -> Self {
+        let var = |name: &str, default: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| default.to_string())
+        };
+        Self {
+            amqp_url: var(
+                "POSTLINE_AMQP_URL",
+                postline_shared::config::DEFAULT_AMQP_URL,
+            ),
+            redis_url: var(
+                "POSTLINE_REDIS_URL",
+                postline_shared::config::DEFAULT_REDIS_URL,
+            ),
+        }
+    }
+}
+
+/// A fresh namespace for one measurement (`b` + 12 hex characters), so runs
+/// never see each other's queues or keys, nor those of tests or `scripts/run`.
+pub fn fresh_namespace() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("b{}", &id[..12])
+}

@@ -1,0 +1,372 @@
+//! Command-line options of the bench binary, and the scenarios they select.
+
+use crate::error::BenchError;
+use crate::pipeline::{Intake, Layout, PipelineSpec};
+use crate::services::Tuning;
+use crate::startup::StartupSpec;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The scenarios, each selectable with `--scenario`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scenario {
+    /// (a) one strict subscription.
+    A,
+    /// (b) many strict subscriptions, events spread across them.
+    B,
+    /// (c) fan-out: one event type to many subscriptions.
+    C,
+    /// (d) HTTP intake instead of AMQP.
+    D,
+    /// (e) a fixed offered load, for latency.
+    E,
+    /// (f) many subscriptions registered: delivery start-up time and memory.
+    F,
+}
+
+impl Scenario {
+    /// Every scenario.
+    pub const ALL: [Scenario; 6] = [Self::A, Self::B, Self::C, Self::D, Self::E, Self::F];
+    /// What runs without `--scenario`: the throughput and latency targets, about a minute.
+    pub const DEFAULT: [Scenario; 3] = [Self::A, Self::B, Self::E];
+
+    fn parse(text: &str) -> Result<Vec<Self>, BenchError> {
+        let mut chosen = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.to_ascii_lowercase().as_str() {
+                "all" => chosen.extend(Self::ALL),
+                "a" => chosen.push(Self::A),
+                "b" => chosen.push(Self::B),
+                "c" => chosen.push(Self::C),
+                "d" => chosen.push(Self::D),
+                "e" => chosen.push(Self::E),
+                "f" => chosen.push(Self::F),
+                "ceiling" => {}
+                other => {
+                    return Err(BenchError::Invalid(format!(
+                        "unknown scenario {other:?} (a, b, c, d, e, f, all, ceiling)"
+                    )))
+                }
+            }
+        }
+        chosen.sort();
+        chosen.dedup();
+        Ok(chosen)
+    }
+}
+
+/// Everything the bench binary can be told.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Scenarios to run, in order.
+    pub scenarios: Vec<Scenario>,
+    /// Whether to measure the broker ceiling first.
+    pub ceiling: bool,
+    /// Messages per ceiling run.
+    pub ceiling_messages: usize,
+    /// Body size of intake events and ceiling messages.
+    pub message_bytes: usize,
+    /// Outstanding publisher confirms (producer and ceiling).
+    pub publish_window: usize,
+    /// Consumer prefetch of the ceiling.
+    pub ceiling_prefetch: u16,
+    /// Events of (a); `--events` sets (a)–(d) at once.
+    pub events_a: usize,
+    /// Events of (b).
+    pub events_b: usize,
+    /// Events of (c) (each goes to every subscription).
+    pub events_c: usize,
+    /// Events of (d).
+    pub events_d: usize,
+    /// Subscriptions of (b), (d) and (e).
+    pub subscriptions: usize,
+    /// Subscriptions of the fan-out (c).
+    pub fanout: usize,
+    /// Concurrent HTTP producers of (d).
+    pub http_clients: usize,
+    /// Offered load of (e), events/s.
+    pub rate: f64,
+    /// Duration of (e).
+    pub duration: Duration,
+    /// Subscriptions registered in (f).
+    pub registered: usize,
+    /// Active subscriptions in (f).
+    pub active: usize,
+    /// The delivery binary for (f) (built with cargo when absent).
+    pub delivery_bin: Option<PathBuf>,
+    /// Give up on a scenario when nothing arrives for this long.
+    pub stall_timeout: Duration,
+    /// Service settings.
+    pub tuning: Tuning,
+    /// Where to write the JSON report.
+    pub json: Option<PathBuf>,
+    /// Exit non-zero when a target is missed (a failed check always does).
+    pub enforce_targets: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            scenarios: Scenario::DEFAULT.to_vec(),
+            ceiling: true,
+            ceiling_messages: 20_000,
+            message_bytes: 512,
+            publish_window: 512,
+            ceiling_prefetch: 256,
+            events_a: 10_000,
+            events_b: 20_000,
+            events_c: 1_000,
+            events_d: 5_000,
+            subscriptions: 100,
+            fanout: 50,
+            http_clients: 16,
+            rate: 1_000.0,
+            duration: Duration::from_secs(10),
+            registered: 10_000,
+            active: 10,
+            delivery_bin: None,
+            stall_timeout: Duration::from_secs(20),
+            tuning: Tuning::default(),
+            json: None,
+            enforce_targets: false,
+        }
+    }
+}
+
+/// `--help` text.
+pub const USAGE: &str = "\
+postline-bench: the broker's own ceiling, then the whole Postline pipeline against it
+
+USAGE: cargo run --release -p postline-bench -- [OPTIONS]
+
+Scenarios (default: a,b,e; the broker ceiling is always measured first unless --no-ceiling):
+  --scenario LIST        comma-separated: a,b,c,d,e,f or all
+      a  1 strict subscription (AMQP intake)
+      b  --subscriptions strict subscriptions, events spread across them
+      c  fan-out: 1 event type to --fanout subscriptions
+      d  HTTP intake (POST /v1/events from --http-clients producers), layout of b
+      e  fixed offered load (--rate events/s for --duration s), layout of b: latency
+      f  --registered subscriptions, --active of them active: delivery as its own
+         process, time until ready and delivering, resident memory
+
+Sizes:
+  --events N             events of a, b, c and d (defaults 10000, 20000, 1000, 5000)
+  --subscriptions N      subscriptions of b, d, e (100)
+  --fanout N             subscriptions of c (50)
+  --http-clients N       concurrent HTTP producers of d (16)
+  --rate N               offered load of e, events/s (1000)
+  --duration SECS        duration of e (10)
+  --registered N         subscriptions registered in f (10000)
+  --active N             active subscriptions in f (10)
+  --message-bytes N      event body size (512)
+  --ceiling-messages N   messages per ceiling run (20000)
+  --window N             outstanding publisher confirms (512)
+  --prefetch N           ceiling consumer prefetch (256)
+  --no-ceiling           skip the ceiling (ratios are then left out)
+
+Services:
+  --intake-prefetch N    ingest's POSTLINE_INTAKE_PREFETCH
+  --delivery-prefetch N  delivery's POSTLINE_DELIVERY_PREFETCH
+  --service-threads N    worker threads of each in-process service (2)
+  --delivery-bin PATH    postline-delivery binary for f (default: cargo build --release)
+
+Output:
+  --json PATH            where to write the JSON report (default target/bench/bench-<time>.json)
+  --stall-timeout SECS   give up when nothing arrives for this long (20)
+  --enforce-targets      exit 1 when a target is missed, not only when a check fails
+
+Broker and Redis: POSTLINE_AMQP_URL and POSTLINE_REDIS_URL, default local.
+";
+
+impl Options {
+    /// Parses command-line arguments (without the program name). `Ok(None)` means `--help`.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Self>, BenchError> {
+        let mut options = Self::default();
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            let (flag, inline) = match flag.split_once('=') {
+                Some((flag, value)) => (flag.to_string(), Some(value.to_string())),
+                None => (flag, None),
+            };
+            let mut value = || -> Result<String, BenchError> {
+                inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .ok_or_else(|| BenchError::Invalid(format!("{flag} needs a value")))
+            };
+            match flag.as_str() {
+                "-h" | "--help" => return Ok(None),
+                "--scenario" | "--scenarios" => options.scenarios = Scenario::parse(&value()?)?,
+                "--no-ceiling" => options.ceiling = false,
+                "--events" => {
+                    let n = number(&flag, &value()?)?;
+                    options.events_a = n;
+                    options.events_b = n;
+                    options.events_c = n;
+                    options.events_d = n;
+                }
+                "--subscriptions" => options.subscriptions = number(&flag, &value()?)?,
+                "--fanout" => options.fanout = number(&flag, &value()?)?,
+                "--http-clients" => options.http_clients = number(&flag, &value()?)?,
+                "--rate" => options.rate = number::<f64>(&flag, &value()?)?,
+                "--duration" => {
+                    options.duration = Duration::from_secs_f64(number(&flag, &value()?)?)
+                }
+                "--registered" => options.registered = number(&flag, &value()?)?,
+                "--active" => options.active = number(&flag, &value()?)?,
+                "--message-bytes" => options.message_bytes = number(&flag, &value()?)?,
+                "--ceiling-messages" => options.ceiling_messages = number(&flag, &value()?)?,
+                "--window" => options.publish_window = number(&flag, &value()?)?,
+                "--prefetch" => options.ceiling_prefetch = number(&flag, &value()?)?,
+                "--intake-prefetch" => {
+                    options.tuning.intake_prefetch = Some(number(&flag, &value()?)?)
+                }
+                "--delivery-prefetch" => {
+                    options.tuning.delivery_prefetch = Some(number(&flag, &value()?)?)
+                }
+                "--service-threads" => {
+                    options.tuning.worker_threads = Some(number(&flag, &value()?)?)
+                }
+                "--delivery-bin" => options.delivery_bin = Some(PathBuf::from(value()?)),
+                "--json" => options.json = Some(PathBuf::from(value()?)),
+                "--stall-timeout" => {
+                    options.stall_timeout = Duration::from_secs_f64(number(&flag, &value()?)?)
+                }
+                "--enforce-targets" => options.enforce_targets = true,
+                other => {
+                    return Err(BenchError::Invalid(format!(
+                        "unknown option {other:?}; see --help"
+                    )))
+                }
+            }
+        }
+        if options.rate <= 0.0 || options.rate.is_nan() {
+            return Err(BenchError::Invalid("--rate must be positive".into()));
+        }
+        Ok(Some(options))
+    }
+
+    /// The pipeline spec of a scenario (`None` for f, which is no pipeline run).
+    pub fn pipeline(&self, scenario: Scenario) -> Option<PipelineSpec> {
+        let base = |name: &str, title: String, layout: Layout, intake: Intake, events: usize| {
+            PipelineSpec {
+                name: name.into(),
+                title,
+                layout,
+                intake,
+                events,
+                rate: None,
+                message_bytes: self.message_bytes,
+                publish_window: self.publish_window,
+                stall_timeout: self.stall_timeout,
+                tuning: self.tuning.clone(),
+            }
+        };
+        let spread = Layout::Spread {
+            subscriptions: self.subscriptions,
+        };
+        Some(match scenario {
+            Scenario::A => base(
+                "a",
+                "1 strict subscription".into(),
+                Layout::Spread { subscriptions: 1 },
+                Intake::Amqp,
+                self.events_a,
+            ),
+            Scenario::B => base(
+                "b",
+                format!("{} strict subs, spread", self.subscriptions),
+                spread,
+                Intake::Amqp,
+                self.events_b,
+            ),
+            Scenario::C => base(
+                "c",
+                format!("fan-out 1 type -> {} subs", self.fanout),
+                Layout::FanOut {
+                    subscriptions: self.fanout,
+                },
+                Intake::Amqp,
+                self.events_c,
+            ),
+            Scenario::D => base(
+                "d",
+                format!("HTTP intake, {} subs", self.subscriptions),
+                spread,
+                Intake::Http {
+                    clients: self.http_clients,
+                },
+                self.events_d,
+            ),
+            Scenario::E => {
+                let events = (self.rate * self.duration.as_secs_f64()).round().max(1.0) as usize;
+                let mut spec = base(
+                    "e",
+                    format!("{} ev/s offered, {} subs", self.rate, self.subscriptions),
+                    spread,
+                    Intake::Amqp,
+                    events,
+                );
+                spec.rate = Some(self.rate);
+                spec
+            }
+            Scenario::F => return None,
+        })
+    }
+
+    /// What scenario f sets up.
+    pub fn startup(&self) -> StartupSpec {
+        StartupSpec {
+            registered: self.registered,
+            active: self.active,
+            delivery_bin: self.delivery_bin.clone(),
+            message_bytes: self.message_bytes,
+        }
+    }
+}
+
+fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, BenchError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.trim()
+        .parse()
+        .map_err(|e| BenchError::Invalid(format!("{flag} {text:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Options {
+        Options::parse(args.iter().map(|s| s.to_string()))
+            .expect("valid")
+            .expect("not help")
+    }
+
+    #[test]
+    fn scenarios_and_sizes() {
+        let options = parse(&["--scenario", "b,a", "--events=500", "--no-ceiling"]);
+        assert_eq!(options.scenarios, vec![Scenario::A, Scenario::B]);
+        assert_eq!((options.events_a, options.events_b), (500, 500));
+        assert!(!options.ceiling);
+        assert_eq!(
+            parse(&["--scenario", "all"]).scenarios,
+            Scenario::ALL.to_vec()
+        );
+        assert_eq!(parse(&[]).scenarios, Scenario::DEFAULT.to_vec());
+        assert!(Options::parse(["--scenario".to_string(), "z".to_string()]).is_err());
+        assert!(Options::parse(["--bogus".to_string()]).is_err());
+        assert!(Options::parse(["--help".to_string()])
+            .expect("ok")
+            .is_none());
+    }
+
+    #[test]
+    fn scenario_e_sends_rate_times_duration() {
+        let options = parse(&["--rate", "200", "--duration", "3"]);
+        let spec = options.pipeline(Scenario::E).expect("a pipeline");
+        assert_eq!((spec.events, spec.rate), (600, Some(200.0)));
+        assert!(options.pipeline(Scenario::F).is_none());
+    }
+}

@@ -1,0 +1,327 @@
+//! The run's report: one summary table for people, the same as JSON for
+//! comparing runs, and the targets the issue set, met or not.
+
+use crate::ceiling::Ceiling;
+use crate::pipeline::PipelineReport;
+use crate::startup::StartupReport;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// One target and whether this run met it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// Scenario.
+    pub scenario: String,
+    /// What is measured, with the bound.
+    pub wanted: String,
+    /// What this run got.
+    pub got: String,
+    /// Whether it was met.
+    pub met: bool,
+}
+
+/// Everything one bench run found.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// When the run started (RFC 3339).
+    pub started_at: String,
+    /// The commit measured, when known.
+    pub commit: Option<String>,
+    /// CPU cores.
+    pub cores: usize,
+    /// 1-minute load average before the run.
+    pub load_before: Option<f64>,
+    /// 1-minute load average after the run.
+    pub load_after: Option<f64>,
+    /// The command line.
+    pub command: String,
+    /// The broker's one-hop ceiling.
+    pub ceiling: Option<Ceiling>,
+    /// Pipeline scenarios.
+    pub pipelines: Vec<PipelineReport>,
+    /// Scenario f.
+    pub startup: Option<StartupReport>,
+    /// Scenarios that could not complete, with why.
+    pub errors: Vec<String>,
+    /// The issue's targets.
+    pub targets: Vec<Target>,
+}
+
+impl RunReport {
+    /// Whether every check passed and every scenario completed.
+    pub fn checks_passed(&self) -> bool {
+        self.errors.is_empty()
+            && self.pipelines.iter().all(|p| p.check.passed())
+            && self.startup.as_ref().is_none_or(|s| s.check.passed())
+    }
+
+    /// Whether every target measured was met.
+    pub fn targets_met(&self) -> bool {
+        self.targets.iter().all(|t| t.met)
+    }
+
+    /// Works out the targets from the results.
+    pub fn evaluate_targets(&mut self) {
+        let mut targets = Vec::new();
+        for p in &self.pipelines {
+            match p.name.as_str() {
+                "a" => targets.push(Target {
+                    scenario: "a".into(),
+                    wanted: ">= 2000 events/s, in order".into(),
+                    got: format!(
+                        "{:.0} events/s, check {}",
+                        p.events_per_sec,
+                        p.check.verdict()
+                    ),
+                    met: p.events_per_sec >= 2000.0 && p.check.passed(),
+                }),
+                "b" => {
+                    if let Some(ratio) = p.ratio_to_ceiling {
+                        targets.push(Target {
+                            scenario: "b".into(),
+                            wanted: ">= 40% of the broker ceiling".into(),
+                            got: format!("{:.1}%", ratio * 100.0),
+                            met: ratio >= 0.40 && p.check.passed(),
+                        });
+                    }
+                }
+                "e" => targets.push(Target {
+                    scenario: "e".into(),
+                    wanted: format!(
+                        "p99 < 50 ms at {:.0} events/s",
+                        p.offered_rate.unwrap_or_default()
+                    ),
+                    got: format!("p99 {:.1} ms", p.latency.p99_ms),
+                    met: p.latency.p99_ms < 50.0 && p.check.passed(),
+                }),
+                _ => {}
+            }
+        }
+        if let Some(s) = &self.startup {
+            targets.push(Target {
+                scenario: "f".into(),
+                wanted: format!("{} subscriptions: delivering < 30 s", s.registered),
+                got: format!(
+                    "ready {:.2} s, delivering {:.2} s",
+                    s.ready_secs, s.delivering_secs
+                ),
+                met: s.delivering_secs < 30.0 && s.check.passed(),
+            });
+            targets.push(Target {
+                scenario: "f".into(),
+                wanted: "resident memory < 300 MiB".into(),
+                got: format!("{:.1} MiB (peak {:.1})", s.rss_mib, s.rss_peak_mib),
+                met: s.rss_peak_mib < 300.0,
+            });
+        }
+        self.targets = targets;
+    }
+
+    /// The summary table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let load = |l: Option<f64>| l.map_or("?".into(), |l| format!("{l:.2}"));
+        let _ = writeln!(
+            out,
+            "Postline bench {} | commit {} | {} cores | load {} -> {}",
+            self.started_at,
+            self.commit.as_deref().unwrap_or("?"),
+            self.cores,
+            load(self.load_before),
+            load(self.load_after),
+        );
+        let _ = writeln!(out, "command: {}", self.command);
+        let _ = writeln!(
+            out,
+            "{:<32} {:>8} {:>5} {:>7} {:>8} {:>9} {:>8} {:>7} {:>7} {:>7} {:>7} {:>9}  check",
+            "scenario",
+            "intake",
+            "subs",
+            "events",
+            "ev/s",
+            "deliv/s",
+            "vs ceil",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "ingest/all"
+        );
+        if let Some(c) = &self.ceiling {
+            for run in &c.runs {
+                let _ = writeln!(
+                    out,
+                    "{:<32} {:>8} {:>5} {:>7} {:>8} {:>9.0} {:>8}",
+                    format!(
+                        "ceiling: {} queue, {} B, ack {}",
+                        match run.queue {
+                            crate::ceiling::QueueStyle::Plain => "plain".to_string(),
+                            crate::ceiling::QueueStyle::Subscription => "sub-style".into(),
+                            crate::ceiling::QueueStyle::Spread(n) => format!("{n} sub-style"),
+                        },
+                        c.message_bytes,
+                        ack_label(run.ack)
+                    ),
+                    "amqp",
+                    "-",
+                    run.messages,
+                    "-",
+                    run.per_sec,
+                    format!("{:.0}%", 100.0 * run.per_sec / c.per_sec.max(1e-9)),
+                );
+            }
+            if let Some(bound) = c.two_hop_per_sec {
+                let _ = writeln!(
+                    out,
+                    "{:<32} {:>8} {:>5} {:>7} {:>8} {:>9.0}   (1 / (1/plain + 1/{}-queue spread))",
+                    "broker-only two-hop bound", "", c.spread, "", "", bound, c.spread
+                );
+            }
+        }
+        for p in &self.pipelines {
+            let _ = writeln!(
+                out,
+                "{:<32} {:>8} {:>5} {:>7} {:>8.0} {:>9.0} {:>8} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>9}  {}{}",
+                format!("{}  {}", p.name, p.title),
+                p.intake,
+                p.subscriptions,
+                p.events,
+                p.events_per_sec,
+                p.deliveries_per_sec,
+                p.ratio_to_ceiling
+                    .map_or("-".into(), |r| format!("{:.1}%", r * 100.0)),
+                p.latency.p50_ms,
+                p.latency.p95_ms,
+                p.latency.p99_ms,
+                p.latency.max_ms,
+                p.ingest_secs.map_or("-".into(), |s| format!("{s:.2}/{:.2}", p.secs)),
+                p.check.verdict(),
+                p.ratio_to_two_hop
+                    .map_or(String::new(), |r| format!("  ({:.0}% of the two-hop bound)", r * 100.0)),
+            );
+        }
+        if let Some(s) = &self.startup {
+            let _ = writeln!(
+                out,
+                "f  {} registered, {} active: ready {:.2} s, delivering {:.2} s, RSS {:.1} MiB (ready {:.1}, peak {:.1}), consumers {}, register {:.1} s  {}",
+                s.registered,
+                s.active,
+                s.ready_secs,
+                s.delivering_secs,
+                s.rss_mib,
+                s.rss_ready_mib,
+                s.rss_peak_mib,
+                s.consumers.map_or("?".into(), |c| format!("{c:.0}")),
+                s.register_secs,
+                s.check.verdict(),
+            );
+        }
+        if !self.pipelines.is_empty() {
+            let components = [
+                "producer", "ingest", "delivery", "receiver", "lapin_io", "broker", "redis",
+                "other",
+            ];
+            let _ = write!(out, "\nCPU us per delivery   ");
+            // Ceiling rows: the consumer's CPU shows under `delivery`.
+            for c in components {
+                let _ = write!(out, "{c:>9}");
+            }
+            let _ = writeln!(out, "   machine busy");
+            if let Some(c) = &self.ceiling {
+                for run in &c.runs {
+                    let _ = write!(
+                        out,
+                        "{:<22}",
+                        format!("ceiling {}", ack_label(run.ack))
+                            .chars()
+                            .take(21)
+                            .collect::<String>()
+                    );
+                    for component in components {
+                        let component = if component == "delivery" {
+                            "bench_other"
+                        } else {
+                            component
+                        };
+                        let us = run
+                            .cpu_us_per_message
+                            .get(component)
+                            .copied()
+                            .unwrap_or(0.0);
+                        let _ = write!(out, "{us:>9.1}");
+                    }
+                    let _ = writeln!(out, "   {:?}", run.queue);
+                }
+            }
+            for p in &self.pipelines {
+                let _ = write!(out, "{:<22}", p.name);
+                for c in components {
+                    let us = p.cpu_us_per_delivery.get(c).copied().unwrap_or(0.0);
+                    let _ = write!(out, "{us:>9.1}");
+                }
+                let busy = 100.0 * p.cpu.machine_busy_secs
+                    / (p.cpu.wall_secs.max(1e-9) * self.cores.max(1) as f64);
+                let _ = writeln!(out, "   {busy:>5.0}%");
+            }
+            let _ = writeln!(
+                out,
+                "\nStages (means over the run): ingest publish+confirm per event, delivery POST, Redis PING round trip p50/p99"
+            );
+            let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
+            for p in &self.pipelines {
+                let _ = writeln!(
+                    out,
+                    "{:<22}confirm {:>10}  POST {:>10}  redis rtt {:.2}/{:.2} ms",
+                    p.name,
+                    ms(p.stages.ingest_confirm_ms),
+                    ms(p.stages.delivery_post_ms),
+                    p.stages.redis_rtt.p50_ms,
+                    p.stages.redis_rtt.p99_ms,
+                );
+            }
+            let _ = writeln!(
+                out,
+                "\nRedis commands per delivery (server-wide counters: other clients add to them)"
+            );
+            for p in &self.pipelines {
+                let calls: Vec<String> = p
+                    .redis_per_delivery
+                    .iter()
+                    .filter(|(_, &n)| n >= 0.01)
+                    .map(|(command, n)| format!("{command} {n:.2}"))
+                    .collect();
+                let _ = writeln!(out, "{:<22}{}", p.name, calls.join(", "));
+            }
+        }
+        for p in self.pipelines.iter().filter(|p| !p.check.passed()) {
+            let _ = writeln!(out, "\n{} check failed: {}", p.name, p.check.verdict());
+            for example in &p.check.examples {
+                let _ = writeln!(out, "  {example}");
+            }
+        }
+        if !self.targets.is_empty() {
+            let _ = writeln!(out, "\nTargets");
+            for t in &self.targets {
+                let _ = writeln!(
+                    out,
+                    "  [{}] {}: {} (got {})",
+                    if t.met { "met" } else { "MISSED" },
+                    t.scenario,
+                    t.wanted,
+                    t.got
+                );
+            }
+        }
+        for error in &self.errors {
+            let _ = writeln!(out, "ERROR {error}");
+        }
+        out
+    }
+}
+
+fn ack_label(ack: crate::ceiling::AckMode) -> String {
+    match ack {
+        crate::ceiling::AckMode::Each => "each".into(),
+        crate::ceiling::AckMode::Batched(n) => format!("x{n}"),
+    }
+}
