@@ -437,7 +437,7 @@ impl SubscriptionConsumer {
             let subscription = self.settings();
             let attempt =
                 attempt::deliver(&context.client, &context.tokens, &subscription, envelope).await;
-            self.log_attempt(id, envelope, attempts, &attempt).await;
+            let record = self.attempt_record(envelope, attempts, &attempt);
             let error = match attempt.result {
                 Ok(status) => {
                     let settled = Settled {
@@ -445,7 +445,7 @@ impl SubscriptionConsumer {
                         attempts,
                         unblock: history.blocked,
                     };
-                    self.settle_success(id, envelope, delivery, settled, tracking)
+                    self.settle_success(id, envelope, delivery, settled, tracking, &record)
                         .await?;
                     return Ok(Handled::Done);
                 }
@@ -455,7 +455,7 @@ impl SubscriptionConsumer {
             tracing::warn!(subscription = %id, event_id = %envelope.id, attempt = attempts, duration_ms = attempt.duration.as_millis() as u64, %error, "delivery attempt failed");
             context
                 .state
-                .record_failure(id, &envelope.id, &error.to_string())
+                .record_failure(id, &envelope.id, &error.to_string(), &record)
                 .await;
             let now = Utc::now();
             let first = *first_failure.get_or_insert(now);
@@ -534,6 +534,7 @@ impl SubscriptionConsumer {
         delivery: Delivery,
         settled: Settled,
         tracking: &Tracking,
+        record: &AttemptRecord,
     ) -> Result<(), ConsumerError> {
         let Settled {
             status,
@@ -546,7 +547,7 @@ impl SubscriptionConsumer {
         // redelivered message finds it and is not POSTed again.
         if let Err(error) = context
             .state
-            .record_success(id, &envelope.id, unblock, tracking)
+            .record_success(id, &envelope.id, unblock, tracking, record)
             .await
         {
             tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "recording the success failed");
@@ -567,8 +568,9 @@ impl SubscriptionConsumer {
         Ok(())
     }
 
-    /// Adds the attempt to metrics and the subscription's attempt log.
-    async fn log_attempt(&self, id: &str, envelope: &Envelope, number: u32, attempt: &Attempt) {
+    /// Observes the attempt in the metrics and describes it for the
+    /// attempt log (written with the attempt's outcome, in one round trip).
+    fn attempt_record(&self, envelope: &Envelope, number: u32, attempt: &Attempt) -> AttemptRecord {
         let context = &self.context;
         let (label, status, error) = match &attempt.result {
             Ok(status) => ("success", Some(*status), None),
@@ -579,7 +581,7 @@ impl SubscriptionConsumer {
             .attempt_duration
             .with_label_values(&[label])
             .observe(attempt.duration.as_secs_f64());
-        let record = AttemptRecord {
+        AttemptRecord {
             at: Utc::now(),
             event_id: envelope.id.clone(),
             attempt: number,
@@ -592,8 +594,7 @@ impl SubscriptionConsumer {
                 "failed"
             }
             .into(),
-        };
-        context.state.log_attempt(id, &record).await;
+        }
     }
 
     /// Empties the queue of a subscription disabled with `discard_on_disable`.

@@ -32,23 +32,23 @@ pub struct AttemptRecord {
 const RECORD_FIELD: &str = "record";
 
 impl DeliveryState {
-    /// Appends an attempt to the subscription's log (best effort: the log
-    /// informs operators; a Redis hiccup must not fail a delivery).
-    pub async fn log_attempt(&self, subscription_id: &str, record: &AttemptRecord) {
-        let Ok(json) = serde_json::to_string(record) else {
-            return;
-        };
-        let written: redis::RedisResult<Option<String>> = redis::cmd("XADD")
+    /// Adds the XADD of `record` to `pipe`, so the attempt is logged in the
+    /// same round trip as the outcome it belongs to.
+    pub(crate) fn append_attempt(
+        &self,
+        pipe: &mut redis::Pipeline,
+        subscription_id: &str,
+        record: &AttemptRecord,
+    ) {
+        // Plain data with string keys: serializing cannot fail.
+        let json = serde_json::to_string(record).unwrap_or_default();
+        pipe.cmd("XADD")
             .arg(self.keys.attempts(subscription_id))
             .arg(StreamMaxlen::Approx(self.attempt_log_cap))
             .arg("*")
             .arg(RECORD_FIELD)
             .arg(json)
-            .query_async(&mut self.connection())
-            .await;
-        if let Err(error) = written {
-            tracing::warn!(%error, subscription = %subscription_id, "logging an attempt failed");
-        }
+            .ignore();
     }
 
     /// The `limit` most recent attempts, newest first.

@@ -163,14 +163,16 @@ impl DeliveryState {
     }
 
     /// Records a success: the marker, the state hash, the event's dedup
-    /// identity and entity (`tracking`) and, when the subscription was
-    /// blocked on this event, the end of the block, in one transaction.
+    /// identity and entity (`tracking`), the attempt in the log and, when
+    /// the subscription was blocked on this event, the end of the block, in
+    /// one transaction (one round trip: this is the hot path).
     pub async fn record_success(
         &self,
         subscription_id: &str,
         event_id: &str,
         unblock: bool,
         tracking: &Tracking,
+        attempt: &AttemptRecord,
     ) -> Result<(), StateError> {
         let now = chrono::Utc::now().to_rfc3339();
         let state = self.keys.delivery_state(subscription_id);
@@ -192,15 +194,25 @@ impl DeliveryState {
             pipe.del(self.keys.block(subscription_id)).ignore();
         }
         self.track(&mut pipe, subscription_id, tracking);
+        self.append_attempt(&mut pipe, subscription_id, attempt);
         pipe.query_async::<()>(&mut self.connection()).await?;
         Ok(())
     }
 
-    /// Records a failed attempt in the state hash (best effort: it informs operators only).
-    pub async fn record_failure(&self, subscription_id: &str, event_id: &str, error: &str) {
+    /// Records a failed attempt in the state hash and the attempt log (best
+    /// effort: it informs operators only).
+    pub async fn record_failure(
+        &self,
+        subscription_id: &str,
+        event_id: &str,
+        error: &str,
+        attempt: &AttemptRecord,
+    ) {
         let now = chrono::Utc::now().to_rfc3339();
         let state = self.keys.delivery_state(subscription_id);
-        let written: redis::RedisResult<()> = redis::pipe()
+        let mut pipe = redis::pipe();
+        self.append_attempt(&mut pipe, subscription_id, attempt);
+        let written: redis::RedisResult<()> = pipe
             .hset(&state, "last_failure_at", &now)
             .ignore()
             .hset(&state, "last_failed_event_id", event_id)
