@@ -41,40 +41,6 @@ fn assert_delivered_once_in_order(receiver: &Receiver, events: &[Value]) {
     assert_sequence("successful deliveries", &successes, &ids_of(events));
 }
 
-/// Polls the delivery state API until `done` holds; returns that state.
-async fn wait_state(env: &TestEnv, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    wait::until(what, DEADLINE, || async {
-        let state = env.delivery_state(id).await;
-        if done(&state) {
-            Ok(state)
-        } else {
-            Err(state.to_string())
-        }
-    })
-    .await
-}
-
-/// Polls delivery's `/metrics` until a line starts with `prefix` and ends with `value`.
-async fn wait_metric(env: &TestEnv, prefix: &str, value: &str) {
-    wait::until(&format!("metric {prefix} = {value}"), DEADLINE, || async {
-        let text = env.delivery_metrics().await;
-        let found = text
-            .lines()
-            .filter(|line| line.starts_with(prefix))
-            .any(|line| line.rsplit(' ').next() == Some(value));
-        if found {
-            Ok(())
-        } else {
-            let lines: Vec<&str> = text
-                .lines()
-                .filter(|l| l.starts_with("postline_"))
-                .collect();
-            Err(lines.join("\n"))
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_receiver_gets_each_event_once_in_order_with_attempts_on_the_ladder() {
     const COUNT: usize = 5;
@@ -140,12 +106,10 @@ async fn a_failing_receiver_gets_each_event_once_in_order_with_attempts_on_the_l
     assert_eq!(state["counters"]["delivered"], COUNT);
     assert_eq!(state["counters"]["failed_attempts"], 6);
     for step in steps {
-        wait_metric(
-            &env,
-            &format!("postline_retries_scheduled_total{{delay_ms=\"{step}\"}}"),
-            if step == 800 { "2" } else { "1" },
-        )
-        .await;
+        let label = format!("delay_ms=\"{step}\"");
+        let count = if step == 800 { "2" } else { "1" };
+        env.wait_metric("postline_retries_scheduled_total", &[&label], count)
+            .await;
     }
     env.cleanup().await;
 }
@@ -172,10 +136,11 @@ async fn later_events_wait_while_one_is_blocked_and_follow_it_in_order() {
             attempts_of(all, "b-00002").len() >= 5
         })
         .await;
-    let state = wait_state(&env, "blocked", "a block in the state", |s| {
-        s["blocked"]["event_id"] == "b-00002"
-    })
-    .await;
+    let state = env
+        .wait_delivery_state("blocked", "a block in the state", |s| {
+            s["blocked"]["event_id"] == "b-00002"
+        })
+        .await;
     assert!(state["blocked"]["attempts"].as_u64() >= Some(2), "{state}");
     assert!(state["blocked"]["next_attempt_at"].is_string(), "{state}");
     assert!(state["blocked"]["first_failure_at"].is_string(), "{state}");
@@ -190,7 +155,8 @@ async fn later_events_wait_while_one_is_blocked_and_follow_it_in_order() {
         COUNT - 3,
         "the rest wait in the queue: {state}"
     );
-    wait_metric(&env, "postline_subscriptions_blocked", "1").await;
+    env.wait_metric("postline_subscriptions_blocked", &[], "1")
+        .await;
     let seen = ids(&receiver.requests());
     assert!(
         !seen.iter().any(|id| id.as_str() > "b-00002"),
@@ -201,12 +167,12 @@ async fn later_events_wait_while_one_is_blocked_and_follow_it_in_order() {
     receiver.wait_for_successes(COUNT, DEADLINE).await;
     receiver.assert_no_more(QUIET).await;
     assert_delivered_once_in_order(&receiver, &events);
-    let state = wait_state(&env, "blocked", "the block to end", |s| {
-        s["blocked"].is_null()
-    })
-    .await;
+    let state = env
+        .wait_delivery_state("blocked", "the block to end", |s| s["blocked"].is_null())
+        .await;
     assert_eq!(state["counters"]["delivered"], COUNT, "{state}");
-    wait_metric(&env, "postline_subscriptions_blocked", "0").await;
+    env.wait_metric("postline_subscriptions_blocked", &[], "0")
+        .await;
     env.cleanup().await;
 }
 
@@ -330,8 +296,10 @@ async fn give_up_disables_keeps_the_backlog_and_reenabling_delivers_it_in_order(
     let state = env.delivery_state("gone").await;
     assert_eq!(state["status"], "disabled", "{state}");
     assert!(state["blocked"].is_null(), "{state}");
-    wait_metric(&env, "postline_subscriptions_disabled", "1").await;
-    wait_metric(&env, "postline_give_ups_total{rule=\"disable\"}", "1").await;
+    env.wait_metric("postline_subscriptions_disabled", &[], "1")
+        .await;
+    env.wait_metric("postline_give_ups_total", &["rule=\"disable\""], "1")
+        .await;
     let attempts_before = receiver.count();
     tokio::time::sleep(QUIET).await;
     assert_eq!(
@@ -368,10 +336,11 @@ async fn give_up_with_discard_on_disable_drops_the_backlog() {
     );
     let queue = env.topology.subscription_queue("dropped");
     env.wait_queue_depth(&queue, 0).await;
-    let state = wait_state(&env, "dropped", "5 discarded", |s| {
-        s["counters"]["discarded"] == 5
-    })
-    .await;
+    let state = env
+        .wait_delivery_state("dropped", "5 discarded", |s| {
+            s["counters"]["discarded"] == 5
+        })
+        .await;
     assert_eq!(state["backlog"], 0, "{state}");
 
     // Re-enabled, only what arrives from now on is delivered.
@@ -446,8 +415,10 @@ async fn fixed_retries_then_skip_parks_the_event_and_replay_delivers_it() {
         list[0].get("envelope").is_none(),
         "the body is not listed: {parked}"
     );
-    wait_metric(&env, "postline_give_ups_total{rule=\"skip\"}", "1").await;
-    wait_metric(&env, "postline_parked_events{subscription=\"orders\"}", "1").await;
+    env.wait_metric("postline_give_ups_total", &["rule=\"skip\""], "1")
+        .await;
+    env.wait_metric("postline_parked_events", &["subscription=\"orders\""], "1")
+        .await;
 
     receiver.accept_event("s-00001");
     let (status, body) = env
@@ -481,7 +452,7 @@ async fn retry_now_skips_the_rest_of_a_long_wait() {
     .await;
     let events = numbered("n", "vehicle.moved", 4);
     env.publish_events_amqp(&events).await;
-    wait_state(&env, "patient", "a one-hour block", |s| {
+    env.wait_delivery_state("patient", "a one-hour block", |s| {
         s["blocked"]["event_id"] == "n-00000"
     })
     .await;
