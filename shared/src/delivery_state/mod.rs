@@ -150,18 +150,6 @@ impl DeliveryState {
         })
     }
 
-    /// Whether `event_id` is settled (delivered or given up) for `subscription_id`.
-    pub async fn is_settled(
-        &self,
-        subscription_id: &str,
-        event_id: &str,
-    ) -> Result<bool, StateError> {
-        Ok(self
-            .connection()
-            .exists(self.keys.delivered(subscription_id, event_id))
-            .await?)
-    }
-
     /// Records a success: the marker, the state hash, the event's dedup
     /// identity and entity (`tracking`), the attempt in the log and, when
     /// the subscription was blocked on this event, the end of the block, in

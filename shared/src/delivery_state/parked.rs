@@ -85,6 +85,24 @@ impl DeliveryState {
         Ok(events)
     }
 
+    /// One parked event of a subscription, if it is parked.
+    pub async fn parked_event(
+        &self,
+        subscription_id: &str,
+        event_id: &str,
+    ) -> Result<Option<ParkedEvent>, StateError> {
+        let key = self.keys.parked(subscription_id);
+        let record: Option<String> = self.connection().hget(&key, event_id).await?;
+        record
+            .map(|record| {
+                serde_json::from_str(&record).map_err(|e| StateError::Corrupt {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
     /// How many events each of `ids` has parked, in one round trip.
     pub async fn parked_counts(&self, ids: &[String]) -> Result<Vec<usize>, StateError> {
         let mut pipe = redis::pipe();

@@ -28,6 +28,17 @@ impl From<StateError> for ApiError {
     }
 }
 
+/// Checks the admin token and that subscription `id` exists; every
+/// operator control starts here.
+async fn subscription(
+    state: &ApiState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Subscription, ApiError> {
+    require_bearer(headers, &state.admin_token)?;
+    Ok(state.store.get(id).await?)
+}
+
 fn redelivery(state: &ApiState) -> Result<Redelivery, ApiError> {
     let link = super::broker(state)?;
     Ok(Redelivery::new(link.publisher, state.topology.clone()))
@@ -39,8 +50,7 @@ pub async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_bearer(&headers, &state.admin_token)?;
-    let subscription = state.store.get(&id).await?;
+    let subscription = subscription(&state, &headers, &id).await?;
     let records = &state.delivery;
     let summary = records.summary(&id).await?;
     let block = records.block(&id).await?;
@@ -121,8 +131,7 @@ pub async fn enable(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_bearer(&headers, &state.admin_token)?;
-    let before = state.store.get(&id).await?;
+    let before = subscription(&state, &headers, &id).await?;
     reenable_cleanup(&state, &before).await?;
     let subscription = state.store.enable(&id).await?;
     state.catalog.upsert(subscription.clone());
@@ -137,8 +146,7 @@ pub async fn retry_now(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_bearer(&headers, &state.admin_token)?;
-    state.store.get(&id).await?;
+    subscription(&state, &headers, &id).await?;
     let block = state.delivery.block(&id).await?.ok_or_else(|| {
         ApiError::conflict(
             "not_blocked",
@@ -172,8 +180,7 @@ pub async fn parked(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_bearer(&headers, &state.admin_token)?;
-    state.store.get(&id).await?;
+    subscription(&state, &headers, &id).await?;
     let events: Vec<ParkedEvent> = state
         .delivery
         .parked(&id)
@@ -190,8 +197,7 @@ pub async fn replay_all(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_bearer(&headers, &state.admin_token)?;
-    state.store.get(&id).await?;
+    subscription(&state, &headers, &id).await?;
     let events = state.delivery.parked(&id).await?;
     let replayed = replay(&state, &id, &events).await?;
     Ok(Json(json!({ "id": id, "replayed": replayed })))
@@ -203,20 +209,17 @@ pub async fn replay_one(
     headers: HeaderMap,
     Path((id, event_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    require_bearer(&headers, &state.admin_token)?;
-    state.store.get(&id).await?;
-    let events: Vec<ParkedEvent> = state
+    subscription(&state, &headers, &id).await?;
+    let event = state
         .delivery
-        .parked(&id)
+        .parked_event(&id, &event_id)
         .await?
-        .into_iter()
-        .filter(|e| e.event_id == event_id)
-        .collect();
-    if events.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "event {event_id} is not parked for subscription {id}"
-        )));
-    }
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "event {event_id} is not parked for subscription {id}"
+            ))
+        })?;
+    let events = [event];
     let replayed = replay(&state, &id, &events).await?;
     Ok(Json(json!({ "id": id, "replayed": replayed })))
 }
