@@ -67,6 +67,27 @@ impl Endpoints {
     }
 }
 
+impl Endpoints {
+    /// The services' shared settings for one measurement in `namespace`:
+    /// classic queues, and outbound calls allowed to the bench's receivers
+    /// on loopback ([`RECEIVER_NETWORK`]).
+    pub fn common_config(&self, namespace: &str) -> postline_shared::CommonConfig {
+        let mut common = postline_shared::CommonConfig {
+            amqp_url: self.amqp_url.clone(),
+            redis_url: self.redis_url.clone(),
+            queue_type: postline_shared::topology::QueueType::Classic,
+            ..postline_shared::CommonConfig::local(namespace)
+        };
+        common.outbound.allow_private_networks = vec![RECEIVER_NETWORK
+            .parse()
+            .expect("RECEIVER_NETWORK is a CIDR")];
+        common
+    }
+}
+
+/// Where the bench's receivers listen: allowed for outbound calls.
+pub const RECEIVER_NETWORK: &str = "127.0.0.0/8";
+
 /// A fresh namespace for one measurement (`b` + 12 hex characters), so runs
 /// never see each other's queues or keys, nor those of tests or `scripts/run`.
 pub fn fresh_namespace() -> String {

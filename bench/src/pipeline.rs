@@ -15,7 +15,6 @@ use crate::stats::Latency;
 use crate::Endpoints;
 use futures::StreamExt;
 use postline_shared::subscription::{SubscriptionSpec, SubscriptionStore};
-use postline_shared::topology::QueueType;
 use postline_shared::CommonConfig;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -213,12 +212,7 @@ pub async fn run(endpoints: &Endpoints, spec: &PipelineSpec) -> Result<PipelineR
         ));
     }
     let namespace = crate::fresh_namespace();
-    let common = CommonConfig {
-        amqp_url: endpoints.amqp_url.clone(),
-        redis_url: endpoints.redis_url.clone(),
-        queue_type: QueueType::Classic,
-        ..CommonConfig::local(&namespace)
-    };
+    let common = endpoints.common_config(&namespace);
     let subscriptions = spec.layout.subscriptions();
     let ids: Vec<String> = (0..subscriptions).map(subscription_id).collect();
     let receivers_runtime = tokio::runtime::Builder::new_multi_thread()

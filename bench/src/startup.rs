@@ -15,7 +15,6 @@ use crate::Endpoints;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 use postline_shared::subscription::SubscriptionStore;
-use postline_shared::topology::QueueType;
 use postline_shared::{CommonConfig, Envelope};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -78,12 +77,7 @@ pub async fn run(endpoints: &Endpoints, spec: &StartupSpec) -> Result<StartupRep
         None => build_delivery().await?,
     };
     let namespace = crate::fresh_namespace();
-    let common = CommonConfig {
-        amqp_url: endpoints.amqp_url.clone(),
-        redis_url: endpoints.redis_url.clone(),
-        queue_type: QueueType::Classic,
-        ..CommonConfig::local(&namespace)
-    };
+    let common = endpoints.common_config(&namespace);
     let step = spec.registered / spec.active;
     // Active subscriptions spread over the id range, as in a real catalog.
     let active: Vec<usize> = (0..spec.active).map(|k| k * step).collect();
@@ -149,6 +143,7 @@ async fn measure(
         .env("POSTLINE_AMQP_URL", &common.amqp_url)
         .env("POSTLINE_REDIS_URL", &common.redis_url)
         .env("POSTLINE_DELIVERY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("POSTLINE_ALLOW_PRIVATE_NETWORKS", crate::RECEIVER_NETWORK)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

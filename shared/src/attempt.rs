@@ -10,6 +10,7 @@
 //! retrying is delivery's call; a PING is never retried.)
 
 use crate::auth;
+use crate::outbound::{NotAllowed, OutboundClient, SendError};
 use crate::secret::Secret;
 use crate::subscription::{Subscription, SuccessRule};
 use crate::token_client::TokenClient;
@@ -37,6 +38,9 @@ pub enum AttemptError {
     /// The connection could not be made or broke.
     #[error("connection failed: {0}")]
     Connection(String),
+    /// The endpoint is an internal address; nothing was sent.
+    #[error(transparent)]
+    NotAllowed(#[from] NotAllowed),
     /// The receiver's bearer token could not be had (token service or the
     /// partner's token endpoint failed); nothing was sent.
     #[error("no token for the receiver: {0}")]
@@ -71,7 +75,7 @@ pub struct Attempt {
 /// [`crate::subscription::SubscriptionStore::stage`]) for the token service
 /// to read the credentials from: a PING's; deliveries pass `None`.
 pub async fn deliver(
-    client: &reqwest::Client,
+    client: &OutboundClient,
     tokens: &TokenClient,
     subscription: &Subscription,
     envelope: &Envelope,
@@ -112,7 +116,7 @@ pub async fn deliver(
 /// Builds the request with the receiver's credentials and sends it; a
 /// receiver answer that echoes a credential has it redacted.
 async fn send_authenticated(
-    client: &reqwest::Client,
+    client: &OutboundClient,
     subscription: &Subscription,
     envelope: &Envelope,
     token: Option<&Secret>,
@@ -149,17 +153,18 @@ async fn send_authenticated(
 }
 
 /// Sends `request` once and classifies the answer.
-pub async fn send(
-    client: &reqwest::Client,
-    request: &WebhookRequest,
-    rule: SuccessRule,
-) -> Attempt {
+pub async fn send(client: &OutboundClient, request: &WebhookRequest, rule: SuccessRule) -> Attempt {
     let started = Instant::now();
-    let result = match request.to_reqwest(client).send().await {
+    let result = match client.send(request.to_reqwest(client)).await {
         Ok(response) => {
             let status = response.status().as_u16();
-            // Reading the body lets the connection be reused.
-            let body = response.bytes().await.unwrap_or_default();
+            // Reading the body lets the connection be reused; at most the
+            // configured bound is read, a longer answer closes the connection.
+            let body = client
+                .read_body(response)
+                .await
+                .map(|body| body.bytes)
+                .unwrap_or_default();
             if rule.accepts(status) {
                 Ok(status)
             } else {
@@ -170,24 +175,12 @@ pub async fn send(
                 })
             }
         }
-        Err(error) if error.is_timeout() => Err(AttemptError::Timeout(request.timeout)),
-        // The URL is left out: it may carry credentials or an API key.
-        Err(error) => Err(AttemptError::Connection(error_chain(&error.without_url()))),
+        Err(SendError::NotAllowed(refused)) => Err(AttemptError::NotAllowed(refused)),
+        Err(SendError::Timeout) => Err(AttemptError::Timeout(request.timeout)),
+        Err(SendError::Connection(reason)) => Err(AttemptError::Connection(reason)),
     };
     Attempt {
         result,
         duration: started.elapsed(),
     }
-}
-
-/// An error and its sources on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -2,6 +2,7 @@
 //! that work against a local RabbitMQ and Redis.
 
 use crate::encryption::KeyRing;
+use crate::outbound::OutboundConfig;
 use crate::topology::QueueType;
 use std::str::FromStr;
 
@@ -49,6 +50,9 @@ pub struct CommonConfig {
     /// Keys sealing secrets at rest (`POSTLINE_ENCRYPTION_KEY`, `POSTLINE_ENCRYPTION_OLD_KEYS`);
     /// every service reading subscriptions needs the same ring.
     pub encryption: KeyRing,
+    /// How calls to partner URLs are guarded (`POSTLINE_ALLOW_PRIVATE_NETWORKS`,
+    /// `POSTLINE_MAX_RESPONSE_BYTES`, `POSTLINE_OUTBOUND_PROXY`).
+    pub outbound: OutboundConfig,
 }
 
 /// Default broker URL: local RabbitMQ as guest.
@@ -71,11 +75,14 @@ impl CommonConfig {
             redis_url: env_or("POSTLINE_REDIS_URL", DEFAULT_REDIS_URL.to_string())?,
             queue_type: env_or("POSTLINE_QUEUE_TYPE", QueueType::Classic)?,
             encryption: encryption_from_env()?,
+            outbound: OutboundConfig::from_env()?,
         })
     }
 
-    /// Logs a warning for each development default still in use; call once at start-up.
+    /// Logs a warning for each development default still in use, and which
+    /// internal ranges outbound calls may reach; call once at start-up.
     pub fn warn_about_defaults(&self) {
+        self.outbound.log_policy();
         if self.encryption.is_development() {
             tracing::warn!(
                 "POSTLINE_ENCRYPTION_KEY is not set: secrets in Redis are sealed with the public development key"
@@ -91,6 +98,7 @@ impl CommonConfig {
             redis_url: DEFAULT_REDIS_URL.to_string(),
             queue_type: QueueType::Classic,
             encryption: KeyRing::development(),
+            outbound: OutboundConfig::default(),
         }
     }
 

@@ -13,6 +13,10 @@ use serde_json::value::RawValue;
 pub const MAX_ID_LEN: usize = 200;
 /// Longest accepted event type, in bytes.
 pub const MAX_TYPE_LEN: usize = 255;
+/// Deepest accepted nesting of arrays and objects in a payload: well below
+/// what the JSON parser (and so the subscription filters) can read, far
+/// above what any real event needs.
+pub const MAX_PAYLOAD_DEPTH: usize = 64;
 
 /// An event as a producer submits it: `{id?, type, operation?, timestamp?, payload}`.
 #[derive(Debug, Deserialize)]
@@ -67,6 +71,7 @@ impl Envelope {
             None => uuid::Uuid::now_v7().to_string(),
         };
         validate_type(&input.event_type)?;
+        validate_payload_depth(input.payload.get())?;
         if let Some(operation) = &input.operation {
             if operation.is_empty() || operation.len() > MAX_TYPE_LEN {
                 return Err(Problem::field(
@@ -123,6 +128,46 @@ impl Envelope {
     }
 }
 
+/// Refuses a payload nested deeper than [`MAX_PAYLOAD_DEPTH`]: filters could
+/// not read it, and would see `null` instead.
+fn validate_payload_depth(payload: &str) -> Result<(), Problem> {
+    if nesting_depth(payload) > MAX_PAYLOAD_DEPTH {
+        return Err(Problem::field(
+            "payload",
+            format!("is nested deeper than {MAX_PAYLOAD_DEPTH} levels of arrays and objects"),
+        ));
+    }
+    Ok(())
+}
+
+/// The deepest nesting of arrays and objects in well-formed JSON text, by
+/// one pass over its bytes (brackets inside strings do not count).
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 fn validate_id(id: &str) -> Result<(), Problem> {
     if id.is_empty() || id.len() > MAX_ID_LEN {
         return Err(Problem::field(
@@ -162,6 +207,38 @@ pub fn validate_type(event_type: &str) -> Result<(), Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_depth_counts_brackets_outside_strings() {
+        assert_eq!(nesting_depth("1"), 0);
+        assert_eq!(nesting_depth(r#"{"a":[1,{"b":2}]}"#), 3);
+        assert_eq!(nesting_depth(r#"{"a":"[[[{{{\"]]"}"#), 1);
+        assert_eq!(nesting_depth(r#"[[], [[]], []]"#), 3);
+    }
+
+    #[test]
+    fn a_payload_nested_too_deep_is_refused_naming_the_payload() {
+        let deep = |n: usize| {
+            format!(
+                r#"{{"type":"t","payload":{}{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        let now = Utc::now();
+        let accepted = Envelope::from_input_bytes(deep(MAX_PAYLOAD_DEPTH).as_bytes(), now).unwrap();
+        // Filters can read everything that is accepted.
+        assert!(!accepted.to_value()["payload"].is_null());
+        let problem =
+            Envelope::from_input_bytes(deep(MAX_PAYLOAD_DEPTH + 1).as_bytes(), now).unwrap_err();
+        assert_eq!(problem.field.as_deref(), Some("payload"));
+        // Far deeper than the parser's own limit is refused the same way, not as null.
+        let problem = Envelope::from_input_bytes(deep(5_000).as_bytes(), now).unwrap_err();
+        assert!(
+            problem.field.as_deref() == Some("payload") || problem.code == "not_json",
+            "{problem:?}"
+        );
+    }
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-01-02T03:04:05.678Z")

@@ -127,6 +127,9 @@ impl Redelivery {
             .await;
         match first {
             Err(PublishError::Unroutable { .. }) => {
+                // Delay queues are declared with their subscription, so this
+                // means one was deleted by hand; ids only in the log.
+                tracing::warn!(subscription = %subscription_id, delay_ms, "delay queue missing; declaring it and publishing again");
                 self.topology
                     .declare_delay_queue(self.publisher.channel(), delay_ms)
                     .await

@@ -8,9 +8,9 @@
 //! The token service reads the credentials from the stored subscription; a
 //! PING of a subscription not stored yet names its staged version instead.
 
-use crate::attempt::error_chain;
 use crate::coalesce::Coalesce;
 use crate::metrics::{counter, counter_vec};
+use crate::outbound::{error_chain, read_bounded};
 use crate::secret::Secret;
 use crate::subscription::Subscription;
 use crate::token_cache::{Token, TokenCache};
@@ -25,6 +25,8 @@ const LOCAL_TTL: Duration = Duration::from_secs(5);
 /// How long the token service may take: it may wait for a partner's token
 /// endpoint (10 s by default) and for another replica's refresh.
 const SERVICE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most bytes read from a token service answer (a token and its expiry).
+const SERVICE_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Why no token could be had; the text lands in the attempt log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,7 +125,10 @@ impl TokenClient {
         cache: TokenCache,
         metrics: TokenClientMetrics,
     ) -> Result<Self, reqwest::Error> {
+        // The token service is the operator's own (not partner-typed), so
+        // this client is not guarded; it still ignores ambient proxies.
         let http = reqwest::Client::builder()
+            .no_proxy()
             .timeout(SERVICE_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .build()?;
@@ -293,10 +298,10 @@ impl TokenClient {
             .await
             .map_err(|e| TokenError::Unreachable(error_chain(&e.without_url())))?;
         let status = response.status();
-        let body = response
-            .bytes()
+        let body = read_bounded(response, SERVICE_ANSWER_BYTES)
             .await
-            .map_err(|e| TokenError::Unreachable(error_chain(&e.without_url())))?;
+            .map_err(|e| TokenError::Unreachable(error_chain(&e.without_url())))?
+            .bytes;
         if status.is_success() {
             return serde_json::from_slice::<Token>(&body).map_err(|_| {
                 TokenError::Refused(format!("token service answered {status} without a token"))

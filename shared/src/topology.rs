@@ -251,6 +251,21 @@ impl Topology {
             .await
     }
 
+    /// Declares the delay queue of every step in `delays_ms` (a retry
+    /// policy's [`crate::ladder::RetryPolicy::delays_ms`]), so that a retry
+    /// never meets a missing delay queue (and the broker never returns an
+    /// event body to us).
+    pub async fn declare_delay_queues(
+        &self,
+        channel: &Channel,
+        delays_ms: impl IntoIterator<Item = u64>,
+    ) -> Result<(), lapin::Error> {
+        for delay_ms in delays_ms {
+            self.declare_delay_queue(channel, delay_ms).await?;
+        }
+        Ok(())
+    }
+
     fn subscription_queue_arguments(&self) -> FieldTable {
         let mut args = FieldTable::default();
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));

@@ -7,6 +7,7 @@
 
 use crate::auth::AppliedAuth;
 use crate::envelope::Envelope;
+use crate::outbound::OutboundClient;
 use crate::signing::{body_signature, standard_webhooks_signature};
 use crate::subscription::{BodyMode, Subscription};
 use std::time::Duration;
@@ -64,8 +65,8 @@ impl WebhookRequest {
         }
     }
 
-    /// Turns it into a reqwest request on `client`.
-    pub fn to_reqwest(&self, client: &reqwest::Client) -> reqwest::RequestBuilder {
+    /// Turns it into a request on the guarded `client`.
+    pub fn to_reqwest(&self, client: &OutboundClient) -> reqwest::RequestBuilder {
         let mut request = client
             .post(&self.url)
             .timeout(self.timeout)
@@ -94,13 +95,4 @@ impl WebhookRequest {
         }
         request
     }
-}
-
-/// The HTTP client for receivers: no redirects (a 3xx is a failure), pooled connections.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(5))
-        .pool_max_idle_per_host(32)
-        .build()
 }

@@ -8,6 +8,7 @@ use crate::{logs, namespace, wait, DEADLINE};
 use postline_delivery::DeliveryConfig;
 use postline_ingest::IngestConfig;
 use postline_shared::keys::RedisKeys;
+use postline_shared::outbound::OutboundConfig;
 use postline_shared::secret::Secret;
 use postline_shared::subscription::SubscriptionStore;
 use postline_shared::topology::Topology;
@@ -21,6 +22,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// The range the test receivers live in, allowed for outbound calls in
+/// every test environment unless a test clears the allow-list.
+pub const LOOPBACK_V4: &str = "127.0.0.0/8";
 
 /// Settings for a [`TestEnv`], adjustable before [`TestEnvBuilder::start`].
 pub struct TestEnvBuilder {
@@ -57,6 +62,9 @@ impl TestEnvBuilder {
         if let Ok(url) = std::env::var("POSTLINE_REDIS_URL") {
             common.redis_url = url;
         }
+        // Receivers and token servers in tests are on loopback, which the
+        // outbound guard refuses unless allowed, as in production.
+        common.outbound.allow_private_networks = vec![LOOPBACK_V4.parse().expect("a CIDR")];
         let broker_url = common.amqp_url.clone();
         let mut ingest = IngestConfig::local(common.clone());
         ingest.listen = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -81,6 +89,15 @@ impl TestEnvBuilder {
     /// Does not start delivery (for tests of intake alone).
     pub fn without_delivery(mut self) -> Self {
         self.with_delivery = false;
+        self
+    }
+
+    /// Changes the outbound guard of every service (ingest's PINGs,
+    /// delivery, the token service) alike.
+    pub fn outbound(mut self, change: impl Fn(&mut OutboundConfig)) -> Self {
+        change(&mut self.ingest.common.outbound);
+        change(&mut self.delivery.common.outbound);
+        change(&mut self.token.common.outbound);
         self
     }
 

@@ -4,6 +4,7 @@
 //! stderr when `POSTLINE_TEST_LOG` is set (its value, if it looks like a
 //! filter such as `debug` or `postline_delivery=trace`, replaces the default filter).
 
+use postline_shared::telemetry::without_payload_targets;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use tracing_subscriber::fmt::MakeWriter;
@@ -52,7 +53,8 @@ pub fn init() {
         let capture = tracing_subscriber::fmt::layer()
             .with_ansi(false)
             .with_writer(buffer.clone())
-            .with_filter(EnvFilter::new(CAPTURE_FILTER));
+            // The services' own filter rules apply on top, as in production.
+            .with_filter(without_payload_targets(EnvFilter::new(CAPTURE_FILTER)));
         let stderr = std::env::var("POSTLINE_TEST_LOG").ok().map(|value| {
             let directives = if value.is_empty() || value == "1" || value == "true" {
                 CAPTURE_FILTER.to_string()
@@ -61,7 +63,7 @@ pub fn init() {
             };
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_filter(EnvFilter::new(directives))
+                .with_filter(without_payload_targets(EnvFilter::new(directives)))
         });
         // Another subscriber may already be installed by someone else; then
         // capture is simply empty and `captured_lines` says so loudly.

@@ -12,7 +12,7 @@ use postline_shared::Envelope;
 /// Delivers `envelope` to the stored `subscription` once (a 401 to a fetched
 /// token is resent once with a fresh token).
 pub async fn deliver(
-    client: &reqwest::Client,
+    client: &postline_shared::outbound::OutboundClient,
     tokens: &TokenClient,
     subscription: &Subscription,
     envelope: &Envelope,

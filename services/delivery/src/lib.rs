@@ -17,6 +17,7 @@ pub use config::DeliveryConfig;
 
 use anyhow::Context;
 use postline_shared::delivery_state::DeliveryState;
+use postline_shared::http_server::{self, ServerLimits};
 use postline_shared::ops::{self, Readiness};
 use postline_shared::subscription::catalog;
 use postline_shared::subscription::SubscriptionStore;
@@ -100,7 +101,11 @@ pub async fn start(
         topology: common.topology(),
         state,
         store,
-        client: postline_shared::webhook::http_client().context("building the HTTP client")?,
+        client: postline_shared::outbound::OutboundClient::new(
+            &common.outbound,
+            postline_shared::webhook::USER_AGENT,
+        )
+        .context("building the HTTP client")?,
         tokens,
         metrics,
         prefetch: config.prefetch,
@@ -124,11 +129,12 @@ pub async fn start(
     let stop_token = shutdown.clone();
     let done = tokio::spawn(async move {
         let stop = stop_token;
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        });
+        let server = tokio::spawn(http_server::serve(
+            listener,
+            app,
+            ServerLimits::default(),
+            stop,
+        ));
         // The supervisor returns once every consumer has finished its POST in
         // flight, acked it, and handed the rest back.
         let _ = supervising.await;
@@ -136,9 +142,7 @@ pub async fn start(
         let _ = sync.await;
         let _ = redis_watch.await;
         let _ = gauges.await;
-        if let Ok(Err(error)) = server.await {
-            tracing::error!(%error, "ops server failed");
-        }
+        let _ = server.await;
         tracing::info!("delivery stopped");
     });
     Ok(RunningDelivery {

@@ -102,10 +102,16 @@ async fn prepare(
     topology.declare_core(publisher.channel()).await?;
     // Re-declaring every known subscription queue heals one lost in a crash
     // between storing a subscription and declaring its queue.
+    let mut delays = std::collections::BTreeSet::new();
     for subscription in catalog.all() {
         topology
             .declare_subscription(publisher.channel(), subscription.id())
             .await?;
+        delays.extend(subscription.spec.retry.delays_ms());
     }
+    // Every ladder step in use has its delay queue before delivery needs it.
+    topology
+        .declare_delay_queues(publisher.channel(), delays)
+        .await?;
     Ok(publisher)
 }

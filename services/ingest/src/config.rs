@@ -1,9 +1,11 @@
 //! Ingest settings from the environment.
 
 use postline_shared::config::{env_or, ConfigError};
+use postline_shared::http_server::ServerLimits;
 use postline_shared::secret::Secret;
 use postline_shared::CommonConfig;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Development token used when `POSTLINE_ADMIN_TOKEN` is unset.
 pub const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
@@ -36,6 +38,11 @@ pub struct IngestConfig {
     /// Base URL of the token service, for PINGs to receivers that need a
     /// bearer token (`POSTLINE_TOKEN_URL`).
     pub token_url: String,
+    /// Bounds of the HTTP server: most concurrent connections
+    /// (`POSTLINE_MAX_CONNECTIONS`) and how long a request head may take,
+    /// which is also how long a kept-alive connection may idle
+    /// (`POSTLINE_HEADER_READ_TIMEOUT_MS`).
+    pub server: ServerLimits,
 }
 
 impl IngestConfig {
@@ -55,6 +62,16 @@ impl IngestConfig {
             dedup_ttl_secs: env_or("POSTLINE_DEDUP_TTL_SECS", defaults.dedup_ttl_secs)?,
             intake_prefetch: env_or("POSTLINE_INTAKE_PREFETCH", defaults.intake_prefetch)?,
             token_url: env_or("POSTLINE_TOKEN_URL", defaults.token_url.clone())?,
+            server: ServerLimits {
+                max_connections: env_or(
+                    "POSTLINE_MAX_CONNECTIONS",
+                    defaults.server.max_connections,
+                )?,
+                header_read_timeout: Duration::from_millis(env_or(
+                    "POSTLINE_HEADER_READ_TIMEOUT_MS",
+                    defaults.server.header_read_timeout.as_millis() as u64,
+                )?),
+            },
             ..defaults
         };
         if config.admin_token == config.producer_token {
@@ -81,6 +98,7 @@ impl IngestConfig {
             dedup_ttl_secs: 7 * 24 * 3600,
             intake_prefetch: 512,
             token_url: "http://127.0.0.1:8082".to_string(),
+            server: ServerLimits::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub use config::IngestConfig;
 
 use anyhow::Context;
 use postline_shared::delivery_state::DeliveryState;
+use postline_shared::http_server;
 use postline_shared::ops::{self, Readiness};
 use postline_shared::subscription::catalog;
 use postline_shared::subscription::SubscriptionStore;
@@ -112,7 +113,11 @@ pub async fn start(
         store,
         catalog,
         delivery,
-        client: postline_shared::webhook::http_client().context("building the HTTP client")?,
+        client: postline_shared::outbound::OutboundClient::new(
+            &common.outbound,
+            postline_shared::webhook::USER_AGENT,
+        )
+        .context("building the HTTP client")?,
         tokens,
         topology,
         metrics,
@@ -129,14 +134,9 @@ pub async fn start(
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, namespace = %common.namespace, "ingest listening");
 
+    let server_limits = config.server;
     let done = tokio::spawn(async move {
-        let stop = shutdown.clone();
-        if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-        {
-            tracing::error!(%error, "HTTP server failed");
-        }
+        http_server::serve(listener, app, server_limits, shutdown).await;
         // HTTP has drained: no request can still need the publisher.
         close_broker.cancel();
         let _ = broker.await;

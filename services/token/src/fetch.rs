@@ -8,6 +8,7 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use postline_shared::outbound::{error_chain, OutboundClient, SendError};
 use postline_shared::secret::Secret;
 use postline_shared::subscription::{
     ClientAuth, ClientCredentials, ReceiverAuth, TokenFields, TokenServer, TokenServerFormat,
@@ -15,9 +16,6 @@ use postline_shared::subscription::{
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-
-/// Largest token endpoint answer read; a token response is a few KiB at most.
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Why a token could not be fetched. Serializable, so a failed refresh can be
 /// handed to the processes that waited on it through Redis.
@@ -28,6 +26,12 @@ pub enum FetchError {
     #[error("token endpoint unreachable: {reason}")]
     Unreachable {
         /// The transport error (without the URL).
+        reason: String,
+    },
+    /// The token endpoint is an internal address; nothing was sent.
+    #[error("token endpoint not allowed: {reason}")]
+    NotAllowed {
+        /// The refusal (the address and its range).
         reason: String,
     },
     /// No answer in time.
@@ -57,6 +61,7 @@ impl FetchError {
     pub fn outcome(&self) -> &'static str {
         match self {
             Self::Unreachable { .. } => "unreachable",
+            Self::NotAllowed { .. } => "not_allowed",
             Self::Timeout { .. } => "timeout",
             Self::Refused { .. } => "refused",
             Self::InvalidResponse { .. } => "invalid_response",
@@ -73,18 +78,9 @@ pub struct Fetched {
     pub lifetime: Duration,
 }
 
-/// The HTTP client for token endpoints: no redirects, pooled connections.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(5))
-        .user_agent(postline_shared::webhook::USER_AGENT)
-        .build()
-}
-
 /// Fetches a token for `auth` (a token mode), waiting at most `timeout`.
 pub async fn fetch(
-    http: &reqwest::Client,
+    http: &OutboundClient,
     auth: &ReceiverAuth,
     timeout: Duration,
 ) -> Result<Fetched, FetchError> {
@@ -99,10 +95,8 @@ pub async fn fetch(
             })
         }
     };
-    let response = request
-        .header(ACCEPT, "application/json")
-        .timeout(timeout)
-        .send()
+    let response = http
+        .send(request.header(ACCEPT, "application/json").timeout(timeout))
         .await
         .map_err(|e| transport_error(e, timeout))?;
     let status = response.status();
@@ -114,9 +108,11 @@ pub async fn fetch(
         .chars()
         .take(64)
         .collect::<String>();
-    let body = read_limited(response)
+    let body = http
+        .read_body(response)
         .await
-        .map_err(|e| transport_error(e, timeout))?;
+        .map_err(|e| read_error(e, timeout))?;
+    let body = (!body.truncated).then_some(body.bytes);
     if !status.is_success() {
         return Err(FetchError::Refused {
             status: status.as_u16(),
@@ -125,13 +121,13 @@ pub async fn fetch(
     }
     let Some(body) = body else {
         return Err(FetchError::InvalidResponse {
-            reason: format!("answer is larger than {MAX_ANSWER_BYTES} bytes"),
+            reason: "answer is larger than POSTLINE_MAX_RESPONSE_BYTES".into(),
         });
     };
     parse_answer(&body, &content_type, &fields)
 }
 
-fn client_credentials(http: &reqwest::Client, c: &ClientCredentials) -> reqwest::RequestBuilder {
+fn client_credentials(http: &OutboundClient, c: &ClientCredentials) -> reqwest::RequestBuilder {
     let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
     form.extend(c.scope.as_deref().map(|s| ("scope", s)));
     form.extend(c.audience.as_deref().map(|a| ("audience", a)));
@@ -146,7 +142,7 @@ fn client_credentials(http: &reqwest::Client, c: &ClientCredentials) -> reqwest:
     )
 }
 
-fn token_server(http: &reqwest::Client, t: &TokenServer) -> reqwest::RequestBuilder {
+fn token_server(http: &OutboundClient, t: &TokenServer) -> reqwest::RequestBuilder {
     let request = http.post(&t.token_url);
     match t.format {
         TokenServerFormat::Json => {
@@ -218,33 +214,27 @@ fn with_client_auth<'a>(
     }
 }
 
-fn transport_error(error: reqwest::Error, timeout: Duration) -> FetchError {
+fn transport_error(error: SendError, timeout: Duration) -> FetchError {
+    match error {
+        SendError::NotAllowed(refused) => FetchError::NotAllowed {
+            reason: refused.to_string(),
+        },
+        SendError::Timeout => FetchError::Timeout {
+            ms: timeout.as_millis() as u64,
+        },
+        SendError::Connection(reason) => FetchError::Unreachable { reason },
+    }
+}
+
+fn read_error(error: reqwest::Error, timeout: Duration) -> FetchError {
     if error.is_timeout() {
         return FetchError::Timeout {
             ms: timeout.as_millis() as u64,
         };
     }
-    let error = error.without_url();
-    let mut reason = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        reason.push_str(": ");
-        reason.push_str(&cause.to_string());
-        source = cause.source();
+    FetchError::Unreachable {
+        reason: error_chain(&error.without_url()),
     }
-    FetchError::Unreachable { reason }
-}
-
-/// The body, or `None` when it is larger than [`MAX_ANSWER_BYTES`].
-async fn read_limited(mut response: reqwest::Response) -> Result<Option<Vec<u8>>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Ok(None);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body))
 }
 
 /// The OAuth2 `error` code of an error answer, only when it looks like one

@@ -14,7 +14,9 @@ pub mod minter;
 pub use config::TokenConfig;
 
 use anyhow::Context;
+use postline_shared::http_server::{self, ServerLimits};
 use postline_shared::ops::{self, Readiness};
+use postline_shared::outbound::OutboundClient;
 use postline_shared::subscription::SubscriptionStore;
 use postline_shared::token_cache::TokenCache;
 use std::net::SocketAddr;
@@ -50,7 +52,8 @@ pub async fn start(
         store,
         cache,
         redis.clone(),
-        fetch::http_client().context("building the HTTP client")?,
+        OutboundClient::new(&common.outbound, postline_shared::webhook::USER_AGENT)
+            .context("building the HTTP client")?,
         minter::Timing {
             fetch_timeout: config.fetch_timeout,
             expiry_margin: config.expiry_margin,
@@ -66,13 +69,7 @@ pub async fn start(
     tracing::info!(%addr, namespace = %common.namespace, "token service listening");
     let app = api::router(minter).merge(ops::router(readiness, registry));
     let done = tokio::spawn(async move {
-        let stop = shutdown.clone();
-        if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-        {
-            tracing::error!(%error, "token HTTP server failed");
-        }
+        http_server::serve(listener, app, ServerLimits::default(), shutdown).await;
         let _ = redis_watch.await;
         tracing::info!("token service stopped");
     });

@@ -13,6 +13,7 @@ use crate::fetch::{self, FetchError, Fetched};
 use crate::metrics::TokenMetrics;
 use chrono::{DateTime, Utc};
 use postline_shared::coalesce::Coalesce;
+use postline_shared::outbound::OutboundClient;
 use postline_shared::secret::Secret;
 use postline_shared::subscription::{ReceiverAuth, StoreError, SubscriptionStore};
 use postline_shared::token_cache::{Token, TokenCache, TokenCacheError};
@@ -129,7 +130,7 @@ pub struct Minter {
     store: SubscriptionStore,
     cache: TokenCache,
     redis: ConnectionManager,
-    http: reqwest::Client,
+    http: OutboundClient,
     timing: Timing,
     metrics: TokenMetrics,
     coalesce: Coalesce<Result<Token, MintError>>,
@@ -141,7 +142,7 @@ impl Minter {
         store: SubscriptionStore,
         cache: TokenCache,
         redis: ConnectionManager,
-        http: reqwest::Client,
+        http: OutboundClient,
         timing: Timing,
         metrics: TokenMetrics,
     ) -> Arc<Self> {

@@ -275,6 +275,15 @@ impl ReceiverAuth {
         )
     }
 
+    /// The partner's token endpoint (token modes), which Postline calls too.
+    pub fn token_url(&self) -> Option<&str> {
+        match self {
+            Self::Oauth2ClientCredentials(c) => Some(&c.token_url),
+            Self::TokenServer(t) => Some(&t.token_url),
+            _ => None,
+        }
+    }
+
     /// The canonical form of a token mode's credentials (every field, secrets
     /// included), from which the token cache key is derived; `None` for the
     /// modes that need no token.

@@ -10,12 +10,35 @@ pub fn require_bearer(headers: &HeaderMap, expected: &Secret) -> Result<(), ApiE
     let presented = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .ok_or_else(ApiError::unauthorized)?;
     // Constant-time comparison so response timing does not reveal the token.
     if bool::from(presented.as_bytes().ct_eq(expected.expose().as_bytes())) {
         Ok(())
     } else {
         Err(ApiError::unauthorized())
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is
+/// matched case-insensitively (RFC 7235 §2.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER t0k", "bEaReR  t0k"] {
+            assert_eq!(bearer_token(value), Some("t0k"), "{value}");
+        }
+        for value in ["Basic t0k", "Bearer", "Bearer ", "Bearert0k", "t0k"] {
+            assert_eq!(bearer_token(value), None, "{value}");
+        }
     }
 }

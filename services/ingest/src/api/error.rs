@@ -46,6 +46,20 @@ impl ApiError {
         }
     }
 
+    /// 422 when a URL the subscription names leads to an address Postline
+    /// may not call (`field`: `endpoint` or `auth.token_url`). Says no more
+    /// than "not allowed": never the address, a status or a timing.
+    pub fn not_allowed(field: &str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Problem {
+                code: "endpoint_not_allowed",
+                field: Some(field.to_string()),
+                message: message.into(),
+            },
+        )
+    }
+
     /// 500 for what cannot happen with well-formed data.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(

@@ -37,7 +37,7 @@ pub struct ApiState {
     /// Delivery records (state, blocks, parked events, attempts).
     pub delivery: DeliveryState,
     /// HTTP client for PINGs (the same settings as delivery's: no redirects).
-    pub client: reqwest::Client,
+    pub client: postline_shared::outbound::OutboundClient,
     /// Bearer tokens for PINGs to receivers that need one.
     pub tokens: TokenClient,
     /// AMQP names.

@@ -43,6 +43,17 @@ pub async fn verify(state: &ApiState, subscription: &Subscription) -> Result<Val
         ApiError::internal("could not build the PING")
     })?;
     let attempt = send(state, subscription, &envelope).await?;
+    if let Err(AttemptError::NotAllowed(refused)) = &attempt.result {
+        // Only reachable when a name resolved differently from the check
+        // before the PING: the answer says "not allowed" and nothing else
+        // (no status, no timing) so the PING cannot probe internal addresses.
+        state.metrics.pings.with_label_values(&["failed"]).inc();
+        tracing::warn!(subscription = %id, reason = %refused, "PING refused: endpoint not allowed");
+        return Err(ApiError::not_allowed(
+            "endpoint",
+            "the endpoint resolves to an address Postline may not call; nothing was stored",
+        ));
+    }
     let duration_ms = attempt.duration.as_millis() as u64;
     let (status, error) = match &attempt.result {
         Ok(status) => (Some(*status), None),

@@ -60,6 +60,40 @@ fn take_verify(body: &[u8]) -> Result<(bool, Cow<'_, [u8]>), Problem> {
     Ok((verify, Cow::Owned(rest)))
 }
 
+/// Declares a new subscription's queue and the delay queues of its retry policy.
+async fn declare_queues(
+    state: &ApiState,
+    channel: &lapin::Channel,
+    spec: &SubscriptionSpec,
+) -> Result<(), lapin::Error> {
+    state
+        .topology
+        .declare_subscription(channel, &spec.id)
+        .await?;
+    state
+        .topology
+        .declare_delay_queues(channel, spec.retry.delays_ms())
+        .await
+}
+
+/// Refuses a subscription whose endpoint or token endpoint leads only to
+/// addresses Postline may not call, before anything is PINGed or stored.
+/// (Delivery checks again at every connect: this check is for a clear answer.)
+async fn check_destinations(state: &ApiState, spec: &SubscriptionSpec) -> Result<(), ApiError> {
+    let urls = std::iter::once(("endpoint", spec.endpoint.as_str()))
+        .chain(spec.auth.token_url().map(|url| ("auth.token_url", url)));
+    for (field, url) in urls {
+        if let Err(refused) = state.client.check_destination(url).await {
+            tracing::info!(subscription = %spec.id, field, reason = %refused, "subscription refused: destination not allowed");
+            return Err(ApiError::not_allowed(
+                field,
+                format!("{field} leads to an address Postline may not call (private, loopback, link-local or reserved); nothing was stored"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A view with the PING's result added, when there was one.
 fn view_with_ping(subscription: &Subscription, ping: Option<Value>) -> Value {
     let mut shown = view(subscription);
@@ -79,6 +113,7 @@ pub async fn create(
     let (verify, body) = take_verify(&body).map_err(ApiError::invalid)?;
     let spec: SubscriptionSpec = parse_json(&body).map_err(ApiError::invalid)?;
     spec.validate_new().map_err(ApiError::invalid)?;
+    check_destinations(&state, &spec).await?;
     if state.store.find(&spec.id).await?.is_some() {
         return Err(postline_shared::subscription::StoreError::AlreadyExists(spec.id).into());
     }
@@ -99,10 +134,7 @@ pub async fn create(
     // Queue first: once the subscription is stored, events start being
     // routed to it, and a copy with no queue to land in would be refused.
     let channel = admin_channel(&state).await?;
-    let declared = state
-        .topology
-        .declare_subscription(&channel, &spec.id)
-        .await;
+    let declared = declare_queues(&state, &channel, &spec).await;
     close(channel).await;
     declared.map_err(|error| {
         tracing::warn!(%error, "declaring a subscription queue failed");
@@ -159,7 +191,9 @@ pub async fn update(
     let (verify, body) = take_verify(&body).map_err(ApiError::invalid)?;
     let patch: SubscriptionPatch = parse_json(&body).map_err(ApiError::invalid)?;
     let verify = verify && patch.changes_the_request();
+    let retry_changed = patch.retry.is_some();
     let pending = state.store.prepare_update(&id, patch).await?;
+    check_destinations(&state, &pending.after.spec).await?;
     // The PING goes to the subscription as it would be stored; the update is
     // stored only if it passes and nobody changed the subscription meanwhile.
     let ping = if verify {
@@ -167,6 +201,19 @@ pub async fn update(
     } else {
         None
     };
+    if retry_changed {
+        // The new policy's ladder steps get their delay queues before it is stored.
+        let channel = admin_channel(&state).await?;
+        let declared = state
+            .topology
+            .declare_delay_queues(&channel, pending.after.spec.retry.delays_ms())
+            .await;
+        close(channel).await;
+        declared.map_err(|error| {
+            tracing::warn!(%error, "declaring delay queues failed");
+            ApiError::unavailable("broker refused the queue declaration; retry")
+        })?;
+    }
     if pending.after.spec.status == SubscriptionStatus::Active {
         super::delivery_controls::reenable_cleanup(&state, &pending.before).await?;
     }
