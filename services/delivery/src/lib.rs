@@ -85,6 +85,13 @@ pub async fn start(
         metrics.clone(),
         background.clone(),
     ));
+    let backlog = tokio::spawn(status_gauges::run_backlog(
+        catalog.clone(),
+        status_gauges::BrokerDepths::new(&common.amqp_url, common.topology()),
+        metrics.clone(),
+        config.backlog_refresh,
+        background.clone(),
+    ));
     let token_cache = postline_shared::token_cache::TokenCache::new(
         redis.clone(),
         keys.clone(),
@@ -136,6 +143,7 @@ pub async fn start(
         let _ = sync.await;
         let _ = redis_watch.await;
         let _ = gauges.await;
+        let _ = backlog.await;
         if let Ok(Err(error)) = server.await {
             tracing::error!(%error, "ops server failed");
         }
