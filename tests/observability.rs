@@ -1,8 +1,8 @@
 //! What operators watch: the Prometheus configuration and alert rules in
 //! `deploy/prometheus` pass `promtool` (syntax and the rules' unit tests),
 //! every metric the rules and the Grafana dashboard (`deploy/grafana`) name is
-//! really exported by the services, and `postline_subscription_backlog`
-//! follows a subscription's queue.
+//! really exported by the services, the compose file runs them (and Redis
+//! with AOF), and `postline_subscription_backlog` follows a subscription's queue.
 
 use postline_tests::{wait, Receiver, TestEnv, TokenServer, DEADLINE};
 use reqwest::StatusCode;
@@ -12,14 +12,23 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// The workspace root.
+fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// `deploy/` at the workspace root.
 fn deploy_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+    workspace_dir().join("deploy")
+}
+
+fn read_workspace_file(relative: &str) -> String {
+    let path = workspace_dir().join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 fn read_deploy_file(relative: &str) -> String {
-    let path = deploy_dir().join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    read_workspace_file(&format!("deploy/{relative}"))
 }
 
 /// Runs `promtool` with `args` in `deploy/prometheus`; panics with its output
@@ -89,6 +98,75 @@ fn every_alert_rule_has_unit_tests() {
         unknown.is_empty(),
         "alerts_test.yml tests rules alerts.yml does not have: {unknown:?}"
     );
+}
+
+#[test]
+fn the_dashboard_is_grafana_json_with_unique_panel_ids_and_a_query_in_every_panel() {
+    let text = read_deploy_file("grafana/postline.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("postline.json is not JSON: {e}"));
+    assert_eq!(dashboard["uid"], "postline");
+    let panels = dashboard["panels"].as_array().expect("a panels array");
+    let mut ids = BTreeSet::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap_or_default();
+        assert!(
+            ids.insert(panel["id"].as_u64().expect("a numeric panel id")),
+            "duplicate panel id in {title:?}"
+        );
+        if panel["type"] == "row" {
+            continue;
+        }
+        let targets = panel["targets"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        assert!(!targets.is_empty(), "panel {title:?} has no query");
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            assert!(
+                expr.contains("postline_"),
+                "panel {title:?} has a query on no Postline metric: {expr:?}"
+            );
+        }
+    }
+    // The provisioning provider reads the folder docker compose mounts the dashboard in.
+    let provider = read_deploy_file("grafana/provisioning/dashboards/postline.yml");
+    let compose = read_workspace_file("docker-compose.yml");
+    assert!(
+        provider.contains("path: /etc/postline/dashboards"),
+        "{provider}"
+    );
+    assert!(
+        compose.contains("./deploy/grafana/postline.json:/etc/postline/dashboards/postline.json"),
+        "docker-compose.yml does not mount the dashboard where the provider looks"
+    );
+}
+
+#[test]
+fn compose_persists_redis_every_second_and_mounts_files_that_exist() {
+    let compose = read_workspace_file("docker-compose.yml");
+    assert!(
+        compose.contains(r#"["redis-server", "--appendonly", "yes", "--appendfsync", "everysec"]"#),
+        "Redis must run with AOF fsynced every second"
+    );
+    assert_eq!(
+        compose.matches(r#"profiles: ["observability"]"#).count(),
+        2,
+        "Prometheus and Grafana run under the observability profile"
+    );
+    let mounted: Vec<&str> = compose
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- ./"))
+        .filter_map(|mount| mount.split(':').next())
+        .collect();
+    assert!(mounted.len() >= 5, "{mounted:?}");
+    for path in mounted {
+        assert!(
+            workspace_dir().join(path).exists(),
+            "docker-compose.yml mounts ./{path}, which does not exist"
+        );
+    }
 }
 
 /// Every `postline_*` name in `text` (metric names are `[a-z0-9_]`).
