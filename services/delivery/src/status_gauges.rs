@@ -86,18 +86,19 @@ async fn refresh(
 
 /// The shortest backlog refresh interval accepted (a zero would spin).
 const MIN_BACKLOG_REFRESH: Duration = Duration::from_millis(100);
+/// How long closing the backlog connection may take at shutdown.
+const CLOSE_WITHIN: Duration = Duration::from_secs(2);
 
 /// Keeps `postline_subscription_backlog` equal to the depth of every known
 /// subscription's queue, read from the broker every `every` (one passive
 /// declare per queue, on a connection of its own) until `cancel`.
 pub async fn run_backlog(
     catalog: Arc<Catalog>,
-    broker: BrokerDepths,
+    mut broker: BrokerDepths,
     metrics: DeliveryMetrics,
     every: Duration,
     cancel: CancellationToken,
 ) {
-    let mut broker = broker;
     let mut shown = HashSet::new();
     let mut tick = tokio::time::interval(every.max(MIN_BACKLOG_REFRESH));
     // A slow broker delays the next reading rather than bunching them up.
@@ -214,10 +215,13 @@ impl BrokerDepths {
         }
     }
 
+    /// Closes the connection; a broker that does not answer cannot hold up
+    /// delivery's shutdown for more than a moment.
     async fn close(&mut self) {
         self.channel = None;
         if let Some(connection) = self.connection.take() {
-            let _ = connection.close(200, "delivery stopping".into()).await;
+            let closing = connection.close(200, "delivery stopping".into());
+            let _ = tokio::time::timeout(CLOSE_WITHIN, closing).await;
         }
     }
 }
