@@ -1,5 +1,6 @@
 //! The operational HTTP surface every service exposes: `/healthz` (the
-//! process runs), `/readyz` (broker and Redis connected) and `/metrics`.
+//! process runs), `/readyz` (broker and Redis connected) and `/metrics`
+//! (which also carries `postline_ready`, the `/readyz` verdict as 1 or 0).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -42,10 +43,23 @@ impl Readiness {
 struct OpsState {
     readiness: Arc<Readiness>,
     registry: prometheus::Registry,
+    /// `postline_ready`, set from `readiness` at every scrape.
+    ready: Option<prometheus::IntGauge>,
 }
 
-/// Routes for `/healthz`, `/readyz` and `/metrics`, to merge into a service's router.
+/// Name of the gauge that mirrors `/readyz` on `/metrics`.
+pub const READY_METRIC: &str = "postline_ready";
+
+/// Routes for `/healthz`, `/readyz` and `/metrics`, to merge into a service's
+/// router. Registers `postline_ready` in `registry`.
 pub fn router(readiness: Arc<Readiness>, registry: prometheus::Registry) -> Router {
+    let ready = crate::metrics::gauge(
+        &registry,
+        READY_METRIC,
+        "1 when the service is ready (what /readyz answers 200 to), 0 otherwise",
+    )
+    .map_err(|error| tracing::warn!(%error, "registering {READY_METRIC} failed"))
+    .ok();
     Router::new()
         .route(
             "/healthz",
@@ -56,6 +70,7 @@ pub fn router(readiness: Arc<Readiness>, registry: prometheus::Registry) -> Rout
         .with_state(OpsState {
             readiness,
             registry,
+            ready,
         })
 }
 
@@ -75,6 +90,9 @@ async fn readyz(State(state): State<OpsState>) -> Response {
 }
 
 async fn metrics(State(state): State<OpsState>) -> Response {
+    if let Some(ready) = &state.ready {
+        ready.set(i64::from(state.readiness.is_ready()));
+    }
     (
         [("content-type", "text/plain; version=0.0.4")],
         crate::metrics::render(&state.registry),
@@ -95,5 +113,47 @@ pub async fn watch_redis(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn postline_ready_on_metrics_says_what_readyz_says() {
+        let readiness = Readiness::new();
+        let app = router(readiness.clone(), prometheus::Registry::new());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a local port");
+        let addr = listener.local_addr().expect("the bound address");
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        let ready_line = || async {
+            let text = client
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await
+                .expect("GET /metrics")
+                .text()
+                .await
+                .expect("metrics text");
+            text.lines()
+                .find(|line| line.starts_with("postline_ready "))
+                .map(str::to_string)
+        };
+        assert_eq!(ready_line().await.as_deref(), Some("postline_ready 0"));
+        readiness.set_broker(true);
+        assert_eq!(
+            ready_line().await.as_deref(),
+            Some("postline_ready 0"),
+            "Redis is still down"
+        );
+        readiness.set_redis(true);
+        assert_eq!(ready_line().await.as_deref(), Some("postline_ready 1"));
+        readiness.set_broker(false);
+        assert_eq!(ready_line().await.as_deref(), Some("postline_ready 0"));
+        server.abort();
     }
 }

@@ -3,6 +3,7 @@
 use postline_shared::config::{env_or, ConfigError};
 use postline_shared::CommonConfig;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Everything the delivery service needs to run.
 #[derive(Debug, Clone)]
@@ -22,6 +23,9 @@ pub struct DeliveryConfig {
     pub attempt_log_cap: usize,
     /// Base URL of the token service (`POSTLINE_TOKEN_URL`).
     pub token_url: String,
+    /// How often `postline_subscription_backlog` is read from the broker
+    /// (`POSTLINE_BACKLOG_REFRESH_SECS`).
+    pub backlog_refresh: Duration,
 }
 
 impl DeliveryConfig {
@@ -38,6 +42,10 @@ impl DeliveryConfig {
             delivered_ttl_secs: env_or("POSTLINE_DELIVERED_TTL_SECS", defaults.delivered_ttl_secs)?,
             attempt_log_cap: env_or("POSTLINE_ATTEMPT_LOG_CAP", defaults.attempt_log_cap)?,
             token_url: env_or("POSTLINE_TOKEN_URL", defaults.token_url.clone())?,
+            backlog_refresh: Duration::from_secs(env_or(
+                "POSTLINE_BACKLOG_REFRESH_SECS",
+                defaults.backlog_refresh.as_secs(),
+            )?),
             ..defaults
         })
     }
@@ -53,6 +61,8 @@ impl DeliveryConfig {
             delivered_ttl_secs: postline_shared::delivery_state::DEFAULT_SETTLED_TTL_SECS,
             attempt_log_cap: postline_shared::delivery_state::DEFAULT_ATTEMPT_LOG_CAP,
             token_url: "http://127.0.0.1:8082".to_string(),
+            // One passive declare per subscription queue each time: modest.
+            backlog_refresh: Duration::from_secs(15),
         }
     }
 }

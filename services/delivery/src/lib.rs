@@ -86,6 +86,13 @@ pub async fn start(
         metrics.clone(),
         background.clone(),
     ));
+    let backlog = tokio::spawn(status_gauges::run_backlog(
+        catalog.clone(),
+        status_gauges::BrokerDepths::new(&common.amqp_url, common.topology()),
+        metrics.clone(),
+        config.backlog_refresh,
+        background.clone(),
+    ));
     let token_cache = postline_shared::token_cache::TokenCache::new(
         redis.clone(),
         keys.clone(),
@@ -142,6 +149,7 @@ pub async fn start(
         let _ = sync.await;
         let _ = redis_watch.await;
         let _ = gauges.await;
+        let _ = backlog.await;
         let _ = server.await;
         tracing::info!("delivery stopped");
     });

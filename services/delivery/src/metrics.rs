@@ -31,6 +31,8 @@ pub struct DeliveryMetrics {
     pub subscriptions_disabled: IntGauge,
     /// Parked (given-up, replayable) events per subscription.
     pub parked_events: IntGaugeVec,
+    /// Events waiting in each subscription's queue, as the broker reports it.
+    pub subscription_backlog: IntGaugeVec,
 }
 
 impl DeliveryMetrics {
@@ -96,6 +98,12 @@ impl DeliveryMetrics {
                 registry,
                 "postline_parked_events",
                 "Given-up events kept for replay, by subscription",
+                &["subscription"],
+            )?,
+            subscription_backlog: gauge_vec(
+                registry,
+                "postline_subscription_backlog",
+                "Events waiting in a subscription's queue (read from the broker periodically)",
                 &["subscription"],
             )?,
         })

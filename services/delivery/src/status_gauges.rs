@@ -1,5 +1,7 @@
-//! Keeps the ladder gauges (blocked subscriptions and their age, disabled
-//! subscriptions, parked events) equal to what Redis and the catalog say.
+//! Keeps the status gauges equal to what the shared records say: the ladder
+//! gauges (blocked subscriptions and their age, disabled subscriptions,
+//! parked events) from Redis and the catalog, and each subscription's
+//! backlog (`postline_subscription_backlog`) from the broker.
 //!
 //! They are read from the shared records rather than counted by consumers,
 //! so every replica reports the same, whole picture, whichever of them holds
@@ -7,11 +9,16 @@
 
 use crate::metrics::DeliveryMetrics;
 use chrono::Utc;
+use lapin::{Channel, Connection};
+use postline_shared::broker;
 use postline_shared::delivery_state::DeliveryState;
 use postline_shared::subscription::catalog::Catalog;
 use postline_shared::subscription::SubscriptionStatus;
+use postline_shared::topology::Topology;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 /// How often the gauges are refreshed.
@@ -75,4 +82,146 @@ async fn refresh(
             .set(count as i64);
     }
     Ok(())
+}
+
+/// The shortest backlog refresh interval accepted (a zero would spin).
+const MIN_BACKLOG_REFRESH: Duration = Duration::from_millis(100);
+/// How long closing the backlog connection may take at shutdown.
+const CLOSE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Keeps `postline_subscription_backlog` equal to the depth of every known
+/// subscription's queue, read from the broker every `every` (one passive
+/// declare per queue, on a connection of its own) until `cancel`.
+pub async fn run_backlog(
+    catalog: Arc<Catalog>,
+    mut broker: BrokerDepths,
+    metrics: DeliveryMetrics,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let mut shown = HashSet::new();
+    let mut tick = tokio::time::interval(every.max(MIN_BACKLOG_REFRESH));
+    // A slow broker delays the next reading rather than bunching them up.
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            refreshed = refresh_backlog(&catalog, &mut broker, &metrics, &mut shown) => {
+                if let Err(error) = refreshed {
+                    tracing::debug!(%error, "reading subscription backlogs from the broker failed");
+                }
+            }
+        }
+    }
+    broker.close().await;
+}
+
+/// Reads every subscription's depth, then updates the gauge: sets the ones
+/// read and drops the series of subscriptions that are gone (deleted, or
+/// their queue is missing). On a broker error the gauge keeps its last values.
+async fn refresh_backlog(
+    catalog: &Catalog,
+    broker: &mut BrokerDepths,
+    metrics: &DeliveryMetrics,
+    shown: &mut HashSet<String>,
+) -> Result<(), lapin::Error> {
+    let mut depths = Vec::new();
+    for subscription in catalog.all() {
+        let id = subscription.id();
+        if let Some(depth) = broker.depth(id).await? {
+            depths.push((id.to_string(), depth));
+        }
+    }
+    let now: HashSet<String> = depths.iter().map(|(id, _)| id.clone()).collect();
+    for gone in shown.difference(&now) {
+        let _ = metrics.subscription_backlog.remove_label_values(&[gone]);
+    }
+    for (id, depth) in &depths {
+        metrics
+            .subscription_backlog
+            .with_label_values(&[id])
+            .set(i64::from(*depth));
+    }
+    *shown = now;
+    Ok(())
+}
+
+/// Queue depths read from the broker over a connection (and channel) of its
+/// own, opened on first use and again after a failure.
+pub struct BrokerDepths {
+    url: String,
+    topology: Topology,
+    connection: Option<Connection>,
+    channel: Option<Channel>,
+}
+
+impl BrokerDepths {
+    /// Reads the queues of `topology` on the broker at `url` (connects lazily).
+    pub fn new(url: &str, topology: Topology) -> Self {
+        Self {
+            url: url.to_string(),
+            topology,
+            connection: None,
+            channel: None,
+        }
+    }
+
+    async fn channel(&mut self) -> Result<Channel, lapin::Error> {
+        let connected = |c: &Connection| c.status().connected();
+        if !self.connection.as_ref().is_some_and(connected) {
+            self.channel = None;
+            self.connection = Some(broker::connect(&self.url, "delivery-backlog").await?);
+        }
+        if let Some(channel) = self.channel.as_ref().filter(|c| c.status().connected()) {
+            return Ok(channel.clone());
+        }
+        let Some(connection) = self.connection.as_ref() else {
+            return Err(lapin::Error::from(std::io::Error::other(
+                "no broker connection",
+            )));
+        };
+        let channel = connection.create_channel().await?;
+        self.channel = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// The depth of a subscription's queue; `None` when the queue does not
+    /// exist (the broker closes the channel, not the connection, for that).
+    pub async fn depth(&mut self, subscription_id: &str) -> Result<Option<u32>, lapin::Error> {
+        let channel = self.channel().await?;
+        match self
+            .topology
+            .subscription_backlog(&channel, subscription_id)
+            .await
+        {
+            Ok(depth) => Ok(Some(depth)),
+            Err(error) => {
+                self.channel = None;
+                if self
+                    .connection
+                    .as_ref()
+                    .is_some_and(|c| c.status().connected())
+                {
+                    Ok(None)
+                } else {
+                    self.connection = None;
+                    Err(error)
+                }
+            }
+        }
+    }
+
+    /// Closes the connection; a broker that does not answer cannot hold up
+    /// delivery's shutdown for more than a moment.
+    async fn close(&mut self) {
+        self.channel = None;
+        if let Some(connection) = self.connection.take() {
+            let closing = connection.close(200, "delivery stopping".into());
+            let _ = tokio::time::timeout(CLOSE_WITHIN, closing).await;
+        }
+    }
 }
