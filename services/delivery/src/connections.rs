@@ -7,7 +7,34 @@
 
 use lapin::Connection;
 use postline_shared::broker::{self, ConfirmedPublisher};
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long one step of setting up with the broker (connecting, opening a
+/// channel) may take before it counts as failed.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Awaits a step of setting up with the broker, failing it after [`SETUP_TIMEOUT`].
+///
+/// lapin (4.12) does not always complete these futures when the connection
+/// drops under them: a handshake cut at the wrong moment never finishes, and
+/// a channel request queued to lapin's internal RPC loop just as the
+/// connection's IO loop stops that loop is never handled. Unbounded, such a
+/// step would hold the supervisor (or a consumer it waits for) for ever.
+pub(crate) async fn within<T>(
+    step: impl Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, lapin::Error> {
+    tokio::time::timeout(SETUP_TIMEOUT, step)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from the broker within {SETUP_TIMEOUT:?}"),
+            )
+            .into())
+        })
+}
 
 /// One connection, its publisher, and how many consumers it carries.
 struct Shard {
@@ -48,11 +75,11 @@ impl Connections {
 
     async fn add_shard(&mut self) -> Result<usize, lapin::Error> {
         let name = format!("delivery-{}", self.shards.len());
-        let connection = broker::connect(&self.url, &name).await?;
-        let publisher = match ConfirmedPublisher::open(&connection).await {
+        let connection = within(broker::connect(&self.url, &name)).await?;
+        let publisher = match within(ConfirmedPublisher::open(&connection)).await {
             Ok(publisher) => publisher,
             Err(error) => {
-                let _ = connection.close(320, "publisher failed".into()).await;
+                let _ = within(connection.close(320, "publisher failed".into())).await;
                 return Err(error);
             }
         };

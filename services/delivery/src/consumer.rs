@@ -13,6 +13,7 @@
 //! current tick (see [`crate::interval`]).
 
 use crate::attempt::{self, Attempt};
+use crate::connections::within;
 use crate::interval::Tick;
 use crate::metrics::DeliveryMetrics;
 use crate::retry::{Failure, Outcome};
@@ -43,6 +44,8 @@ pub(crate) const TRANSIENT_BACKOFF: Duration = Duration::from_secs(1);
 /// How late a blocked event's delayed copy may be before it counts as lost
 /// and is re-issued from the copy kept in its block.
 const LOST_COPY_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+/// How often a pending ack or nack checks whether its channel has ended.
+const SETTLE_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// What every consumer of this process shares.
 pub struct ConsumerContext {
@@ -91,6 +94,10 @@ pub enum ConsumerError {
     /// Channel or connection trouble.
     #[error("broker: {0}")]
     Broker(#[from] lapin::Error),
+    /// The channel ended before the broker took an ack or nack: the message
+    /// is unsettled and the broker hands it out again.
+    #[error("broker: the channel ended before the ack or nack reached it")]
+    Unsettled,
     /// Dead-lettering an unreadable message failed.
     #[error(transparent)]
     Publish(#[from] PublishError),
@@ -160,7 +167,7 @@ impl SubscriptionConsumer {
     ) -> Result<Ended, ConsumerError> {
         let id = self.settings().id().to_string();
         let topology = &self.context.topology;
-        let channel = connection.create_channel().await?;
+        let channel = within(connection.create_channel()).await?;
         channel
             .basic_qos(self.context.prefetch, BasicQosOptions::default())
             .await?;
@@ -319,7 +326,7 @@ impl SubscriptionConsumer {
             tracing::info!(subscription = %id, event_id = %envelope.id, "already settled; skipping");
             context.metrics.count(id, "duplicate_skipped");
             // Safe to ack: a success (or give-up) for this event is already recorded.
-            delivery.acker.ack(BasicAckOptions::default()).await?;
+            ack(&delivery).await?;
             return Ok(Handled::Done);
         }
         // A drop depends only on what was delivered, so it is right even
@@ -343,7 +350,7 @@ impl SubscriptionConsumer {
                     context.metrics.count(id, "superseded");
                     // Safe to ack: the block names another copy of this event,
                     // confirmed in a delay queue or at the head of the queue.
-                    delivery.acker.ack(BasicAckOptions::default()).await?;
+                    ack(&delivery).await?;
                     return Ok(Handled::Done);
                 }
                 History {
@@ -393,7 +400,7 @@ impl SubscriptionConsumer {
         self.context.metrics.count(id, why.label());
         // Safe to ack: the delivery that makes this event redundant is
         // recorded in Redis, and the event is never to be sent.
-        delivery.acker.ack(BasicAckOptions::default()).await?;
+        ack(delivery).await?;
         Ok(())
     }
 
@@ -521,7 +528,7 @@ impl SubscriptionConsumer {
     ) -> Result<Handled, ConsumerError> {
         match outcome {
             Outcome::Ack(handled) => {
-                delivery.acker.ack(BasicAckOptions::default()).await?;
+                ack(delivery).await?;
                 Ok(handled)
             }
             Outcome::Requeue(handled) => {
@@ -558,7 +565,7 @@ impl SubscriptionConsumer {
             tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "recording the success failed");
         }
         // Safe to ack: the receiver accepted the event.
-        delivery.acker.ack(BasicAckOptions::default()).await?;
+        ack(&delivery).await?;
         metrics.count(id, "delivered");
         if unblock {
             tracing::info!(subscription = %id, event_id = %envelope.id, attempts, "blocked event delivered; subscription unblocked");
@@ -605,7 +612,7 @@ impl SubscriptionConsumer {
     /// Empties the queue of a subscription disabled with `discard_on_disable`.
     async fn discard_backlog(&self, connection: &Connection, id: &str) {
         let purged = async {
-            let channel = connection.create_channel().await?;
+            let channel = within(connection.create_channel()).await?;
             let purged = channel
                 .queue_purge(
                     self.context.topology.subscription_queue(id).into(),
@@ -654,7 +661,7 @@ impl SubscriptionConsumer {
             )
             .await?;
         // Safe to ack: the message and its reason are confirmed in the rejected queue.
-        delivery.acker.ack(BasicAckOptions::default()).await?;
+        ack(delivery).await?;
         Ok(())
     }
 }
@@ -670,16 +677,52 @@ impl Handled {
     }
 }
 
+/// Acks a message: call it only once the work the ack stands for is durable.
+async fn ack(delivery: &Delivery) -> Result<(), ConsumerError> {
+    settle(delivery, delivery.acker.ack(BasicAckOptions::default())).await
+}
+
 /// Puts a message back in its place in the queue, unsettled.
-async fn requeue(delivery: &Delivery) -> Result<(), lapin::Error> {
-    delivery
-        .acker
-        .nack(BasicNackOptions {
-            requeue: true,
-            ..Default::default()
-        })
-        .await?;
-    Ok(())
+async fn requeue(delivery: &Delivery) -> Result<(), ConsumerError> {
+    let nack = delivery.acker.nack(BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    });
+    settle(delivery, nack).await
+}
+
+/// Awaits an ack or nack of `delivery`; fails if it did not reach the broker.
+///
+/// lapin (4.12) hands acks and nacks to its internal RPC loop. When the
+/// connection drops, its IO loop queues the connection error, then a command
+/// that stops that loop. An ack queued after the stop command, but before the
+/// loop has handled the error (which poisons the channel's ackers), is never
+/// handled: its future never completes. The ackers are poisoned moments
+/// later, so an ack still pending once its acker is poisoned has failed.
+/// Without this check the session would wait on it for ever, and so would
+/// the supervisor, which waits for every session before it reconnects:
+/// delivery would stop for good.
+async fn settle(
+    delivery: &Delivery,
+    settling: impl std::future::Future<Output = lapin::Result<bool>>,
+) -> Result<(), ConsumerError> {
+    tokio::pin!(settling);
+    loop {
+        match tokio::time::timeout(SETTLE_CHECK_EVERY, &mut settling).await {
+            // Sent on a live channel.
+            Ok(Ok(true)) => return Ok(()),
+            // Not sent: the acker was poisoned (its channel had ended) already.
+            Ok(Ok(false)) => return Err(ConsumerError::Unsettled),
+            Ok(Err(error)) => return Err(error.into()),
+            Err(_) if delivery.acker.poisoned() => {
+                tracing::debug!(
+                    "an ack or nack was still pending when its channel ended; giving up on it"
+                );
+                return Err(ConsumerError::Unsettled);
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Sleeps `pause`; returns true if `stop` fired first.
