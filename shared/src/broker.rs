@@ -314,3 +314,52 @@ pub fn string_headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -
     }
     table
 }
+
+/// How often a pending ack or nack checks whether its channel has ended.
+const SETTLE_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// An ack or nack that did not reach the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    /// The channel ended first: the message is unsettled and the broker
+    /// hands it out again.
+    #[error("the channel ended before the ack or nack reached the broker")]
+    Unsettled,
+    /// lapin reported an error.
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+}
+
+/// Awaits `settling`, an ack or nack of the message `acker` belongs to;
+/// fails if it did not reach the broker.
+///
+/// lapin (4.12) hands acks and nacks to its internal RPC loop. When the
+/// connection drops, its IO loop queues the connection error, then a command
+/// that stops that loop. An ack queued after the stop command, but before the
+/// loop has handled the error (which poisons the channel's ackers), is never
+/// handled: its future never completes. The ackers are poisoned moments
+/// later, so an ack still pending once its acker is poisoned has failed.
+/// Without this check a consumer would wait on it for ever, and so would a
+/// supervisor waiting for its sessions before it reconnects.
+pub async fn settle(
+    acker: &lapin::Acker,
+    settling: impl std::future::Future<Output = lapin::Result<bool>>,
+) -> Result<(), SettleError> {
+    tokio::pin!(settling);
+    loop {
+        match tokio::time::timeout(SETTLE_CHECK_EVERY, &mut settling).await {
+            // Sent on a live channel.
+            Ok(Ok(true)) => return Ok(()),
+            // Not sent: the acker was poisoned (its channel had ended) already.
+            Ok(Ok(false)) => return Err(SettleError::Unsettled),
+            Ok(Err(error)) => return Err(error.into()),
+            Err(_) if acker.poisoned() => {
+                tracing::debug!(
+                    "an ack or nack was still pending when its channel ended; giving up on it"
+                );
+                return Err(SettleError::Unsettled);
+            }
+            Err(_) => {}
+        }
+    }
+}

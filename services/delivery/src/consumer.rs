@@ -25,7 +25,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::Connection;
-use postline_shared::broker::{ConfirmedPublisher, PublishError};
+use postline_shared::broker::{self, ConfirmedPublisher, PublishError, SettleError};
 use postline_shared::delivery_state::semantics::Dropped;
 use postline_shared::delivery_state::{AttemptRecord, Block, DeliveryState};
 use postline_shared::ladder::NextStep;
@@ -44,8 +44,6 @@ pub(crate) const TRANSIENT_BACKOFF: Duration = Duration::from_secs(1);
 /// How late a blocked event's delayed copy may be before it counts as lost
 /// and is re-issued from the copy kept in its block.
 const LOST_COPY_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
-/// How often a pending ack or nack checks whether its channel has ended.
-const SETTLE_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// What every consumer of this process shares.
 pub struct ConsumerContext {
@@ -691,38 +689,17 @@ async fn requeue(delivery: &Delivery) -> Result<(), ConsumerError> {
     settle(delivery, nack).await
 }
 
-/// Awaits an ack or nack of `delivery`; fails if it did not reach the broker.
-///
-/// lapin (4.12) hands acks and nacks to its internal RPC loop. When the
-/// connection drops, its IO loop queues the connection error, then a command
-/// that stops that loop. An ack queued after the stop command, but before the
-/// loop has handled the error (which poisons the channel's ackers), is never
-/// handled: its future never completes. The ackers are poisoned moments
-/// later, so an ack still pending once its acker is poisoned has failed.
-/// Without this check the session would wait on it for ever, and so would
-/// the supervisor, which waits for every session before it reconnects:
-/// delivery would stop for good.
+/// Awaits an ack or nack of `delivery` (see [`broker::settle`]).
 async fn settle(
     delivery: &Delivery,
     settling: impl std::future::Future<Output = lapin::Result<bool>>,
 ) -> Result<(), ConsumerError> {
-    tokio::pin!(settling);
-    loop {
-        match tokio::time::timeout(SETTLE_CHECK_EVERY, &mut settling).await {
-            // Sent on a live channel.
-            Ok(Ok(true)) => return Ok(()),
-            // Not sent: the acker was poisoned (its channel had ended) already.
-            Ok(Ok(false)) => return Err(ConsumerError::Unsettled),
-            Ok(Err(error)) => return Err(error.into()),
-            Err(_) if delivery.acker.poisoned() => {
-                tracing::debug!(
-                    "an ack or nack was still pending when its channel ended; giving up on it"
-                );
-                return Err(ConsumerError::Unsettled);
-            }
-            Err(_) => {}
-        }
-    }
+    broker::settle(&delivery.acker, settling)
+        .await
+        .map_err(|error| match error {
+            SettleError::Unsettled => ConsumerError::Unsettled,
+            SettleError::Broker(error) => ConsumerError::Broker(error),
+        })
 }
 
 /// Sleeps `pause`; returns true if `stop` fired first.

@@ -20,7 +20,8 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Acker, Connection};
 use postline_shared::broker::{
-    dead_letter_properties, ConfirmedPublisher, Outgoing, PendingConfirm, PublishError,
+    self as broker, dead_letter_properties, ConfirmedPublisher, Outgoing, PendingConfirm,
+    PublishError, SettleError,
 };
 use postline_shared::problem::Problem;
 use postline_shared::topology::Topology;
@@ -43,6 +44,10 @@ pub enum IntakeError {
     /// The channel or connection failed.
     #[error("broker: {0}")]
     Broker(#[from] lapin::Error),
+    /// An ack did not reach the broker (its channel ended): the batch is
+    /// handed out again, and its remembered ids stop a second publish.
+    #[error(transparent)]
+    Settle(#[from] SettleError),
     /// A confirm failed: the connection is suspect, so start over.
     #[error(transparent)]
     Publish(#[from] PublishError),
@@ -401,7 +406,8 @@ impl AmqpIntake {
             // message: every copy and dead letter of this batch and of every
             // batch before it (settled before it, in order) is confirmed by
             // the broker, and every published id is remembered.
-            batch.last.ack(BasicAckOptions { multiple: true }).await?;
+            let last = &batch.last;
+            broker::settle(last, last.ack(BasicAckOptions { multiple: true })).await?;
             {
                 let mut in_flight = in_flight.lock().unwrap_or_else(|e| e.into_inner());
                 for id in &ids {
