@@ -214,7 +214,10 @@ pub async fn run(endpoints: &Endpoints, spec: &PipelineSpec) -> Result<PipelineR
     }
     let namespace = crate::fresh_namespace();
     let common = CommonConfig {
-        amqp_url: endpoints.amqp_url.clone(),
+        amqp_url: endpoints
+            .amqp_url
+            .parse()
+            .map_err(|e| BenchError::Invalid(format!("POSTLINE_AMQP_URL: {e}")))?,
         redis_url: endpoints.redis_url.clone(),
         queue_type: QueueType::Classic,
         ..CommonConfig::local(&namespace)

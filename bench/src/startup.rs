@@ -79,7 +79,10 @@ pub async fn run(endpoints: &Endpoints, spec: &StartupSpec) -> Result<StartupRep
     };
     let namespace = crate::fresh_namespace();
     let common = CommonConfig {
-        amqp_url: endpoints.amqp_url.clone(),
+        amqp_url: endpoints
+            .amqp_url
+            .parse()
+            .map_err(|e| BenchError::Invalid(format!("POSTLINE_AMQP_URL: {e}")))?,
         redis_url: endpoints.redis_url.clone(),
         queue_type: QueueType::Classic,
         ..CommonConfig::local(&namespace)
@@ -146,7 +149,7 @@ async fn measure(
     let port = free_port()?;
     let mut child = tokio::process::Command::new(binary)
         .env("POSTLINE_NAMESPACE", &common.namespace)
-        .env("POSTLINE_AMQP_URL", &common.amqp_url)
+        .env("POSTLINE_AMQP_URL", common.amqp_url.to_env_value())
         .env("POSTLINE_REDIS_URL", &common.redis_url)
         .env("POSTLINE_DELIVERY_LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")

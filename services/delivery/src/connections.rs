@@ -6,8 +6,20 @@
 //! own confirmed publisher for delayed copies and dead letters.
 
 use lapin::Connection;
-use postline_shared::broker::{self, ConfirmedPublisher};
+use postline_shared::broker::ConfirmedPublisher;
+use postline_shared::broker_nodes::{BrokerConnector, ConnectError};
 use std::sync::Arc;
+
+/// Why a connection (and its publisher) could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionsError {
+    /// No broker node accepted a connection.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The connection opened but its confirmed publisher did not.
+    #[error("opening the publisher channel failed: {0}")]
+    Publisher(#[from] lapin::Error),
+}
 
 /// One connection, its publisher, and how many consumers it carries.
 struct Shard {
@@ -29,16 +41,20 @@ pub struct Placement {
 
 /// Connections filled up to `per_connection` consumers each.
 pub struct Connections {
-    url: String,
+    connector: Arc<BrokerConnector>,
     per_connection: usize,
     shards: Vec<Shard>,
 }
 
 impl Connections {
-    /// Opens the first connection to `url` (more are opened as consumers need them).
-    pub async fn open(url: &str, per_connection: usize) -> Result<Self, lapin::Error> {
+    /// Opens the first connection through `connector` (more are opened, to
+    /// the same node, as consumers need them).
+    pub async fn open(
+        connector: Arc<BrokerConnector>,
+        per_connection: usize,
+    ) -> Result<Self, ConnectionsError> {
         let mut connections = Self {
-            url: url.to_string(),
+            connector,
             per_connection: per_connection.max(1),
             shards: Vec::new(),
         };
@@ -46,14 +62,14 @@ impl Connections {
         Ok(connections)
     }
 
-    async fn add_shard(&mut self) -> Result<usize, lapin::Error> {
+    async fn add_shard(&mut self) -> Result<usize, ConnectionsError> {
         let name = format!("delivery-{}", self.shards.len());
-        let connection = broker::connect(&self.url, &name).await?;
+        let connection = self.connector.connect(&name).await?;
         let publisher = match ConfirmedPublisher::open(&connection).await {
             Ok(publisher) => publisher,
             Err(error) => {
                 let _ = connection.close(320, "publisher failed".into()).await;
-                return Err(error);
+                return Err(error.into());
             }
         };
         self.shards.push(Shard {
@@ -66,7 +82,7 @@ impl Connections {
 
     /// A place for one more consumer: the least loaded connection with room,
     /// or a new connection when all are full.
-    pub async fn place(&mut self) -> Result<Placement, lapin::Error> {
+    pub async fn place(&mut self) -> Result<Placement, ConnectionsError> {
         let roomiest = self
             .shards
             .iter()
