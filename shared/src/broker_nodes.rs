@@ -13,10 +13,6 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Longest wait for one node to accept a connection before trying the next
-/// (a node that is down may not even refuse: its address can blackhole).
-pub const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// One broker node: its URL (which may carry credentials) and a label safe to log.
 #[derive(Clone, PartialEq, Eq)]
 struct BrokerNode {
@@ -208,7 +204,6 @@ pub struct ConnectError {
 pub struct BrokerConnector {
     nodes: BrokerNodes,
     rotation: Mutex<Rotation>,
-    timeout: Duration,
 }
 
 impl BrokerConnector {
@@ -217,7 +212,6 @@ impl BrokerConnector {
         Self {
             nodes,
             rotation: Mutex::default(),
-            timeout: NODE_CONNECT_TIMEOUT,
         }
     }
 
@@ -247,20 +241,19 @@ impl BrokerConnector {
             let (Some(url), Some(label)) = (self.nodes.url(node), self.nodes.label(node)) else {
                 continue;
             };
-            let attempt = tokio::time::timeout(self.timeout, crate::broker::connect(url, name));
-            match attempt.await {
-                Ok(Ok(connection)) => {
+            // No timeout of our own around lapin's connect: wrapped in
+            // tokio::time::timeout, lapin 4.12's connection changed the
+            // strict-ladder timing (tests/ladder.rs failed every run). An
+            // unreachable node costs the OS's TCP connect timeout.
+            match crate::broker::connect(url, name).await {
+                Ok(connection) => {
                     self.rotation().connected(node);
                     if len > 1 {
                         tracing::info!(node = %label, connection = %name, "connected to broker node");
                     }
                     return Ok(connection);
                 }
-                Ok(Err(error)) => failures.push(format!("{label}: {error}")),
-                Err(_) => failures.push(format!(
-                    "{label}: no answer within {} s",
-                    self.timeout.as_secs()
-                )),
+                Err(error) => failures.push(format!("{label}: {error}")),
             }
             self.rotation().refused(node, len);
         }
