@@ -71,9 +71,15 @@ impl Endpoints {
     /// The services' shared settings for one measurement in `namespace`:
     /// classic queues, and outbound calls allowed to the bench's receivers
     /// on loopback ([`RECEIVER_NETWORK`]).
-    pub fn common_config(&self, namespace: &str) -> postline_shared::CommonConfig {
+    pub fn common_config(
+        &self,
+        namespace: &str,
+    ) -> Result<postline_shared::CommonConfig, BenchError> {
         let mut common = postline_shared::CommonConfig {
-            amqp_url: self.amqp_url.clone(),
+            amqp_url: self
+                .amqp_url
+                .parse()
+                .map_err(|e| BenchError::Invalid(format!("POSTLINE_AMQP_URL: {e}")))?,
             redis_url: self.redis_url.clone(),
             queue_type: postline_shared::topology::QueueType::Classic,
             ..postline_shared::CommonConfig::local(namespace)
@@ -81,7 +87,7 @@ impl Endpoints {
         common.outbound.allow_private_networks = vec![RECEIVER_NETWORK
             .parse()
             .expect("RECEIVER_NETWORK is a CIDR")];
-        common
+        Ok(common)
     }
 }
 

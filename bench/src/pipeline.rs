@@ -212,7 +212,7 @@ pub async fn run(endpoints: &Endpoints, spec: &PipelineSpec) -> Result<PipelineR
         ));
     }
     let namespace = crate::fresh_namespace();
-    let common = endpoints.common_config(&namespace);
+    let common = endpoints.common_config(&namespace)?;
     let subscriptions = spec.layout.subscriptions();
     let ids: Vec<String> = (0..subscriptions).map(subscription_id).collect();
     let receivers_runtime = tokio::runtime::Builder::new_multi_thread()

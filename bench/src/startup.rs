@@ -77,7 +77,7 @@ pub async fn run(endpoints: &Endpoints, spec: &StartupSpec) -> Result<StartupRep
         None => build_delivery().await?,
     };
     let namespace = crate::fresh_namespace();
-    let common = endpoints.common_config(&namespace);
+    let common = endpoints.common_config(&namespace)?;
     let step = spec.registered / spec.active;
     // Active subscriptions spread over the id range, as in a real catalog.
     let active: Vec<usize> = (0..spec.active).map(|k| k * step).collect();
@@ -140,7 +140,7 @@ async fn measure(
     let port = free_port()?;
     let mut child = tokio::process::Command::new(binary)
         .env("POSTLINE_NAMESPACE", &common.namespace)
-        .env("POSTLINE_AMQP_URL", &common.amqp_url)
+        .env("POSTLINE_AMQP_URL", common.amqp_url.to_env_value())
         .env("POSTLINE_REDIS_URL", &common.redis_url)
         .env("POSTLINE_DELIVERY_LISTEN", format!("127.0.0.1:{port}"))
         .env("POSTLINE_ALLOW_PRIVATE_NETWORKS", crate::RECEIVER_NETWORK)

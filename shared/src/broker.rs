@@ -2,13 +2,13 @@
 //! message counts as sent only once the broker has taken responsibility for it.
 //!
 //! lapin does not recover connections reliably, so services own their
-//! reconnect loop; this module gives them the pieces (connect, confirmed channel).
+//! reconnect loop; this module gives them the pieces (connect, confirmed
+//! channel), and [`crate::broker_nodes`] picks the node of a cluster to connect to.
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use lapin::{Confirmation, PublisherConfirm};
-use std::time::Duration;
 
 /// Why a publish did not take effect.
 #[derive(Debug, thiserror::Error)]
@@ -47,28 +47,6 @@ pub async fn connect(url: &str, service: &str) -> Result<Connection, lapin::Erro
     let properties = ConnectionProperties::default()
         .with_connection_name(LongString::from(format!("postline-{service}")));
     Connection::connect(url, properties).await
-}
-
-/// Connects, retrying with capped exponential backoff until it works or `cancel` fires.
-pub async fn connect_with_retry(
-    url: &str,
-    service: &str,
-    cancel: &tokio_util::sync::CancellationToken,
-) -> Option<Connection> {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match connect(url, service).await {
-            Ok(connection) => return Some(connection),
-            Err(error) => {
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "broker connection failed");
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return None,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
 }
 
 /// A channel in confirm mode: every publish is persistent, mandatory and confirmed.
@@ -316,7 +294,7 @@ pub fn string_headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -
 }
 
 /// How often a pending ack or nack checks whether its channel has ended.
-const SETTLE_CHECK_EVERY: Duration = Duration::from_millis(100);
+const SETTLE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// An ack or nack that did not reach the broker.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! Configuration every service reads from the environment, with defaults
 //! that work against a local RabbitMQ and Redis.
 
+use crate::broker_nodes::BrokerNodes;
 use crate::encryption::KeyRing;
 use crate::outbound::OutboundConfig;
 use crate::topology::QueueType;
@@ -41,8 +42,9 @@ where
 pub struct CommonConfig {
     /// Prefix of every AMQP name and Redis key (`POSTLINE_NAMESPACE`).
     pub namespace: String,
-    /// Broker URL (`POSTLINE_AMQP_URL`).
-    pub amqp_url: String,
+    /// Broker node URLs (`POSTLINE_AMQP_URL`: one URL, or a comma-separated
+    /// list of a cluster's nodes), checked.
+    pub amqp_url: BrokerNodes,
     /// Redis URL (`POSTLINE_REDIS_URL`).
     pub redis_url: String,
     /// Subscription queue type (`POSTLINE_QUEUE_TYPE`: classic|quorum).
@@ -71,7 +73,7 @@ impl CommonConfig {
         })?;
         Ok(Self {
             namespace,
-            amqp_url: env_or("POSTLINE_AMQP_URL", DEFAULT_AMQP_URL.to_string())?,
+            amqp_url: amqp_urls_from_env()?,
             redis_url: env_or("POSTLINE_REDIS_URL", DEFAULT_REDIS_URL.to_string())?,
             queue_type: env_or("POSTLINE_QUEUE_TYPE", QueueType::Classic)?,
             encryption: encryption_from_env()?,
@@ -94,7 +96,7 @@ impl CommonConfig {
     pub fn local(namespace: &str) -> Self {
         Self {
             namespace: namespace.to_string(),
-            amqp_url: DEFAULT_AMQP_URL.to_string(),
+            amqp_url: default_amqp_nodes(),
             redis_url: DEFAULT_REDIS_URL.to_string(),
             queue_type: QueueType::Classic,
             encryption: KeyRing::development(),
@@ -110,6 +112,34 @@ impl CommonConfig {
     /// The Redis keys of this namespace.
     pub fn keys(&self) -> crate::keys::RedisKeys {
         crate::keys::RedisKeys::new(&self.namespace)
+    }
+}
+
+/// The broker nodes from `POSTLINE_AMQP_URL`, or the local default. An error
+/// names the variable and what is wrong, never the value (URLs carry passwords).
+fn amqp_urls_from_env() -> Result<BrokerNodes, ConfigError> {
+    match std::env::var("POSTLINE_AMQP_URL") {
+        Ok(value) if !value.trim().is_empty() => parse_amqp_urls(&value),
+        _ => Ok(default_amqp_nodes()),
+    }
+}
+
+fn parse_amqp_urls(value: &str) -> Result<BrokerNodes, ConfigError> {
+    value
+        .parse()
+        .map_err(|error: crate::broker_nodes::BrokerNodesError| ConfigError {
+            name: "POSTLINE_AMQP_URL".into(),
+            value: "<redacted>".into(),
+            reason: error.to_string(),
+        })
+}
+
+/// [`DEFAULT_AMQP_URL`] as a list of one.
+pub fn default_amqp_nodes() -> BrokerNodes {
+    match DEFAULT_AMQP_URL.parse() {
+        Ok(nodes) => nodes,
+        // A constant that parses (the unit tests check it).
+        Err(error) => unreachable!("DEFAULT_AMQP_URL is invalid: {error}"),
     }
 }
 
@@ -163,4 +193,35 @@ pub async fn connect_redis(
     let client = redis::Client::open(url)?;
     let manager = client.get_connection_manager().await?;
     Ok((client, manager))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_broker_is_one_local_node() {
+        let nodes = default_amqp_nodes();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes.url(0), Some(DEFAULT_AMQP_URL));
+    }
+
+    #[test]
+    fn a_bad_broker_list_names_the_variable_but_not_the_password() {
+        let error = parse_amqp_urls("amqp://u:pw1@n1/%2f,http://u:pw2@n2/").unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("POSTLINE_AMQP_URL"), "{message}");
+        assert!(message.contains("entry 2"), "{message}");
+        assert!(
+            !message.contains("pw1") && !message.contains("pw2"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_broker_list_parses_into_its_nodes() {
+        let nodes = parse_amqp_urls("amqp://u:p@n1:5681/%2f,amqp://u:p@n2:5682/%2f").unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes.label(1), Some("amqp://n2:5682/%2f"));
+    }
 }

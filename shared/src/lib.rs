@@ -7,6 +7,7 @@
 pub mod attempt;
 pub mod auth;
 pub mod broker;
+pub mod broker_nodes;
 pub mod coalesce;
 pub mod config;
 pub mod delivery_state;

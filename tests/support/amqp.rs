@@ -8,7 +8,7 @@ use lapin::options::{
     QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
 /// One message taken from a queue with `basic_get`.
 #[derive(Debug, Clone)]
@@ -50,11 +50,14 @@ pub struct AmqpClient {
 }
 
 impl AmqpClient {
-    /// Connects to `url` and opens a channel in confirm mode.
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let connection = Connection::connect(url, ConnectionProperties::default())
+    /// Connects to the first node of `urls` (one URL or a comma-separated
+    /// list) that answers and opens a channel in confirm mode.
+    pub async fn connect(urls: &str) -> anyhow::Result<Self> {
+        let nodes: postline_shared::broker_nodes::BrokerNodes = urls.parse()?;
+        let connection = postline_shared::broker_nodes::BrokerConnector::new(nodes.clone())
+            .connect("tests")
             .await
-            .with_context(|| format!("connecting to RabbitMQ at {url}"))?;
+            .with_context(|| format!("connecting to RabbitMQ at {nodes}"))?;
         let publisher = connection.create_channel().await?;
         publisher
             .confirm_select(ConfirmSelectOptions::default())

@@ -38,7 +38,8 @@ pub struct TestEnvBuilder {
     /// Token service settings (port 0, 500 ms token endpoint timeout, 1 s expiry margin).
     pub token: TokenConfig,
     /// The broker the test itself talks to (publishing, inspecting queues),
-    /// kept apart from the services' URLs so a test can route those through a proxy.
+    /// kept apart from the services' URLs so a test can route those through a
+    /// proxy; like `POSTLINE_AMQP_URL`, a comma-separated list of nodes.
     pub broker_url: String,
     /// Whether `start` also starts delivery (default true).
     pub with_delivery: bool,
@@ -56,8 +57,10 @@ impl TestEnvBuilder {
         let namespace = namespace::unique();
         let mut common = CommonConfig::local(&namespace);
         // The same variables as the services, so the suite can run against another broker or Redis.
-        if let Ok(url) = std::env::var("POSTLINE_AMQP_URL") {
-            common.amqp_url = url;
+        if let Ok(urls) = std::env::var("POSTLINE_AMQP_URL") {
+            common.amqp_url = urls
+                .parse()
+                .unwrap_or_else(|error| panic!("POSTLINE_AMQP_URL: {error}"));
         }
         if let Ok(url) = std::env::var("POSTLINE_REDIS_URL") {
             common.redis_url = url;
@@ -65,7 +68,7 @@ impl TestEnvBuilder {
         // Receivers and token servers in tests are on loopback, which the
         // outbound guard refuses unless allowed, as in production.
         common.outbound.allow_private_networks = vec![LOOPBACK_V4.parse().expect("a CIDR")];
-        let broker_url = common.amqp_url.clone();
+        let broker_url = common.amqp_url.to_env_value();
         let mut ingest = IngestConfig::local(common.clone());
         ingest.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         ingest.admin_token = Secret::new(namespace::random_token("admin"));
@@ -660,7 +663,7 @@ async fn purge(common: &CommonConfig, plan: &PurgePlan) -> anyhow::Result<()> {
         .unwrap_or_default();
     subscriptions.extend(stored);
 
-    let amqp = AmqpClient::connect(&common.amqp_url).await?;
+    let amqp = AmqpClient::connect(&common.amqp_url.to_env_value()).await?;
     let mut queues = vec![topology.ingest_queue(), topology.rejected_queue()];
     queues.extend(
         subscriptions

@@ -6,7 +6,8 @@
 //! own confirmed publisher for delayed copies and dead letters.
 
 use lapin::Connection;
-use postline_shared::broker::{self, ConfirmedPublisher};
+use postline_shared::broker::ConfirmedPublisher;
+use postline_shared::broker_nodes::{BrokerConnector, ConnectError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,17 @@ pub(crate) async fn within<T>(
         })
 }
 
+/// Why a connection (and its publisher) could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionsError {
+    /// No broker node accepted a connection.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The connection opened but its confirmed publisher did not.
+    #[error("opening the publisher channel failed: {0}")]
+    Publisher(#[from] lapin::Error),
+}
+
 /// One connection, its publisher, and how many consumers it carries.
 struct Shard {
     connection: Arc<Connection>,
@@ -56,16 +68,20 @@ pub struct Placement {
 
 /// Connections filled up to `per_connection` consumers each.
 pub struct Connections {
-    url: String,
+    connector: Arc<BrokerConnector>,
     per_connection: usize,
     shards: Vec<Shard>,
 }
 
 impl Connections {
-    /// Opens the first connection to `url` (more are opened as consumers need them).
-    pub async fn open(url: &str, per_connection: usize) -> Result<Self, lapin::Error> {
+    /// Opens the first connection through `connector` (more are opened, to
+    /// the same node, as consumers need them).
+    pub async fn open(
+        connector: Arc<BrokerConnector>,
+        per_connection: usize,
+    ) -> Result<Self, ConnectionsError> {
         let mut connections = Self {
-            url: url.to_string(),
+            connector,
             per_connection: per_connection.max(1),
             shards: Vec::new(),
         };
@@ -73,14 +89,24 @@ impl Connections {
         Ok(connections)
     }
 
-    async fn add_shard(&mut self) -> Result<usize, lapin::Error> {
+    async fn add_shard(&mut self) -> Result<usize, ConnectionsError> {
         let name = format!("delivery-{}", self.shards.len());
-        let connection = within(broker::connect(&self.url, &name)).await?;
+        // A handshake cut at the wrong moment never completes in lapin
+        // 4.12: bounded, it counts as a failed attempt and is retried.
+        let connection = tokio::time::timeout(SETUP_TIMEOUT, self.connector.connect(&name))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ConnectError {
+                    failures: vec![format!(
+                        "no answer from the broker within {SETUP_TIMEOUT:?}"
+                    )],
+                })
+            })?;
         let publisher = match within(ConfirmedPublisher::open(&connection)).await {
             Ok(publisher) => publisher,
             Err(error) => {
                 let _ = within(connection.close(320, "publisher failed".into())).await;
-                return Err(error);
+                return Err(error.into());
             }
         };
         self.shards.push(Shard {
@@ -93,7 +119,7 @@ impl Connections {
 
     /// A place for one more consumer: the least loaded connection with room,
     /// or a new connection when all are full.
-    pub async fn place(&mut self) -> Result<Placement, lapin::Error> {
+    pub async fn place(&mut self) -> Result<Placement, ConnectionsError> {
         let roomiest = self
             .shards
             .iter()

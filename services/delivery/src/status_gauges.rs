@@ -10,7 +10,7 @@
 use crate::metrics::DeliveryMetrics;
 use chrono::Utc;
 use lapin::{Channel, Connection};
-use postline_shared::broker;
+use postline_shared::broker_nodes::{BrokerConnector, BrokerNodes};
 use postline_shared::delivery_state::DeliveryState;
 use postline_shared::subscription::catalog::Catalog;
 use postline_shared::subscription::SubscriptionStatus;
@@ -153,17 +153,17 @@ async fn refresh_backlog(
 /// Queue depths read from the broker over a connection (and channel) of its
 /// own, opened on first use and again after a failure.
 pub struct BrokerDepths {
-    url: String,
+    connector: BrokerConnector,
     topology: Topology,
     connection: Option<Connection>,
     channel: Option<Channel>,
 }
 
 impl BrokerDepths {
-    /// Reads the queues of `topology` on the broker at `url` (connects lazily).
-    pub fn new(url: &str, topology: Topology) -> Self {
+    /// Reads the queues of `topology` on whichever of `nodes` answers (connects lazily).
+    pub fn new(nodes: &BrokerNodes, topology: Topology) -> Self {
         Self {
-            url: url.to_string(),
+            connector: BrokerConnector::new(nodes.clone()),
             topology,
             connection: None,
             channel: None,
@@ -174,7 +174,12 @@ impl BrokerDepths {
         let connected = |c: &Connection| c.status().connected();
         if !self.connection.as_ref().is_some_and(connected) {
             self.channel = None;
-            self.connection = Some(broker::connect(&self.url, "delivery-backlog").await?);
+            let connection = self
+                .connector
+                .connect("delivery-backlog")
+                .await
+                .map_err(|e| lapin::Error::from(std::io::Error::other(e.to_string())))?;
+            self.connection = Some(connection);
         }
         if let Some(channel) = self.channel.as_ref().filter(|c| c.status().connected()) {
             return Ok(channel.clone());

@@ -4,6 +4,7 @@
 
 use crate::connections::{Connections, Placement};
 use crate::consumer::{ConsumerContext, Ended, SubscriptionConsumer};
+use postline_shared::broker_nodes::{BrokerConnector, BrokerNodes};
 use postline_shared::ops::Readiness;
 use postline_shared::subscription::catalog::Catalog;
 use postline_shared::subscription::{Subscription, SubscriptionStatus};
@@ -49,8 +50,8 @@ impl Consumers {
 
 /// The delivery supervisor.
 pub struct Supervisor {
-    /// Broker URL.
-    pub amqp_url: String,
+    /// Broker nodes (any one will do; another is tried when one is lost).
+    pub amqp_url: BrokerNodes,
     /// Shared consumer context.
     pub context: Arc<ConsumerContext>,
     /// Current subscriptions.
@@ -69,9 +70,13 @@ impl Supervisor {
         shutdown: CancellationToken,
     ) {
         let mut backoff = Duration::from_millis(200);
+        let connector = Arc::new(BrokerConnector::new(self.amqp_url.clone()));
         while !shutdown.is_cancelled() {
-            let connections = match Connections::open(&self.amqp_url, self.channels_per_connection)
-                .await
+            let connections = match Connections::open(
+                connector.clone(),
+                self.channels_per_connection,
+            )
+            .await
             {
                 Ok(connections) => connections,
                 Err(error) => {
@@ -144,6 +149,10 @@ impl Supervisor {
             self.context.metrics.consumers.set(0);
             self.context.metrics.connections.set(0);
             self.readiness.set_broker(false);
+            if !shutdown.is_cancelled() {
+                // Starting over: the next generation tries another node first.
+                connector.lost();
+            }
             consumers.connections.close().await;
         }
         tracing::info!("delivery supervisor stopped");

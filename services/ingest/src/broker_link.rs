@@ -1,9 +1,11 @@
-//! The ingest service's broker connection: a supervisor that connects,
+//! The ingest service's broker connection: a supervisor that connects (to
+//! any node of the configured list, moving on when its node is lost),
 //! declares the topology, shares a confirmed publisher with the HTTP API, runs
 //! the AMQP intake, and starts over with backoff whenever the connection fails.
 
 use crate::amqp_intake::AmqpIntake;
-use postline_shared::broker::{self, ConfirmedPublisher};
+use postline_shared::broker::ConfirmedPublisher;
+use postline_shared::broker_nodes::{BrokerConnector, BrokerNodes};
 use postline_shared::ops::Readiness;
 use postline_shared::subscription::catalog::Catalog;
 use postline_shared::topology::Topology;
@@ -43,7 +45,7 @@ pub type LinkHandle = watch::Receiver<Option<BrokerLink>>;
 /// `close` drops the connection once the HTTP API has drained.
 #[allow(clippy::too_many_arguments)]
 pub async fn supervise(
-    amqp_url: String,
+    amqp_url: BrokerNodes,
     topology: Topology,
     catalog: Arc<Catalog>,
     intake: AmqpIntake,
@@ -53,8 +55,10 @@ pub async fn supervise(
     close: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(200);
+    // Any node of the list will do; after a loss, another node is tried first.
+    let connector = BrokerConnector::new(amqp_url);
     loop {
-        let Some(connection) = broker::connect_with_retry(&amqp_url, "ingest", &close).await else {
+        let Some(connection) = connector.connect_with_retry("ingest", &close).await else {
             return;
         };
         let connection = Arc::new(connection);
@@ -84,6 +88,7 @@ pub async fn supervise(
         }
         readiness.set_broker(false);
         link_tx.send_replace(None);
+        connector.lost();
         let _ = connection.close(320, "reconnecting".into()).await;
         tokio::select! {
             _ = close.cancelled() => return,
