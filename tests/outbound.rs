@@ -286,8 +286,8 @@ async fn no_log_line_carries_a_payload_during_a_ladder_run_even_when_a_delay_que
     );
     assert!(env.queue_exists(&env.topology.delay_queue(80)).await);
     // …and when one is lost anyway, the broker returns the retry copy, body
-    // and all: only ids may reach the logs. (Deleted once the consumer runs:
-    // its session declares the delay queues again when it starts.)
+    // and all: only ids may reach the logs. (Deleted once the first event
+    // went through, so the subscription is fully running.)
     env.send_event(event("p-0", "order.created", json!({})))
         .await;
     receiver.wait_for_successes(1, DEADLINE).await;

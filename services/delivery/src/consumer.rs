@@ -170,11 +170,6 @@ impl SubscriptionConsumer {
             .basic_qos(self.context.prefetch, BasicQosOptions::default())
             .await?;
         topology.declare_subscription(&channel, &id).await?;
-        // Its ladder's delay queues too: a retry must never find one
-        // missing (the broker would return the event, body and all).
-        topology
-            .declare_delay_queues(&channel, self.settings().spec.retry.delays_ms())
-            .await?;
         let mut consumer = channel
             .basic_consume(
                 topology.subscription_queue(&id).into(),

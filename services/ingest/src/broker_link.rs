@@ -115,8 +115,20 @@ async fn prepare(
         delays.extend(subscription.spec.retry.delays_ms());
     }
     // Every ladder step in use has its delay queue before delivery needs it.
-    topology
-        .declare_delay_queues(publisher.channel(), delays)
-        .await?;
+    // Best effort, on a channel of its own: a refused declaration (a classic
+    // delay queue whose home node is down) closes its channel, and must not
+    // keep intake from starting; a retry that still meets a missing delay
+    // queue declares it then.
+    let declared = match connection.create_channel().await {
+        Ok(channel) => {
+            let declared = topology.declare_delay_queues(&channel, delays).await;
+            let _ = channel.close(200, "delay queues declared".into()).await;
+            declared
+        }
+        Err(error) => Err(error),
+    };
+    if let Err(error) = declared {
+        tracing::warn!(%error, "declaring the delay queues failed; each is declared when a retry first needs it");
+    }
     Ok(publisher)
 }

@@ -60,20 +60,26 @@ fn take_verify(body: &[u8]) -> Result<(bool, Cow<'_, [u8]>), Problem> {
     Ok((verify, Cow::Owned(rest)))
 }
 
-/// Declares a new subscription's queue and the delay queues of its retry policy.
-async fn declare_queues(
-    state: &ApiState,
-    channel: &lapin::Channel,
-    spec: &SubscriptionSpec,
-) -> Result<(), lapin::Error> {
-    state
-        .topology
-        .declare_subscription(channel, &spec.id)
-        .await?;
-    state
-        .topology
-        .declare_delay_queues(channel, spec.retry.delays_ms())
-        .await
+/// Declares the delay queues of a retry policy, so a retry never meets a
+/// missing one (the broker would return the event, body and all). Best
+/// effort, on a management channel of its own: a refused declaration (a
+/// classic delay queue whose home node is down) closes its channel, and must
+/// not refuse the change; a retry that meets a missing delay queue declares it.
+async fn declare_delay_queues(state: &ApiState, spec: &SubscriptionSpec) {
+    let declared = match admin_channel(state).await {
+        Ok(channel) => {
+            let declared = state
+                .topology
+                .declare_delay_queues(&channel, spec.retry.delays_ms())
+                .await;
+            close(channel).await;
+            declared.map_err(|error| error.to_string())
+        }
+        Err(_) => Err("no management channel".to_string()),
+    };
+    if let Err(error) = declared {
+        tracing::warn!(%error, subscription = %spec.id, "declaring the delay queues failed; each is declared when a retry first needs it");
+    }
 }
 
 /// Refuses a subscription whose endpoint or token endpoint leads only to
@@ -134,12 +140,16 @@ pub async fn create(
     // Queue first: once the subscription is stored, events start being
     // routed to it, and a copy with no queue to land in would be refused.
     let channel = admin_channel(&state).await?;
-    let declared = declare_queues(&state, &channel, &spec).await;
+    let declared = state
+        .topology
+        .declare_subscription(&channel, &spec.id)
+        .await;
     close(channel).await;
     declared.map_err(|error| {
         tracing::warn!(%error, "declaring a subscription queue failed");
         ApiError::unavailable("broker refused the queue declaration; retry")
     })?;
+    declare_delay_queues(&state, &spec).await;
     let subscription = state.store.create(spec).await?;
     state.catalog.upsert(subscription.clone());
     tracing::info!(subscription = %subscription.id(), verified = ping.is_some(), "subscription created");
@@ -208,16 +218,7 @@ pub async fn update(
     };
     if retry_changed {
         // The new policy's ladder steps get their delay queues before it is stored.
-        let channel = admin_channel(&state).await?;
-        let declared = state
-            .topology
-            .declare_delay_queues(&channel, pending.after.spec.retry.delays_ms())
-            .await;
-        close(channel).await;
-        declared.map_err(|error| {
-            tracing::warn!(%error, "declaring delay queues failed");
-            ApiError::unavailable("broker refused the queue declaration; retry")
-        })?;
+        declare_delay_queues(&state, &pending.after.spec).await;
     }
     if pending.after.spec.status == SubscriptionStatus::Active {
         super::delivery_controls::reenable_cleanup(&state, &pending.before).await?;
