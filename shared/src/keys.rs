@@ -99,6 +99,12 @@ impl RedisKeys {
         format!("{}:token:{fingerprint}:error", self.prefix)
     }
 
+    /// The installation marker: its absence while the broker has the
+    /// namespace's queues means Redis lost its state.
+    pub fn installation(&self) -> String {
+        format!("{}:installation", self.prefix)
+    }
+
     /// Pattern matching every key of the namespace (for tests and tooling).
     pub fn all(&self) -> String {
         format!("{}:*", self.prefix)

@@ -16,6 +16,7 @@ pub use config::IngestConfig;
 use anyhow::Context;
 use postline_shared::delivery_state::DeliveryState;
 use postline_shared::http_server;
+use postline_shared::installation;
 use postline_shared::ops::{self, Readiness};
 use postline_shared::subscription::catalog;
 use postline_shared::subscription::SubscriptionStore;
@@ -50,6 +51,17 @@ pub async fn start(
             .await
             .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
     readiness.set_redis(true);
+    // Before anything reads the catalog or declares a queue: is the state in
+    // Redis this installation's (or a fresh install, then marked)?
+    installation::check_at_start(
+        &redis,
+        &keys,
+        &common.amqp_url,
+        &topology,
+        &readiness,
+        &shutdown,
+    )
+    .await;
     // Ingest owns the subscriptions, so it brings them under the current
     // encryption key after a rotation (and seals any stored in clear).
     match store.reseal_all().await {
@@ -65,8 +77,11 @@ pub async fn start(
     let (catalog, sync) = catalog::start_sync(store.clone(), background.clone(), |_| {})
         .await
         .context("loading subscriptions")?;
-    let redis_watch = tokio::spawn(ops::watch_redis(
+    let redis_watch = tokio::spawn(installation::watch(
         redis.clone(),
+        keys.clone(),
+        common.amqp_url.clone(),
+        topology.clone(),
         readiness.clone(),
         background.clone(),
     ));
@@ -86,6 +101,7 @@ pub async fn start(
         redis,
         config.dedup_ttl_secs,
         metrics.clone(),
+        readiness.clone(),
     );
     let (link_tx, link_rx) = tokio::sync::watch::channel(None);
     let intake = amqp_intake::AmqpIntake::new(

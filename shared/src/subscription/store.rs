@@ -169,6 +169,11 @@ impl SubscriptionStore {
         }
     }
 
+    /// Whether Redis holds the installation marker (its state is not lost).
+    pub async fn installed(&self) -> Result<bool, StoreError> {
+        Ok(crate::installation::marker_present(&mut self.redis.clone(), &self.keys).await?)
+    }
+
     /// Reads every subscription, sorted by id.
     pub async fn list(&self) -> Result<Vec<Subscription>, StoreError> {
         let mut redis = self.redis.clone();
