@@ -97,8 +97,8 @@ pub async fn start(
     let fanout = fanout::Fanout::new(
         catalog.clone(),
         topology.clone(),
-        keys,
-        redis,
+        keys.clone(),
+        redis.clone(),
         config.dedup_ttl_secs,
         metrics.clone(),
         readiness.clone(),
@@ -142,6 +142,9 @@ pub async fn start(
         max_event_bytes: config.max_event_bytes,
         max_batch_bytes: config.max_batch_bytes,
         max_batch_events: config.max_batch_events,
+        redis,
+        keys,
+        readiness: readiness.clone(),
     };
     let app = api::router(state).merge(ops::router(readiness, registry));
     let listener = tokio::net::TcpListener::bind(config.listen)
