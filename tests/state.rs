@@ -4,12 +4,16 @@
 //! AMQP intake leaves its messages queued, delivery sends nothing) until an
 //! operator imports an export (then every event is delivered once, in
 //! strict order, the blocked one first) or declares a fresh start (then the
-//! answer names the strict subscriptions that may be out of order).
+//! answer names the strict subscriptions that may be out of order). The
+//! operator is told, once per occurrence and signed, about disabled,
+//! long-blocked subscriptions, parked events and the lost state.
 
 use postline_tests::api::Auth;
 use postline_tests::events::{assert_sequence, event};
 use postline_tests::receiver::ids;
 use postline_tests::redis_server::PrivateRedis;
+use postline_tests::signatures::{new_whsec, standard_webhooks_v1};
+use postline_tests::Recorded;
 use postline_tests::{wait, Receiver, TestEnv, DEADLINE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -327,5 +331,98 @@ async fn a_declared_fresh_start_makes_services_ready_again_and_names_strict_subs
         reset.text
     );
     wait_state(&env, false).await;
+    env.cleanup().await;
+}
+
+/// The operational event's type, after checking its Standard Webhooks signature.
+fn verified_type(request: &Recorded, secret: &str) -> String {
+    let id = request.header("webhook-id").expect("webhook-id");
+    let timestamp = request
+        .header("webhook-timestamp")
+        .expect("webhook-timestamp");
+    let signature = request
+        .header("webhook-signature")
+        .expect("webhook-signature");
+    assert_eq!(
+        signature,
+        standard_webhooks_v1(secret, id, timestamp, &request.body),
+        "signature of {}",
+        request.summary()
+    );
+    let body = request.json();
+    assert_eq!(body["id"], id, "the webhook id is the event id");
+    body["type"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_endpoint_gets_each_operational_event_once_signed() {
+    let redis = PrivateRedis::start().await;
+    let operator = Receiver::start().await;
+    let secret = new_whsec();
+    let mut builder = TestEnv::builder().redis_url(&redis.url());
+    builder.ingest.operator = Some(postline_ingest::operator::OperatorConfig {
+        url: operator.url(),
+        secret: postline_shared::secret::Secret::new(secret.clone()),
+        blocked_alert_after: std::time::Duration::from_secs(1),
+        scan_every: std::time::Duration::from_millis(100),
+    });
+    let env = builder.start().await;
+    env.track_queue(&env.topology.subscription_queue("_operator"));
+    let partner = Receiver::start().await;
+    subscribe_strict(&env, &partner, "blocky").await;
+    for (id, rule) in [("quitter", "disable"), ("skipper", "skip")] {
+        env.subscribe(json!({
+            "id": id,
+            "endpoint": partner.url(),
+            "event_types": [format!("{id}.*")],
+            "retry": {"policy": "fixed", "retries": 1, "delay_ms": 50, "on_give_up": rule},
+        }))
+        .await;
+    }
+    // The operator's subscription is internal: not listed, not reachable.
+    let (_, listed) = env.list_subscriptions().await;
+    assert!(!listed.to_string().contains("_operator"), "{listed}");
+    let (status, _) = env.get_subscription("_operator").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    for id in ["b-1", "q-1", "p-1"] {
+        partner.refuse_event(id, 503);
+    }
+    env.send_event(event("b-1", "vehicle.moved", json!({})))
+        .await;
+    env.send_event(event("q-1", "quitter.failed", json!({})))
+        .await;
+    env.send_event(event("p-1", "skipper.failed", json!({})))
+        .await;
+
+    let mut want = vec![
+        "postline.event.parked",
+        "postline.subscription.blocked",
+        "postline.subscription.disabled",
+    ];
+    operator.wait_for_successes(want.len(), DEADLINE).await;
+    // Scans go on every 100 ms: still once each.
+    let got = operator.assert_no_more(postline_tests::QUIET).await;
+    let mut types: Vec<String> = got.iter().map(|r| verified_type(r, &secret)).collect();
+    types.sort();
+    assert_eq!(types, want, "{}", postline_tests::receiver::describe(&got));
+    let parked = got
+        .iter()
+        .find(|r| r.json()["type"] == "postline.event.parked")
+        .map(Recorded::json)
+        .unwrap_or_default();
+    assert_eq!(parked["payload"]["subscription"], "skipper");
+    assert_eq!(parked["payload"]["event_id"], "p-1");
+
+    // Redis loses its state: told directly, once.
+    redis.restart_empty().await;
+    wait_state(&env, true).await;
+    want.push("postline.state.lost");
+    want.sort();
+    operator.wait_for_successes(want.len(), DEADLINE).await;
+    let got = operator.assert_no_more(postline_tests::QUIET).await;
+    let mut types: Vec<String> = got.iter().map(|r| verified_type(r, &secret)).collect();
+    types.sort();
+    assert_eq!(types, want, "{}", postline_tests::receiver::describe(&got));
     env.cleanup().await;
 }

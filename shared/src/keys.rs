@@ -105,6 +105,11 @@ impl RedisKeys {
         format!("{}:installation", self.prefix)
     }
 
+    /// Claims one operational event (by its occurrence id) so it is sent once.
+    pub fn operator_event(&self, event_id: &str) -> String {
+        format!("{}:operator-event:{event_id}", self.prefix)
+    }
+
     /// Pattern matching every key of the namespace (for tests and tooling).
     pub fn all(&self) -> String {
         format!("{}:*", self.prefix)

@@ -312,7 +312,8 @@ pub struct PendingCopy {
     pub confirm: PendingConfirm,
 }
 
-fn copy_properties(envelope: &Envelope) -> BasicProperties {
+/// The AMQP properties of a copy of `envelope` in a subscription queue.
+pub(crate) fn copy_properties(envelope: &Envelope) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert(
         "postline-event-type".into(),

@@ -10,6 +10,7 @@ pub mod broker_link;
 pub mod config;
 pub mod fanout;
 pub mod metrics;
+pub mod operator;
 
 pub use config::IngestConfig;
 
@@ -73,6 +74,22 @@ pub async fn start(
             tracing::warn!(%error, "re-sealing subscription secrets failed; they stay readable with the old keys")
         }
     }
+    let operator_subscription = match &config.operator {
+        Some(operator) => {
+            let subscription = operator::operator_subscription(operator)
+                .context("POSTLINE_OPERATOR_WEBHOOK_URL / _SECRET do not make a valid endpoint")?;
+            if !readiness.is_state_lost() {
+                operator::install(&store, &subscription).await;
+            }
+            Some(subscription)
+        }
+        None => None,
+    };
+    let installation_id = installation::read_marker(&mut redis.clone(), &keys)
+        .await
+        .ok()
+        .flatten()
+        .map(|m| m.id);
     let background = CancellationToken::new();
     let (catalog, sync) = catalog::start_sync(store.clone(), background.clone(), |_| {})
         .await
@@ -104,6 +121,31 @@ pub async fn start(
         readiness.clone(),
     );
     let (link_tx, link_rx) = tokio::sync::watch::channel(None);
+    let client = postline_shared::outbound::OutboundClient::new(
+        &common.outbound,
+        postline_shared::webhook::USER_AGENT,
+    )
+    .context("building the HTTP client")?;
+    let notifier = match (config.operator.clone(), operator_subscription) {
+        (Some(operator), Some(subscription)) => Some(tokio::spawn(
+            operator::Notifier {
+                config: operator,
+                subscription,
+                catalog: catalog.clone(),
+                delivery: delivery.clone(),
+                redis: redis.clone(),
+                keys: keys.clone(),
+                broker: link_rx.clone(),
+                topology: topology.clone(),
+                readiness: readiness.clone(),
+                client: client.clone(),
+                installation_id,
+                store: store.clone(),
+            }
+            .run(background.clone()),
+        )),
+        _ => None,
+    };
     let intake = amqp_intake::AmqpIntake::new(
         fanout.clone(),
         topology.clone(),
@@ -129,11 +171,7 @@ pub async fn start(
         store,
         catalog,
         delivery,
-        client: postline_shared::outbound::OutboundClient::new(
-            &common.outbound,
-            postline_shared::webhook::USER_AGENT,
-        )
-        .context("building the HTTP client")?,
+        client,
         tokens,
         topology,
         metrics,
@@ -162,6 +200,9 @@ pub async fn start(
         background.cancel();
         let _ = sync.await;
         let _ = redis_watch.await;
+        if let Some(notifier) = notifier {
+            let _ = notifier.await;
+        }
         tracing::info!("ingest stopped");
     });
     Ok(RunningIngest { addr, done })

@@ -252,6 +252,22 @@ impl SubscriptionStore {
         self.announce(id).await
     }
 
+    /// Stores an internal subscription (e.g. the operator's, whose reserved
+    /// id the API refuses) as given, sealing its secrets, and announces it.
+    pub async fn put_internal(&self, subscription: &Subscription) -> Result<(), StoreError> {
+        let id = subscription.id();
+        let mut redis = self.redis.clone();
+        redis::pipe()
+            .atomic()
+            .set(self.keys.subscription(id), self.encode(subscription))
+            .ignore()
+            .sadd(self.keys.subscription_ids(), id)
+            .ignore()
+            .query_async::<()>(&mut redis)
+            .await?;
+        self.announce(id).await
+    }
+
     /// Applies a patch and stores the result if it validates.
     pub async fn update(
         &self,

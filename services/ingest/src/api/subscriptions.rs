@@ -150,6 +150,16 @@ pub async fn create(
         .into_response())
 }
 
+/// The operator's internal subscription is not the API's to show or change.
+fn hidden(id: &str) -> Result<(), ApiError> {
+    if id == crate::operator::OPERATOR_ID {
+        return Err(ApiError::not_found(format!(
+            "subscription {id} does not exist"
+        )));
+    }
+    Ok(())
+}
+
 /// `GET /v1/subscriptions`.
 pub async fn list(
     State(state): State<ApiState>,
@@ -157,7 +167,11 @@ pub async fn list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
     let all = state.store.list().await?;
-    let views: Vec<_> = all.iter().map(view).collect();
+    let views: Vec<_> = all
+        .iter()
+        .filter(|s| s.id() != crate::operator::OPERATOR_ID)
+        .map(view)
+        .collect();
     Ok(Json(serde_json::json!({ "subscriptions": views })))
 }
 
@@ -168,6 +182,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
+    hidden(&id)?;
     let subscription = state.store.get(&id).await?;
     let mut shown = view(&subscription);
     // Backlog depth straight from the broker, when it is reachable.
@@ -188,6 +203,7 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
+    hidden(&id)?;
     let (verify, body) = take_verify(&body).map_err(ApiError::invalid)?;
     let patch: SubscriptionPatch = parse_json(&body).map_err(ApiError::invalid)?;
     let verify = verify && patch.changes_the_request();
@@ -230,6 +246,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
+    hidden(&id)?;
     let channel = admin_channel(&state).await?;
     // The subscription goes first so no new copy is routed to the queue.
     let outcome = state.store.delete(&id).await;
