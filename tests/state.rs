@@ -199,6 +199,14 @@ async fn after_a_redis_loss_nothing_is_accepted_and_dropped_and_an_import_delive
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "state_lost", "{body}");
     http_refused.push("h-late".to_string());
+    // Management writes would land in the emptied Redis: refused too.
+    let (status, body) = env
+        .create_subscription(
+            json!({"id": "newcomer", "endpoint": receiver.url(), "event_types": ["x.*"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "state_lost", "{body}");
     assert!(
         metrics_text(&env, env.ingest_url())
             .await
@@ -424,5 +432,38 @@ async fn the_operator_endpoint_gets_each_operational_event_once_signed() {
     let mut types: Vec<String> = got.iter().map(|r| verified_type(r, &secret)).collect();
     types.sort();
     assert_eq!(types, want, "{}", postline_tests::receiver::describe(&got));
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_installation_from_before_the_marker_is_adopted_not_taken_for_lost() {
+    let env = TestEnv::start().await;
+    let receiver = Receiver::start().await;
+    subscribe_strict(&env, &receiver, "older").await;
+    // As on a Redis written by a Postline without the marker.
+    let marker = format!("{}:installation", env.namespace);
+    let mut redis = env.redis();
+    let _: () = redis::AsyncCommands::del(&mut redis, &marker)
+        .await
+        .expect("DEL the marker");
+    wait::until("the marker to be written again", DEADLINE, || {
+        let mut redis = env.redis();
+        let marker = marker.clone();
+        async move {
+            let present: bool = redis::AsyncCommands::exists(&mut redis, &marker)
+                .await
+                .map_err(|e| e.to_string())?;
+            if present {
+                Ok(())
+            } else {
+                Err("absent".to_string())
+            }
+        }
+    })
+    .await;
+    wait_state(&env, false).await;
+    env.send_event(event("o-1", "vehicle.moved", json!({})))
+        .await;
+    receiver.wait_for_successes(1, DEADLINE).await;
     env.cleanup().await;
 }

@@ -46,16 +46,27 @@ pub enum Verdict {
     Ok,
     /// No marker and no queues: a new installation; write the marker.
     FreshInstall,
+    /// No marker, but Redis holds subscriptions: an installation from
+    /// before the marker existed (an upgrade), not an emptied Redis; write it.
+    Adopt,
     /// No marker but the broker has the namespace's queues: Redis lost its
     /// state. Fail closed.
     Lost,
 }
 
 /// The decision. `queues_present` is only asked for when the marker is
-/// missing (the broker is not consulted on the happy path).
-pub fn decide(marker_present: bool, queues_present: impl FnOnce() -> bool) -> Verdict {
+/// missing and Redis holds no subscription (the broker is not consulted on
+/// the happy path). Management writes are refused while the state is lost,
+/// so subscriptions in a Redis without a marker predate the marker.
+pub fn decide(
+    marker_present: bool,
+    subscriptions_present: bool,
+    queues_present: impl FnOnce() -> bool,
+) -> Verdict {
     if marker_present {
         Verdict::Ok
+    } else if subscriptions_present {
+        Verdict::Adopt
     } else if queues_present() {
         Verdict::Lost
     } else {
@@ -151,12 +162,17 @@ pub async fn check(
     readiness: &Readiness,
 ) -> Result<Verdict, InstallationError> {
     let present = marker_present(redis, keys).await?;
-    let queues = if present {
+    let subscriptions: bool = if present {
+        false
+    } else {
+        redis.exists(keys.subscription_ids()).await?
+    };
+    let queues = if present || subscriptions {
         false
     } else {
         broker_has_namespace(amqp_url, topology).await?
     };
-    let verdict = decide(present, || queues);
+    let verdict = decide(present, subscriptions, || queues);
     match verdict {
         Verdict::Ok => {
             if readiness.is_state_lost() {
@@ -164,7 +180,7 @@ pub async fn check(
             }
             readiness.set_state_lost(false);
         }
-        Verdict::FreshInstall => {
+        Verdict::FreshInstall | Verdict::Adopt => {
             // NX: two services starting together write one marker.
             let marker = Marker::fresh();
             let text = serde_json::to_string(&marker)
@@ -177,7 +193,11 @@ pub async fn check(
                 .await?
                 .is_some();
             if written {
-                tracing::info!(installation = %marker.id, "fresh installation: marker written");
+                if verdict == Verdict::Adopt {
+                    tracing::warn!(installation = %marker.id, "no installation marker but subscriptions present (an installation from before the marker): marker written");
+                } else {
+                    tracing::info!(installation = %marker.id, "fresh installation: marker written");
+                }
             }
             readiness.set_state_lost(false);
         }
@@ -257,20 +277,30 @@ mod tests {
 
     #[test]
     fn a_present_marker_is_ok_without_asking_the_broker() {
-        assert_eq!(
-            decide(true, || panic!("the broker is not asked")),
-            Verdict::Ok
-        );
+        for subscriptions in [false, true] {
+            assert_eq!(
+                decide(true, subscriptions, || panic!("the broker is not asked")),
+                Verdict::Ok
+            );
+        }
     }
 
     #[test]
     fn no_marker_and_no_queues_is_a_fresh_install() {
-        assert_eq!(decide(false, || false), Verdict::FreshInstall);
+        assert_eq!(decide(false, false, || false), Verdict::FreshInstall);
     }
 
     #[test]
     fn no_marker_while_the_queues_exist_is_lost_state() {
-        assert_eq!(decide(false, || true), Verdict::Lost);
+        assert_eq!(decide(false, false, || true), Verdict::Lost);
+    }
+
+    #[test]
+    fn no_marker_with_subscriptions_is_an_installation_from_before_the_marker() {
+        assert_eq!(
+            decide(false, true, || panic!("the broker is not asked")),
+            Verdict::Adopt
+        );
     }
 
     #[test]

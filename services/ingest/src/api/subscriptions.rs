@@ -110,6 +110,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
+    refuse_while_lost(&state)?;
     let (verify, body) = take_verify(&body).map_err(ApiError::invalid)?;
     let spec: SubscriptionSpec = parse_json(&body).map_err(ApiError::invalid)?;
     spec.validate_new().map_err(ApiError::invalid)?;
@@ -148,6 +149,16 @@ pub async fn create(
         Json(view_with_ping(&subscription, ping)),
     )
         .into_response())
+}
+
+/// While the state is lost a management write would land in an emptied
+/// Redis (and make it look like an installation from before the marker):
+/// 503 `state_lost` until it is restored or a fresh start is declared.
+fn refuse_while_lost(state: &ApiState) -> Result<(), ApiError> {
+    if state.readiness.is_state_lost() {
+        return Err(ApiError::state_lost());
+    }
+    Ok(())
 }
 
 /// The operator's internal subscription is not the API's to show or change.
@@ -203,6 +214,7 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
+    refuse_while_lost(&state)?;
     hidden(&id)?;
     let (verify, body) = take_verify(&body).map_err(ApiError::invalid)?;
     let patch: SubscriptionPatch = parse_json(&body).map_err(ApiError::invalid)?;
@@ -246,6 +258,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
+    refuse_while_lost(&state)?;
     hidden(&id)?;
     let channel = admin_channel(&state).await?;
     // The subscription goes first so no new copy is routed to the queue.
