@@ -133,22 +133,6 @@ async fn metrics(State(state): State<OpsState>) -> Response {
         .into_response()
 }
 
-/// Keeps the Redis readiness flag current by pinging every few seconds.
-pub async fn watch_redis(
-    mut redis: redis::aio::ConnectionManager,
-    readiness: Arc<Readiness>,
-    cancel: tokio_util::sync::CancellationToken,
-) {
-    loop {
-        let pong: Result<String, _> = redis::cmd("PING").query_async(&mut redis).await;
-        readiness.set_redis(pong.is_ok());
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
