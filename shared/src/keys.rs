@@ -99,6 +99,17 @@ impl RedisKeys {
         format!("{}:token:{fingerprint}:error", self.prefix)
     }
 
+    /// The installation marker: its absence while the broker has the
+    /// namespace's queues means Redis lost its state.
+    pub fn installation(&self) -> String {
+        format!("{}:installation", self.prefix)
+    }
+
+    /// Claims one operational event (by its occurrence id) so it is sent once.
+    pub fn operator_event(&self, event_id: &str) -> String {
+        format!("{}:operator-event:{event_id}", self.prefix)
+    }
+
     /// Pattern matching every key of the namespace (for tests and tooling).
     pub fn all(&self) -> String {
         format!("{}:*", self.prefix)

@@ -14,6 +14,7 @@ pub mod delivery_state;
 pub mod encryption;
 pub mod envelope;
 pub mod http_server;
+pub mod installation;
 pub mod keys;
 pub mod ladder;
 pub mod metrics;

@@ -1,6 +1,7 @@
 //! The operational HTTP surface every service exposes: `/healthz` (the
-//! process runs), `/readyz` (broker and Redis connected) and `/metrics`
-//! (which also carries `postline_ready`, the `/readyz` verdict as 1 or 0).
+//! process runs), `/readyz` (broker and Redis connected, state not lost) and
+//! `/metrics` (which also carries `postline_ready`, the `/readyz` verdict as
+//! 1 or 0, and `postline_state_lost`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,6 +16,8 @@ use std::sync::Arc;
 pub struct Readiness {
     broker: AtomicBool,
     redis: AtomicBool,
+    /// Redis lost its state (see [`crate::installation`]).
+    state_lost: AtomicBool,
 }
 
 impl Readiness {
@@ -33,9 +36,22 @@ impl Readiness {
         self.redis.store(up, Ordering::Relaxed);
     }
 
-    /// Whether both are up.
+    /// Records whether Redis lost its state (no installation marker while
+    /// the broker has the namespace's queues).
+    pub fn set_state_lost(&self, lost: bool) {
+        self.state_lost.store(lost, Ordering::Relaxed);
+    }
+
+    /// Whether Redis lost its state: intake and delivery must hold still.
+    pub fn is_state_lost(&self) -> bool {
+        self.state_lost.load(Ordering::Relaxed)
+    }
+
+    /// Whether both are up and the state is not lost.
     pub fn is_ready(&self) -> bool {
-        self.broker.load(Ordering::Relaxed) && self.redis.load(Ordering::Relaxed)
+        self.broker.load(Ordering::Relaxed)
+            && self.redis.load(Ordering::Relaxed)
+            && !self.is_state_lost()
     }
 }
 
@@ -45,13 +61,18 @@ struct OpsState {
     registry: prometheus::Registry,
     /// `postline_ready`, set from `readiness` at every scrape.
     ready: Option<prometheus::IntGauge>,
+    /// `postline_state_lost`, set from `readiness` at every scrape.
+    state_lost: Option<prometheus::IntGauge>,
 }
 
 /// Name of the gauge that mirrors `/readyz` on `/metrics`.
 pub const READY_METRIC: &str = "postline_ready";
 
+/// Name of the gauge that says whether Redis lost its state.
+pub const STATE_LOST_METRIC: &str = "postline_state_lost";
+
 /// Routes for `/healthz`, `/readyz` and `/metrics`, to merge into a service's
-/// router. Registers `postline_ready` in `registry`.
+/// router. Registers `postline_ready` and `postline_state_lost` in `registry`.
 pub fn router(readiness: Arc<Readiness>, registry: prometheus::Registry) -> Router {
     let ready = crate::metrics::gauge(
         &registry,
@@ -59,6 +80,13 @@ pub fn router(readiness: Arc<Readiness>, registry: prometheus::Registry) -> Rout
         "1 when the service is ready (what /readyz answers 200 to), 0 otherwise",
     )
     .map_err(|error| tracing::warn!(%error, "registering {READY_METRIC} failed"))
+    .ok();
+    let state_lost = crate::metrics::gauge(
+        &registry,
+        STATE_LOST_METRIC,
+        "1 while Redis has lost Postline's state (no installation marker, queues present): intake and delivery hold still",
+    )
+    .map_err(|error| tracing::warn!(%error, "registering {STATE_LOST_METRIC} failed"))
     .ok();
     Router::new()
         .route(
@@ -71,6 +99,7 @@ pub fn router(readiness: Arc<Readiness>, registry: prometheus::Registry) -> Rout
             readiness,
             registry,
             ready,
+            state_lost,
         })
 }
 
@@ -80,6 +109,7 @@ async fn readyz(State(state): State<OpsState>) -> Response {
         "ready": r.is_ready(),
         "broker": r.broker.load(Ordering::Relaxed),
         "redis": r.redis.load(Ordering::Relaxed),
+        "state": if r.is_state_lost() { "lost" } else { "ok" },
     }));
     let status = if r.is_ready() {
         StatusCode::OK
@@ -93,27 +123,14 @@ async fn metrics(State(state): State<OpsState>) -> Response {
     if let Some(ready) = &state.ready {
         ready.set(i64::from(state.readiness.is_ready()));
     }
+    if let Some(lost) = &state.state_lost {
+        lost.set(i64::from(state.readiness.is_state_lost()));
+    }
     (
         [("content-type", "text/plain; version=0.0.4")],
         crate::metrics::render(&state.registry),
     )
         .into_response()
-}
-
-/// Keeps the Redis readiness flag current by pinging every few seconds.
-pub async fn watch_redis(
-    mut redis: redis::aio::ConnectionManager,
-    readiness: Arc<Readiness>,
-    cancel: tokio_util::sync::CancellationToken,
-) {
-    loop {
-        let pong: Result<String, _> = redis::cmd("PING").query_async(&mut redis).await;
-        readiness.set_redis(pong.is_ok());
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-        }
-    }
 }
 
 #[cfg(test)]
@@ -152,6 +169,13 @@ mod tests {
         );
         readiness.set_redis(true);
         assert_eq!(ready_line().await.as_deref(), Some("postline_ready 1"));
+        readiness.set_state_lost(true);
+        assert_eq!(
+            ready_line().await.as_deref(),
+            Some("postline_ready 0"),
+            "lost state is not ready"
+        );
+        readiness.set_state_lost(false);
         readiness.set_broker(false);
         assert_eq!(ready_line().await.as_deref(), Some("postline_ready 0"));
         server.abort();

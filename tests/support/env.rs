@@ -104,6 +104,15 @@ impl TestEnvBuilder {
         self
     }
 
+    /// Points every service (and the test's own Redis connection) at
+    /// another Redis, e.g. a [`crate::redis_server::PrivateRedis`].
+    pub fn redis_url(mut self, url: &str) -> Self {
+        self.ingest.common.redis_url = url.to_string();
+        self.delivery.common.redis_url = url.to_string();
+        self.token.common.redis_url = url.to_string();
+        self
+    }
+
     /// Sets the largest accepted event (both intakes).
     pub fn max_event_bytes(mut self, bytes: usize) -> Self {
         self.ingest.max_event_bytes = bytes;

@@ -21,6 +21,7 @@ pub mod logs;
 pub mod namespace;
 pub mod proxy;
 pub mod receiver;
+pub mod redis_server;
 pub mod signatures;
 pub mod token_server;
 pub mod wait;

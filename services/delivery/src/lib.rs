@@ -18,6 +18,7 @@ pub use config::DeliveryConfig;
 use anyhow::Context;
 use postline_shared::delivery_state::DeliveryState;
 use postline_shared::http_server::{self, ServerLimits};
+use postline_shared::installation;
 use postline_shared::ops::{self, Readiness};
 use postline_shared::subscription::catalog;
 use postline_shared::subscription::SubscriptionStore;
@@ -64,6 +65,16 @@ pub async fn start(
             .await
             .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
     readiness.set_redis(true);
+    let topology = common.topology();
+    installation::check_at_start(
+        &redis,
+        &keys,
+        &common.amqp_url,
+        &topology,
+        &readiness,
+        &shutdown,
+    )
+    .await;
     let background = CancellationToken::new();
     let (changed_tx, changed_rx) = tokio::sync::mpsc::unbounded_channel();
     let (catalog, sync) =
@@ -72,8 +83,11 @@ pub async fn start(
         })
         .await
         .context("loading subscriptions")?;
-    let redis_watch = tokio::spawn(ops::watch_redis(
+    let redis_watch = tokio::spawn(installation::watch(
         redis.clone(),
+        keys.clone(),
+        common.amqp_url.clone(),
+        topology,
         readiness.clone(),
         background.clone(),
     ));

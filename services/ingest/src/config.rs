@@ -43,6 +43,9 @@ pub struct IngestConfig {
     /// which is also how long a kept-alive connection may idle
     /// (`POSTLINE_HEADER_READ_TIMEOUT_MS`).
     pub server: ServerLimits,
+    /// Operational events (`POSTLINE_OPERATOR_WEBHOOK_URL` and
+    /// `POSTLINE_OPERATOR_WEBHOOK_SECRET`; off when the URL is unset).
+    pub operator: Option<crate::operator::OperatorConfig>,
 }
 
 impl IngestConfig {
@@ -72,6 +75,7 @@ impl IngestConfig {
                     defaults.server.header_read_timeout.as_millis() as u64,
                 )?),
             },
+            operator: operator_from_env()?,
             ..defaults
         };
         if config.admin_token == config.producer_token {
@@ -99,6 +103,32 @@ impl IngestConfig {
             intake_prefetch: 512,
             token_url: "http://127.0.0.1:8082".to_string(),
             server: ServerLimits::default(),
+            operator: None,
         }
     }
+}
+
+fn operator_from_env() -> Result<Option<crate::operator::OperatorConfig>, ConfigError> {
+    let url: String = env_or("POSTLINE_OPERATOR_WEBHOOK_URL", String::new())?;
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let secret: String = env_or("POSTLINE_OPERATOR_WEBHOOK_SECRET", String::new())?;
+    if secret.is_empty() {
+        return Err(ConfigError {
+            name: "POSTLINE_OPERATOR_WEBHOOK_SECRET".into(),
+            value: "<empty>".into(),
+            reason: "required with POSTLINE_OPERATOR_WEBHOOK_URL (operational events are signed)"
+                .into(),
+        });
+    }
+    Ok(Some(crate::operator::OperatorConfig {
+        url,
+        secret: Secret::new(secret),
+        blocked_alert_after: Duration::from_secs(env_or(
+            "POSTLINE_BLOCKED_ALERT_AFTER_SECS",
+            3600u64,
+        )?),
+        scan_every: Duration::from_secs(env_or("POSTLINE_OPERATOR_SCAN_SECS", 10u64)?),
+    }))
 }

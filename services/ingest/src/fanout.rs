@@ -7,6 +7,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::BasicProperties;
 use postline_shared::broker::{ConfirmedPublisher, Outgoing, PendingConfirm, PublishError};
 use postline_shared::keys::RedisKeys;
+use postline_shared::ops::Readiness;
 use postline_shared::subscription::catalog::Catalog;
 use postline_shared::topology::{Topology, QUEUED_AT_HEADER};
 use postline_shared::Envelope;
@@ -51,6 +52,10 @@ pub enum FanoutError {
     /// Redis (idempotency record) failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// Redis lost Postline's state (no installation marker): nothing is
+    /// accepted until it is restored or a fresh start is declared.
+    #[error("state lost: Redis has no installation marker")]
+    StateLost,
 }
 
 /// Publishes event copies to subscription queues.
@@ -63,6 +68,7 @@ pub struct Fanout {
     redis: ConnectionManager,
     dedup_ttl_secs: u64,
     metrics: IngestMetrics,
+    readiness: Arc<Readiness>,
 }
 
 impl Fanout {
@@ -74,6 +80,7 @@ impl Fanout {
         redis: ConnectionManager,
         dedup_ttl_secs: u64,
         metrics: IngestMetrics,
+        readiness: Arc<Readiness>,
     ) -> Self {
         Self {
             catalog,
@@ -83,6 +90,7 @@ impl Fanout {
             redis,
             dedup_ttl_secs,
             metrics,
+            readiness,
         }
     }
 
@@ -91,16 +99,37 @@ impl Fanout {
         &self.metrics
     }
 
-    /// Which of `event_ids` were accepted before, in one Redis round trip.
-    pub async fn seen(&self, event_ids: &[&str]) -> Result<Vec<bool>, redis::RedisError> {
+    /// Whether Redis is known to have lost the state (intake holds still).
+    pub fn state_lost(&self) -> bool {
+        self.readiness.is_state_lost()
+    }
+
+    /// Which of `event_ids` were accepted before, in one Redis round trip
+    /// that also confirms the installation marker: events are matched
+    /// against the catalog only while Redis still holds the state, so an
+    /// emptied Redis never turns accepted events into unmatched ones.
+    pub async fn seen(&self, event_ids: &[&str]) -> Result<Vec<bool>, FanoutError> {
+        if self.readiness.is_state_lost() {
+            return Err(FanoutError::StateLost);
+        }
         if event_ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
+        pipe.exists(self.keys.installation());
         for id in event_ids {
             pipe.exists(self.keys.intake_dedup(id));
         }
-        pipe.query_async(&mut self.redis.clone()).await
+        let mut replies: Vec<bool> = pipe.query_async(&mut self.redis.clone()).await?;
+        if replies.first() != Some(&true) {
+            // Intake only runs after the marker was found or written, so
+            // its absence now means Redis lost the state.
+            tracing::error!("installation marker missing in Redis: state lost; intake holds still");
+            self.readiness.set_state_lost(true);
+            return Err(FanoutError::StateLost);
+        }
+        replies.remove(0);
+        Ok(replies)
     }
 
     /// Remembers `event_ids` as accepted, in one Redis round trip. Call it only
@@ -283,7 +312,8 @@ pub struct PendingCopy {
     pub confirm: PendingConfirm,
 }
 
-fn copy_properties(envelope: &Envelope) -> BasicProperties {
+/// The AMQP properties of a copy of `envelope` in a subscription queue.
+pub(crate) fn copy_properties(envelope: &Envelope) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert(
         "postline-event-type".into(),

@@ -10,12 +10,14 @@ pub mod broker_link;
 pub mod config;
 pub mod fanout;
 pub mod metrics;
+pub mod operator;
 
 pub use config::IngestConfig;
 
 use anyhow::Context;
 use postline_shared::delivery_state::DeliveryState;
 use postline_shared::http_server;
+use postline_shared::installation;
 use postline_shared::ops::{self, Readiness};
 use postline_shared::subscription::catalog;
 use postline_shared::subscription::SubscriptionStore;
@@ -50,6 +52,17 @@ pub async fn start(
             .await
             .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
     readiness.set_redis(true);
+    // Before anything reads the catalog or declares a queue: is the state in
+    // Redis this installation's (or a fresh install, then marked)?
+    installation::check_at_start(
+        &redis,
+        &keys,
+        &common.amqp_url,
+        &topology,
+        &readiness,
+        &shutdown,
+    )
+    .await;
     // Ingest owns the subscriptions, so it brings them under the current
     // encryption key after a rotation (and seals any stored in clear).
     match store.reseal_all().await {
@@ -61,12 +74,31 @@ pub async fn start(
             tracing::warn!(%error, "re-sealing subscription secrets failed; they stay readable with the old keys")
         }
     }
+    let operator_subscription = match &config.operator {
+        Some(operator) => {
+            let subscription = operator::operator_subscription(operator)
+                .context("POSTLINE_OPERATOR_WEBHOOK_URL / _SECRET do not make a valid endpoint")?;
+            if !readiness.is_state_lost() {
+                operator::install(&store, &subscription).await;
+            }
+            Some(subscription)
+        }
+        None => None,
+    };
+    let installation_id = installation::read_marker(&mut redis.clone(), &keys)
+        .await
+        .ok()
+        .flatten()
+        .map(|m| m.id);
     let background = CancellationToken::new();
     let (catalog, sync) = catalog::start_sync(store.clone(), background.clone(), |_| {})
         .await
         .context("loading subscriptions")?;
-    let redis_watch = tokio::spawn(ops::watch_redis(
+    let redis_watch = tokio::spawn(installation::watch(
         redis.clone(),
+        keys.clone(),
+        common.amqp_url.clone(),
+        topology.clone(),
         readiness.clone(),
         background.clone(),
     ));
@@ -82,12 +114,38 @@ pub async fn start(
     let fanout = fanout::Fanout::new(
         catalog.clone(),
         topology.clone(),
-        keys,
-        redis,
+        keys.clone(),
+        redis.clone(),
         config.dedup_ttl_secs,
         metrics.clone(),
+        readiness.clone(),
     );
     let (link_tx, link_rx) = tokio::sync::watch::channel(None);
+    let client = postline_shared::outbound::OutboundClient::new(
+        &common.outbound,
+        postline_shared::webhook::USER_AGENT,
+    )
+    .context("building the HTTP client")?;
+    let notifier = match (config.operator.clone(), operator_subscription) {
+        (Some(operator), Some(subscription)) => Some(tokio::spawn(
+            operator::Notifier {
+                config: operator,
+                subscription,
+                catalog: catalog.clone(),
+                delivery: delivery.clone(),
+                redis: redis.clone(),
+                keys: keys.clone(),
+                broker: link_rx.clone(),
+                topology: topology.clone(),
+                readiness: readiness.clone(),
+                client: client.clone(),
+                installation_id,
+                store: store.clone(),
+            }
+            .run(background.clone()),
+        )),
+        _ => None,
+    };
     let intake = amqp_intake::AmqpIntake::new(
         fanout.clone(),
         topology.clone(),
@@ -113,11 +171,7 @@ pub async fn start(
         store,
         catalog,
         delivery,
-        client: postline_shared::outbound::OutboundClient::new(
-            &common.outbound,
-            postline_shared::webhook::USER_AGENT,
-        )
-        .context("building the HTTP client")?,
+        client,
         tokens,
         topology,
         metrics,
@@ -126,6 +180,9 @@ pub async fn start(
         max_event_bytes: config.max_event_bytes,
         max_batch_bytes: config.max_batch_bytes,
         max_batch_events: config.max_batch_events,
+        redis,
+        keys,
+        readiness: readiness.clone(),
     };
     let app = api::router(state).merge(ops::router(readiness, registry));
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -143,6 +200,9 @@ pub async fn start(
         background.cancel();
         let _ = sync.await;
         let _ = redis_watch.await;
+        if let Some(notifier) = notifier {
+            let _ = notifier.await;
+        }
         tracing::info!("ingest stopped");
     });
     Ok(RunningIngest { addr, done })

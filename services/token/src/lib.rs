@@ -61,7 +61,16 @@ pub async fn start(
         },
         metrics,
     );
-    let redis_watch = tokio::spawn(ops::watch_redis(redis, readiness.clone(), shutdown.clone()));
+    // The token service holds no queue and only caches, but it reports a
+    // lost state like every service, so the whole installation shows unready.
+    let redis_watch = tokio::spawn(postline_shared::installation::watch(
+        redis,
+        common.keys(),
+        common.amqp_url.clone(),
+        common.topology(),
+        readiness.clone(),
+        shutdown.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use std::collections::HashMap;
 
-/// What a strict subscription is waiting on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a strict subscription is waiting on (serialisable for backups).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Block {
     /// The event that keeps failing.
     pub event_id: String,

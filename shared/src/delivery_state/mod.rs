@@ -48,6 +48,10 @@ pub enum StateError {
         /// What was wrong.
         reason: String,
     },
+    /// Redis has no installation marker: its state was lost, so whatever it
+    /// says about blocks and markers cannot be trusted.
+    #[error("state lost: Redis has no installation marker")]
+    StateLost,
 }
 
 /// What is known about an event of a subscription before attempting it.
@@ -103,7 +107,10 @@ impl DeliveryState {
 
     /// Whether `event_id` is settled for `subscription_id`, the
     /// subscription's block, and whether the event's `tracking` says it is a
-    /// duplicate or of a complete entity, in one round trip.
+    /// duplicate or of a complete entity, in one round trip, which also
+    /// confirms the installation marker: an emptied Redis would say "not
+    /// blocked, not delivered" and let later events overtake a blocked one,
+    /// so without the marker this is [`StateError::StateLost`].
     pub async fn precheck(
         &self,
         subscription_id: &str,
@@ -112,7 +119,8 @@ impl DeliveryState {
     ) -> Result<Precheck, StateError> {
         let block_key = self.keys.block(subscription_id);
         let mut pipe = redis::pipe();
-        pipe.exists(self.keys.delivered(subscription_id, event_id))
+        pipe.exists(self.keys.installation())
+            .exists(self.keys.delivered(subscription_id, event_id))
             .hgetall(&block_key);
         if let Some(dedup) = &tracking.dedup {
             pipe.exists(self.keys.dedup(subscription_id, &dedup.hash));
@@ -126,6 +134,10 @@ impl DeliveryState {
         let replies: Vec<redis::Value> = pipe.query_async(&mut self.connection()).await?;
         let mut replies = replies.into_iter();
         let mut next = || replies.next().unwrap_or(redis::Value::Nil);
+        let installed: bool = redis::from_redis_value(next()).map_err(redis::RedisError::from)?;
+        if !installed {
+            return Err(StateError::StateLost);
+        }
         let settled: bool = redis::from_redis_value(next()).map_err(redis::RedisError::from)?;
         let block: HashMap<String, String> =
             redis::from_redis_value(next()).map_err(redis::RedisError::from)?;

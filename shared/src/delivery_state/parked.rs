@@ -68,6 +68,36 @@ impl DeliveryState {
         Ok(())
     }
 
+    /// Puts back parked events from a backup (each marked settled again,
+    /// as when it was parked, so no stale copy of it is sent).
+    pub async fn restore_parked(
+        &self,
+        subscription_id: &str,
+        events: &[ParkedEvent],
+    ) -> Result<(), StateError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for event in events {
+            let record = serde_json::to_string(event).map_err(|e| StateError::Corrupt {
+                key: self.keys.parked(subscription_id),
+                reason: e.to_string(),
+            })?;
+            pipe.hset(self.keys.parked(subscription_id), &event.event_id, record)
+                .ignore()
+                .set_ex(
+                    self.keys.delivered(subscription_id, &event.event_id),
+                    GIVEN_UP,
+                    self.settled_ttl_secs,
+                )
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.connection()).await?;
+        Ok(())
+    }
+
     /// Every parked event of a subscription, oldest give-up first.
     pub async fn parked(&self, subscription_id: &str) -> Result<Vec<ParkedEvent>, StateError> {
         let key = self.keys.parked(subscription_id);

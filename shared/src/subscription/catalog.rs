@@ -3,7 +3,9 @@
 //! Ingest matches events against it; delivery reconciles its consumers with
 //! it. [`sync`] loads everything, then applies each announced change, and
 //! reloads in full after a lost pub/sub connection and periodically, so a
-//! missed announcement heals within one period.
+//! missed announcement heals within one period. A full reload is refused
+//! while Redis has no installation marker: an emptied Redis is never taken
+//! for "no subscriptions" (see [`crate::installation`]).
 
 use super::{Subscription, SubscriptionStore};
 use crate::envelope::Envelope;
@@ -192,6 +194,13 @@ async fn reload(
     catalog: &Catalog,
     changed: &(impl Fn(&str) + Send + Sync),
 ) -> Result<(), super::StoreError> {
+    if !store.installed().await? {
+        tracing::error!(
+            kept = catalog.len(),
+            "installation marker missing in Redis: keeping the catalog as it was instead of reloading (state lost?)"
+        );
+        return Ok(());
+    }
     let all = store.list().await?;
     for id in catalog.replace_all(all) {
         changed(&id);

@@ -169,6 +169,11 @@ impl SubscriptionStore {
         }
     }
 
+    /// Whether Redis holds the installation marker (its state is not lost).
+    pub async fn installed(&self) -> Result<bool, StoreError> {
+        Ok(crate::installation::marker_present(&mut self.redis.clone(), &self.keys).await?)
+    }
+
     /// Reads every subscription, sorted by id.
     pub async fn list(&self) -> Result<Vec<Subscription>, StoreError> {
         let mut redis = self.redis.clone();
@@ -187,6 +192,80 @@ impl SubscriptionStore {
             }
         }
         Ok(subscriptions)
+    }
+
+    /// Every stored document exactly as stored (secrets still sealed),
+    /// sorted by id: what a backup keeps.
+    pub async fn export_sealed(&self) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut redis = self.redis.clone();
+        let mut ids: Vec<String> = redis.smembers(self.keys.subscription_ids()).await?;
+        ids.sort();
+        let mut documents = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let keys: Vec<String> = chunk.iter().map(|id| self.keys.subscription(id)).collect();
+            let docs: Vec<Option<String>> = redis.mget(&keys).await?;
+            for (id, doc) in chunk.iter().zip(docs) {
+                if let Some(doc) = doc {
+                    let value =
+                        serde_json::from_str(&doc).map_err(|source| StoreError::Corrupt {
+                            id: id.clone(),
+                            source,
+                        })?;
+                    documents.push(value);
+                }
+            }
+        }
+        Ok(documents)
+    }
+
+    /// Checks an exported document: it must be a subscription whose secrets
+    /// open with the configured keys. Returns it opened, and its id.
+    pub fn check_sealed(&self, document: &serde_json::Value) -> Result<Subscription, StoreError> {
+        let id = document
+            .pointer("/spec/id")
+            .or_else(|| document.get("id"))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let raw = document.to_string();
+        let (subscription, _) = self.decode(&id, &raw)?;
+        Ok(subscription)
+    }
+
+    /// Stores an exported document as it is (replacing any with its id) and
+    /// announces it; check it first with [`Self::check_sealed`].
+    pub async fn import_sealed(
+        &self,
+        subscription: &Subscription,
+        document: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let id = subscription.id();
+        let mut redis = self.redis.clone();
+        redis::pipe()
+            .atomic()
+            .set(self.keys.subscription(id), document.to_string())
+            .ignore()
+            .sadd(self.keys.subscription_ids(), id)
+            .ignore()
+            .query_async::<()>(&mut redis)
+            .await?;
+        self.announce(id).await
+    }
+
+    /// Stores an internal subscription (e.g. the operator's, whose reserved
+    /// id the API refuses) as given, sealing its secrets, and announces it.
+    pub async fn put_internal(&self, subscription: &Subscription) -> Result<(), StoreError> {
+        let id = subscription.id();
+        let mut redis = self.redis.clone();
+        redis::pipe()
+            .atomic()
+            .set(self.keys.subscription(id), self.encode(subscription))
+            .ignore()
+            .sadd(self.keys.subscription_ids(), id)
+            .ignore()
+            .query_async::<()>(&mut redis)
+            .await?;
+        self.announce(id).await
     }
 
     /// Applies a patch and stores the result if it validates.

@@ -95,6 +95,20 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// 503 `state_lost`: Redis lost Postline's state; nothing is accepted
+    /// until an operator imports an export or declares a fresh start.
+    pub fn state_lost() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Problem::whole(
+                "state_lost",
+                "Postline's state in Redis was lost; an operator must restore it (POST /v1/admin/import) or declare a fresh start (POST /v1/admin/reset-state); retry with the same ids later",
+            ),
+        )
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {

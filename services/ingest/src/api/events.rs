@@ -80,6 +80,7 @@ async fn publish_all(state: &ApiState, envelopes: Vec<Envelope>) -> Result<Respo
                 let message = match error {
                     FanoutError::Publish(_) => "broker did not confirm; retry with the same ids",
                     FanoutError::Redis(_) => "redis unavailable; retry with the same ids",
+                    FanoutError::StateLost => return Err(ApiError::state_lost()),
                 };
                 return Err(ApiError::unavailable(message));
             }

@@ -1,6 +1,7 @@
 //! The ingest HTTP API under `/v1`: event intake for producers and the
 //! subscription management API for operators.
 
+mod admin;
 mod auth;
 mod delivery_controls;
 mod error;
@@ -54,6 +55,12 @@ pub struct ApiState {
     pub max_batch_bytes: usize,
     /// Most events per batch.
     pub max_batch_events: usize,
+    /// Redis, for the installation marker.
+    pub redis: redis::aio::ConnectionManager,
+    /// Redis key names.
+    pub keys: postline_shared::keys::RedisKeys,
+    /// The service's readiness (the lost-state flag).
+    pub readiness: Arc<postline_shared::ops::Readiness>,
 }
 
 /// The live broker link, or 503 while ingest is reconnecting.
@@ -106,6 +113,9 @@ pub fn router(state: ApiState) -> Router {
             "/v1/subscriptions/{id}/attempts",
             get(delivery_controls::attempts),
         )
+        .route("/v1/admin/export", get(admin::export))
+        .route("/v1/admin/import", post(admin::import))
+        .route("/v1/admin/reset-state", post(admin::reset_state))
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
 }

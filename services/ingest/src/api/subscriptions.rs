@@ -116,6 +116,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
+    refuse_while_lost(&state)?;
     let (verify, body) = take_verify(&body).map_err(ApiError::invalid)?;
     let spec: SubscriptionSpec = parse_json(&body).map_err(ApiError::invalid)?;
     spec.validate_new().map_err(ApiError::invalid)?;
@@ -160,6 +161,26 @@ pub async fn create(
         .into_response())
 }
 
+/// While the state is lost a management write would land in an emptied
+/// Redis (and make it look like an installation from before the marker):
+/// 503 `state_lost` until it is restored or a fresh start is declared.
+fn refuse_while_lost(state: &ApiState) -> Result<(), ApiError> {
+    if state.readiness.is_state_lost() {
+        return Err(ApiError::state_lost());
+    }
+    Ok(())
+}
+
+/// The operator's internal subscription is not the API's to show or change.
+fn hidden(id: &str) -> Result<(), ApiError> {
+    if id == crate::operator::OPERATOR_ID {
+        return Err(ApiError::not_found(format!(
+            "subscription {id} does not exist"
+        )));
+    }
+    Ok(())
+}
+
 /// `GET /v1/subscriptions`.
 pub async fn list(
     State(state): State<ApiState>,
@@ -167,7 +188,11 @@ pub async fn list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
     let all = state.store.list().await?;
-    let views: Vec<_> = all.iter().map(view).collect();
+    let views: Vec<_> = all
+        .iter()
+        .filter(|s| s.id() != crate::operator::OPERATOR_ID)
+        .map(view)
+        .collect();
     Ok(Json(serde_json::json!({ "subscriptions": views })))
 }
 
@@ -178,6 +203,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
+    hidden(&id)?;
     let subscription = state.store.get(&id).await?;
     let mut shown = view(&subscription);
     // Backlog depth straight from the broker, when it is reachable.
@@ -198,6 +224,8 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
+    refuse_while_lost(&state)?;
+    hidden(&id)?;
     let (verify, body) = take_verify(&body).map_err(ApiError::invalid)?;
     let patch: SubscriptionPatch = parse_json(&body).map_err(ApiError::invalid)?;
     let verify = verify && patch.changes_the_request();
@@ -236,6 +264,8 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
+    refuse_while_lost(&state)?;
+    hidden(&id)?;
     let channel = admin_channel(&state).await?;
     // The subscription goes first so no new copy is routed to the queue.
     let outcome = state.store.delete(&id).await;
