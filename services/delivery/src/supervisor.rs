@@ -72,6 +72,15 @@ impl Supervisor {
         let mut backoff = Duration::from_millis(200);
         let connector = Arc::new(BrokerConnector::new(self.amqp_url.clone()));
         while !shutdown.is_cancelled() {
+            if self.readiness.is_state_lost() {
+                // Redis lost its state: nothing is consumed (every event
+                // stays in its queue, in order) until it is restored.
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(HEALTH_CHECK_EVERY) => {}
+                }
+                continue;
+            }
             let connections = match Connections::open(
                 connector.clone(),
                 self.channels_per_connection,
@@ -122,6 +131,10 @@ impl Supervisor {
                     _ = shutdown.cancelled() => break,
                     Some(id) = changed.recv() => healthy = self.reconcile(&mut consumers, &id).await,
                     _ = health.tick() => {
+                        if self.readiness.is_state_lost() {
+                            tracing::warn!("state lost: stopping every consumer until it is restored");
+                            break;
+                        }
                         // A lost connection, or a publisher closed by a channel
                         // error (e.g. a refused delay-queue declaration): no
                         // retry could be scheduled, so start over.
@@ -149,7 +162,7 @@ impl Supervisor {
             self.context.metrics.consumers.set(0);
             self.context.metrics.connections.set(0);
             self.readiness.set_broker(false);
-            if !shutdown.is_cancelled() {
+            if !shutdown.is_cancelled() && !self.readiness.is_state_lost() {
                 // Starting over: the next generation tries another node first.
                 connector.lost();
             }
