@@ -196,6 +196,13 @@ pub struct ConnectError {
     pub failures: Vec<String>,
 }
 
+impl From<ConnectError> for lapin::Error {
+    /// For callers that report every broker failure as a lapin error.
+    fn from(error: ConnectError) -> Self {
+        std::io::Error::other(error.to_string()).into()
+    }
+}
+
 /// Connects a service to whichever node of its list answers, following a [`Rotation`].
 ///
 /// One connector serves all the connections of a service (delivery opens

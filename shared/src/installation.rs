@@ -127,8 +127,7 @@ pub async fn broker_has_namespace(
 ) -> Result<bool, lapin::Error> {
     let connection = BrokerConnector::new(amqp_url.clone())
         .connect("state-check")
-        .await
-        .map_err(|e| lapin::Error::from(std::io::Error::other(e.to_string())))?;
+        .await?;
     let channel = connection.create_channel().await?;
     let declared = channel
         .queue_declare(

@@ -174,11 +174,7 @@ impl BrokerDepths {
         let connected = |c: &Connection| c.status().connected();
         if !self.connection.as_ref().is_some_and(connected) {
             self.channel = None;
-            let connection = self
-                .connector
-                .connect("delivery-backlog")
-                .await
-                .map_err(|e| lapin::Error::from(std::io::Error::other(e.to_string())))?;
+            let connection = self.connector.connect("delivery-backlog").await?;
             self.connection = Some(connection);
         }
         if let Some(channel) = self.channel.as_ref().filter(|c| c.status().connected()) {

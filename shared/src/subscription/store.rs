@@ -176,46 +176,52 @@ impl SubscriptionStore {
 
     /// Reads every subscription, sorted by id.
     pub async fn list(&self) -> Result<Vec<Subscription>, StoreError> {
-        let mut redis = self.redis.clone();
-        let mut ids: Vec<String> = redis.smembers(self.keys.subscription_ids()).await?;
-        ids.sort();
-        let mut subscriptions = Vec::with_capacity(ids.len());
-        // MGET in chunks keeps each reply bounded with tens of thousands of subscriptions.
-        for chunk in ids.chunks(500) {
-            let keys: Vec<String> = chunk.iter().map(|id| self.keys.subscription(id)).collect();
-            let docs: Vec<Option<String>> = redis.mget(&keys).await?;
-            for (id, doc) in chunk.iter().zip(docs) {
-                // An id without a document is a delete in progress: skip it.
-                if let Some(doc) = doc {
-                    subscriptions.push(self.decode(id, &doc)?.0);
-                }
-            }
-        }
+        let mut subscriptions = Vec::new();
+        self.for_each_stored(|id, doc| {
+            subscriptions.push(self.decode(id, &doc)?.0);
+            Ok(())
+        })
+        .await?;
         Ok(subscriptions)
     }
 
     /// Every stored document exactly as stored (secrets still sealed),
     /// sorted by id: what a backup keeps.
     pub async fn export_sealed(&self) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut documents = Vec::new();
+        self.for_each_stored(|id, doc| {
+            let value = serde_json::from_str(&doc).map_err(|source| StoreError::Corrupt {
+                id: id.to_string(),
+                source,
+            })?;
+            documents.push(value);
+            Ok(())
+        })
+        .await?;
+        Ok(documents)
+    }
+
+    /// Hands every stored document, with its id, to `each`, in id order.
+    /// MGET in chunks keeps each reply bounded with tens of thousands of
+    /// subscriptions; an id without a document is a delete in progress and
+    /// is skipped.
+    async fn for_each_stored(
+        &self,
+        mut each: impl FnMut(&str, String) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let mut redis = self.redis.clone();
         let mut ids: Vec<String> = redis.smembers(self.keys.subscription_ids()).await?;
         ids.sort();
-        let mut documents = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let keys: Vec<String> = chunk.iter().map(|id| self.keys.subscription(id)).collect();
             let docs: Vec<Option<String>> = redis.mget(&keys).await?;
             for (id, doc) in chunk.iter().zip(docs) {
                 if let Some(doc) = doc {
-                    let value =
-                        serde_json::from_str(&doc).map_err(|source| StoreError::Corrupt {
-                            id: id.clone(),
-                            source,
-                        })?;
-                    documents.push(value);
+                    each(id, doc)?;
                 }
             }
         }
-        Ok(documents)
+        Ok(())
     }
 
     /// Checks an exported document: it must be a subscription whose secrets
