@@ -5,46 +5,11 @@
 
 use postline_tests::events::{assert_sequence, event, ids_of, numbered};
 use postline_tests::receiver::ids;
-use postline_tests::signatures::{body_base64, body_hex, new_whsec, standard_webhooks_v1};
+use postline_tests::signatures::{assert_standard_webhooks, body_base64, body_hex, new_whsec};
 use postline_tests::{Receiver, Recorded, TestEnv, DEADLINE, QUIET};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
 use std::time::Duration;
-
-/// Asserts the Standard Webhooks headers of `request` verify under exactly `secrets`.
-fn assert_standard_webhooks(request: &Recorded, event_id: &str, secrets: &[&str]) {
-    assert_eq!(request.header("webhook-id"), Some(event_id), "webhook-id");
-    let timestamp = request
-        .header("webhook-timestamp")
-        .expect("webhook-timestamp header");
-    let sent_at: i64 = timestamp
-        .parse()
-        .expect("webhook-timestamp is unix seconds");
-    let now = chrono::Utc::now().timestamp();
-    assert!(
-        (now - sent_at).abs() < 300,
-        "webhook-timestamp {sent_at} is not close to now ({now})"
-    );
-    let signature = request
-        .header("webhook-signature")
-        .expect("webhook-signature header");
-    let got: BTreeSet<&str> = signature.split(' ').collect();
-    let want: Vec<String> = secrets
-        .iter()
-        .map(|secret| standard_webhooks_v1(secret, event_id, timestamp, &request.body))
-        .collect();
-    let want: BTreeSet<&str> = want.iter().map(String::as_str).collect();
-    assert_eq!(
-        got, want,
-        "webhook-signature must hold one valid v1 signature per secret"
-    );
-    assert_eq!(
-        signature.split(' ').count(),
-        secrets.len(),
-        "one signature per secret: {signature}"
-    );
-}
 
 fn assert_common_headers(request: &Recorded) {
     assert_eq!(request.method, "POST");

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 /// Most bytes of a failing receiver's answer kept for the error message.
 const ERROR_SNIPPET_BYTES: usize = 200;
+/// Longest `Retry-After` value read (an HTTP date is 29 characters).
+const MAX_RETRY_AFTER_LEN: usize = 64;
 
 /// Why an attempt did not deliver.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -31,6 +33,8 @@ pub enum AttemptError {
         status: u16,
         /// Start of the response body.
         snippet: String,
+        /// The answer's `Retry-After` header, as sent (bounded).
+        retry_after: Option<String>,
     },
     /// No answer within the subscription's timeout.
     #[error("receiver did not answer within {0:?}")]
@@ -52,6 +56,14 @@ impl AttemptError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The receiver's `Retry-After` header, when it answered with one.
+    pub fn retry_after(&self) -> Option<&str> {
+        match self {
+            Self::Status { retry_after, .. } => retry_after.as_deref(),
             _ => None,
         }
     }
@@ -158,6 +170,12 @@ pub async fn send(client: &OutboundClient, request: &WebhookRequest, rule: Succe
     let result = match client.send(request.to_reqwest(client)).await {
         Ok(response) => {
             let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .filter(|value| value.len() <= MAX_RETRY_AFTER_LEN)
+                .map(str::to_string);
             // Reading the body lets the connection be reused; at most the
             // configured bound is read, a longer answer closes the connection.
             let body = client
@@ -172,6 +190,7 @@ pub async fn send(client: &OutboundClient, request: &WebhookRequest, rule: Succe
                 Err(AttemptError::Status {
                     status,
                     snippet: String::from_utf8_lossy(&body[..end]).into_owned(),
+                    retry_after,
                 })
             }
         }

@@ -43,6 +43,10 @@ pub const MAX_STEPS: usize = 32;
 pub const MAX_IMMEDIATE_PAUSE_MS: u64 = 30_000;
 /// Most immediate retries.
 pub const MAX_IMMEDIATE_RETRIES: u32 = 10;
+/// Default longest wait a receiver's `Retry-After` may ask for (1 hour).
+pub const DEFAULT_MAX_RETRY_AFTER_MS: u64 = HOUR_MS;
+/// Highest `max_retry_after_ms` an operator may set (1 day).
+pub const MAX_MAX_RETRY_AFTER_MS: u64 = DAY_MS;
 
 /// The shape of a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -64,6 +68,17 @@ pub enum GiveUpRule {
     Disable,
     /// Park that one event for replay and go on with the next.
     Skip,
+}
+
+/// What a `410 Gone` answer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GoneRule {
+    /// Disable the subscription at once: the receiver said it is gone for good.
+    #[default]
+    Disable,
+    /// Treat it as any other failed attempt.
+    Retry,
 }
 
 /// A subscription's retry policy as the operator writes it (`retry`).
@@ -103,6 +118,14 @@ pub struct RetryPolicy {
     /// With `disable`: discard the undelivered backlog instead of keeping it.
     #[serde(default)]
     pub discard_on_disable: bool,
+    /// Longest wait a `Retry-After` on a 429 or 503 is honoured for (default
+    /// 1 hour); a longer one is ignored and the ladder applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retry_after_ms: Option<u64>,
+    /// `disable` (default): a `410 Gone` disables the subscription at once;
+    /// `retry`: it is a failure like any other.
+    #[serde(default)]
+    pub on_gone: GoneRule,
 }
 
 /// What to do after a failed attempt.
@@ -191,6 +214,12 @@ impl RetryPolicy {
                 check_step(delay).map_err(|m| field("delay_ms", m))?;
             }
         }
+        if self.max_retry_after_ms.unwrap_or(0) > MAX_MAX_RETRY_AFTER_MS {
+            return Err(field(
+                "max_retry_after_ms",
+                format!("must be at most {MAX_MAX_RETRY_AFTER_MS}"),
+            ));
+        }
         if self.discard_on_disable && self.on_give_up != GiveUpRule::Disable {
             return Err(field(
                 "discard_on_disable",
@@ -215,7 +244,17 @@ impl RetryPolicy {
             delay_ms: self.delay_ms,
             on_give_up: self.on_give_up,
             discard_on_disable: self.discard_on_disable,
+            max_retry_after_ms: Some(self.max_retry_after().as_millis() as u64),
+            on_gone: self.on_gone,
         }
+    }
+
+    /// Longest `Retry-After` wait honoured.
+    pub fn max_retry_after(&self) -> Duration {
+        Duration::from_millis(
+            self.max_retry_after_ms
+                .unwrap_or(DEFAULT_MAX_RETRY_AFTER_MS),
+        )
     }
 
     /// Immediate retries in force (the default depends on the policy).

@@ -17,6 +17,9 @@ pub const ATTEMPTS_HEADER: &str = "postline-attempts";
 pub const FIRST_FAILURE_HEADER: &str = "postline-first-failure";
 /// Which delayed copy this is; only the copy the block names is attempted.
 pub const RETRY_ID_HEADER: &str = "postline-retry-id";
+/// The subscription incarnation a copy was made for (set by ingest on every
+/// copy and kept on every re-published one); delivery drops other incarnations'.
+pub const INCARNATION_HEADER: &str = "postline-incarnation";
 
 /// Priority of copies that must go to the head of their subscription queue.
 const HEAD_PRIORITY: u8 = 1;
@@ -58,6 +61,9 @@ pub struct RetryHeaders {
     pub first_failure: Option<DateTime<Utc>>,
     /// The copy's retry id.
     pub retry_id: Option<String>,
+    /// The subscription incarnation the copy was made for (`None` on copies
+    /// made before incarnations existed).
+    pub incarnation: Option<String>,
 }
 
 impl RetryHeaders {
@@ -73,6 +79,7 @@ impl RetryHeaders {
                 .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
                 .map(|t| t.with_timezone(&Utc)),
             retry_id: header_str(headers, RETRY_ID_HEADER),
+            incarnation: header_str(headers, INCARNATION_HEADER),
         }
     }
 
@@ -84,6 +91,9 @@ impl RetryHeaders {
             Some((ATTEMPTS_HEADER, attempts.as_str())),
             first_failure.as_deref().map(|t| (FIRST_FAILURE_HEADER, t)),
             self.retry_id.as_deref().map(|id| (RETRY_ID_HEADER, id)),
+            self.incarnation
+                .as_deref()
+                .map(|incarnation| (INCARNATION_HEADER, incarnation)),
             delay.as_deref().map(|ms| (DELAY_HEADER, ms)),
         ];
         BasicProperties::default()
@@ -171,6 +181,7 @@ impl Redelivery {
         &self,
         state: &DeliveryState,
         subscription_id: &str,
+        incarnation: &str,
         block: &Block,
     ) -> Result<bool, ReissueError> {
         let retry_id = uuid::Uuid::new_v4().to_string();
@@ -178,6 +189,7 @@ impl Redelivery {
             attempts: block.attempts,
             first_failure: Some(block.first_failure_at),
             retry_id: Some(retry_id.clone()),
+            incarnation: Some(incarnation.to_string()),
         };
         // The copy goes first: a block naming a copy that does not exist
         // would hold the subscription until the next overdue check.
@@ -188,14 +200,23 @@ impl Redelivery {
             .await?)
     }
 
-    /// Puts a fresh copy at the tail of the subscription queue (a replay).
-    pub async fn to_tail(&self, subscription_id: &str, body: &[u8]) -> Result<(), PublishError> {
+    /// Puts a fresh copy, made for `incarnation`, at the tail of the
+    /// subscription queue (a replay).
+    pub async fn to_tail(
+        &self,
+        subscription_id: &str,
+        incarnation: &str,
+        body: &[u8],
+    ) -> Result<(), PublishError> {
+        let headers = string_headers([(INCARNATION_HEADER, incarnation)]);
         self.publisher
             .publish_confirmed(
                 &self.topology.deliver_exchange(),
                 subscription_id,
                 body,
-                BasicProperties::default().with_content_type("application/json".into()),
+                BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_headers(headers),
             )
             .await
     }
@@ -213,6 +234,7 @@ mod tests {
                 .ok()
                 .map(|t| t.with_timezone(&Utc)),
             retry_id: Some("r-1".into()),
+            incarnation: Some("i-1".into()),
         };
         let properties = headers.properties(Some(300_000));
         assert_eq!(RetryHeaders::read(&properties), headers);

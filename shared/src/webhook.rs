@@ -42,12 +42,14 @@ impl WebhookRequest {
             ("content-type".to_string(), "application/json".to_string()),
             ("user-agent".to_string(), USER_AGENT.to_string()),
         ];
-        if !spec.secrets.is_empty() {
+        // Replaced secrets still in their rotation grace sign too, after the current ones.
+        let signing = subscription.signing_secrets(chrono::Utc::now());
+        if !signing.is_empty() {
             headers.push(("webhook-id".into(), envelope.id.clone()));
             headers.push(("webhook-timestamp".into(), unix_time.to_string()));
             headers.push((
                 "webhook-signature".into(),
-                standard_webhooks_signature(&spec.secrets, &envelope.id, unix_time, &body),
+                standard_webhooks_signature(&signing, &envelope.id, unix_time, &body),
             ));
         }
         if let (Some(header), Some(secret)) = (&spec.signature_header, spec.secrets.first()) {

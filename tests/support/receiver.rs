@@ -132,6 +132,8 @@ struct Script {
     ping_status: u16,
     /// Requests it refuses are answered 401.
     authorizer: Authorizer,
+    /// `Retry-After` sent with every failing answer, when set.
+    retry_after: Option<String>,
 }
 
 #[derive(Debug)]
@@ -172,6 +174,7 @@ impl Receiver {
                 refused_events: HashMap::new(),
                 ping_status: 200,
                 authorizer: Authorizer::default(),
+                retry_after: None,
             },
             in_flight: 0,
             max_in_flight: 0,
@@ -233,6 +236,12 @@ impl Receiver {
     /// Stops refusing event `event_id`.
     pub fn accept_event(&self, event_id: &str) {
         self.lock().script.refused_events.remove(event_id);
+    }
+
+    /// Sends `Retry-After: value` with every failing answer from now on
+    /// (`None`: without it again).
+    pub fn send_retry_after(&self, value: Option<&str>) {
+        self.lock().script.retry_after = value.map(str::to_string);
     }
 
     /// Answers `status` to every PING from now on (200 by default).
@@ -404,9 +413,10 @@ async fn record(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let at = Instant::now();
-    let (status, delay) = {
+    let (status, delay, retry_after) = {
         let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut recorded = Recorded {
             method,
@@ -432,7 +442,9 @@ async fn record(
             };
             let status = recorded.status;
             inner.pings.push(recorded);
-            return StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return StatusCode::from_u16(status)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+                .into_response();
         }
         let refused = if unauthorized {
             Some(401)
@@ -453,11 +465,20 @@ async fn record(
         inner.requests.push(recorded);
         inner.in_flight += 1;
         inner.max_in_flight = inner.max_in_flight.max(inner.in_flight);
-        (status, inner.script.delay)
+        let retry_after = inner
+            .script
+            .retry_after
+            .clone()
+            .filter(|_| !(200..300).contains(&status));
+        (status, inner.script.delay, retry_after)
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     inner.lock().unwrap_or_else(|e| e.into_inner()).in_flight -= 1;
-    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match retry_after {
+        Some(value) => (status, [(axum::http::header::RETRY_AFTER, value)]).into_response(),
+        None => status.into_response(),
+    }
 }

@@ -2,10 +2,12 @@
 //! (never on Postline's signing module): Standard Webhooks and raw-body
 //! HMAC-SHA256 headers, as a partner's receiver would verify them.
 
+use crate::receiver::Recorded;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use std::collections::BTreeSet;
 
 /// HMAC-SHA256 of the concatenated `parts` under `key`.
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
@@ -79,4 +81,38 @@ mod tests {
             "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
         );
     }
+}
+
+/// Asserts the Standard Webhooks headers of `request` verify under exactly `secrets`.
+pub fn assert_standard_webhooks(request: &Recorded, event_id: &str, secrets: &[&str]) {
+    assert_eq!(request.header("webhook-id"), Some(event_id), "webhook-id");
+    let timestamp = request
+        .header("webhook-timestamp")
+        .expect("webhook-timestamp header");
+    let sent_at: i64 = timestamp
+        .parse()
+        .expect("webhook-timestamp is unix seconds");
+    let now = chrono::Utc::now().timestamp();
+    assert!(
+        (now - sent_at).abs() < 300,
+        "webhook-timestamp {sent_at} is not close to now ({now})"
+    );
+    let signature = request
+        .header("webhook-signature")
+        .expect("webhook-signature header");
+    let got: BTreeSet<&str> = signature.split(' ').collect();
+    let want: Vec<String> = secrets
+        .iter()
+        .map(|secret| standard_webhooks_v1(secret, event_id, timestamp, &request.body))
+        .collect();
+    let want: BTreeSet<&str> = want.iter().map(String::as_str).collect();
+    assert_eq!(
+        got, want,
+        "webhook-signature must hold one valid v1 signature per secret"
+    );
+    assert_eq!(
+        signature.split(' ').count(),
+        secrets.len(),
+        "one signature per secret: {signature}"
+    );
 }

@@ -1,22 +1,24 @@
-//! The consumer of one subscription queue: one session per channel.
+//! The consumer of one subscription queue: one session per channel, and the
+//! executor of [`crate::decision`]: it reads what a decision needs (the
+//! message, the subscription, the event's delivery state, the attempt's
+//! answer), asks the decision, and carries it out — acks and requeues, Redis
+//! writes, confirmed publishes, metrics and logs — deciding nothing itself.
 //!
-//! In `strict` order a session handles messages one after another in queue
-//! order and ends as soon as the subscription is blocked on the ladder:
-//! closing the channel puts every prefetched message back in its place, and
-//! the next session starts when the blocked event is due. Nothing is held
-//! unacked while waiting. In order mode `none` up to `prefetch` POSTs run at
-//! once and a failing event waits in a delay queue without holding the rest.
-//!
-//! Before sending, an event is dropped (acked, never POSTed) when its dedup
-//! identity was already delivered or its entity is complete; a subscription
-//! with `interval_ms` ends its session at the first event queued after the
-//! current tick (see [`crate::interval`]).
+//! In `strict` order a session handles messages one after another and ends
+//! as soon as the subscription is blocked on the ladder: closing the channel
+//! puts every prefetched message back in its place, and the next session
+//! starts when the blocked event is due. In order mode `none` up to
+//! `max_in_flight` POSTs run at once. Every POST first waits for the
+//! subscription's rate limit ([`crate::pacing`]).
 
 use crate::attempt::{self, Attempt};
 use crate::connections::within;
+use crate::decision::{
+    self, AfterFailure, Arrival, DisableCause, History, OnArrival, Screened, Stale,
+};
 use crate::interval::Tick;
 use crate::metrics::DeliveryMetrics;
-use crate::retry::{Failure, Outcome};
+use crate::pacing::{self, Pacer};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use lapin::message::Delivery;
@@ -27,10 +29,11 @@ use lapin::types::FieldTable;
 use lapin::Connection;
 use postline_shared::broker::{self, ConfirmedPublisher, PublishError, SettleError};
 use postline_shared::delivery_state::semantics::Dropped;
-use postline_shared::delivery_state::{AttemptRecord, Block, DeliveryState};
-use postline_shared::ladder::NextStep;
+use postline_shared::delivery_state::{AttemptRecord, Block, DeliveryState, ParkedEvent};
 use postline_shared::redelivery::{Redelivery, RetryHeaders};
-use postline_shared::subscription::{OrderMode, Subscription, SubscriptionStore, Tracking};
+use postline_shared::subscription::{
+    Disabled, OrderMode, Subscription, SubscriptionStore, Tracking,
+};
 use postline_shared::token_client::TokenClient;
 use postline_shared::topology::Topology;
 use postline_shared::Envelope;
@@ -41,9 +44,6 @@ use tokio_util::sync::CancellationToken;
 
 /// How long to wait before trying again after Redis or the broker failed us.
 pub(crate) const TRANSIENT_BACKOFF: Duration = Duration::from_secs(1);
-/// How late a blocked event's delayed copy may be before it counts as lost
-/// and is re-issued from the copy kept in its block.
-const LOST_COPY_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// What every consumer of this process shares.
 pub struct ConsumerContext {
@@ -59,7 +59,8 @@ pub struct ConsumerContext {
     pub tokens: TokenClient,
     /// Metrics.
     pub metrics: DeliveryMetrics,
-    /// Messages in flight per consumer.
+    /// Messages in flight per consumer (and POSTs at once in order mode
+    /// `none`, unless the subscription sets `max_in_flight`).
     pub prefetch: u16,
 }
 
@@ -76,8 +77,8 @@ pub enum Ended {
         /// Whether this session settled at least one event.
         progressed: bool,
     },
-    /// The retry policy gave up and disabled the subscription; with
-    /// `discard` its backlog was purged as the subscription asked.
+    /// The subscription was disabled (policy exhausted, or receiver gone);
+    /// with `discard` its backlog was purged as the subscription asked.
     Disabled {
         /// Whether the backlog was to be discarded.
         discard: bool,
@@ -117,24 +118,13 @@ pub(crate) enum Handled {
     Stopped,
 }
 
-/// A successful attempt, as the consumer settles it.
-#[derive(Debug, Clone, Copy)]
-struct Settled {
-    /// The receiver's status.
-    status: u16,
-    /// Attempts made, this one included.
-    attempts: u32,
-    /// Whether a block named this event.
-    unblock: bool,
-}
-
-/// Where an event stands on its retry policy when this copy arrives.
-#[derive(Debug, Clone, Copy)]
-struct History {
-    attempts: u32,
-    first_failure: Option<DateTime<Utc>>,
-    /// Whether a block names this event (a success or give-up ends it).
-    blocked: bool,
+/// One message being handled: its event and where it stands.
+struct InHand<'a> {
+    id: &'a str,
+    delivery: &'a Delivery,
+    envelope: &'a Envelope,
+    tracking: &'a Tracking,
+    incarnation: &'a str,
 }
 
 /// One consumer session on the queue of the subscription in `subscription`.
@@ -146,6 +136,8 @@ pub struct SubscriptionConsumer {
     pub subscription: watch::Receiver<Arc<Subscription>>,
     /// Publisher for delayed copies and dead letters.
     pub publisher: ConfirmedPublisher,
+    /// The subscription's rate limiter (kept across sessions).
+    pub pacer: Arc<Pacer>,
 }
 
 impl SubscriptionConsumer {
@@ -163,11 +155,13 @@ impl SubscriptionConsumer {
         connection: &Connection,
         stop: &CancellationToken,
     ) -> Result<Ended, ConsumerError> {
-        let id = self.settings().id().to_string();
+        let settings = self.settings();
+        let id = settings.id().to_string();
+        let window = pacing::prefetch_for(&settings, self.context.prefetch);
         let topology = &self.context.topology;
         let channel = within(connection.create_channel()).await?;
         channel
-            .basic_qos(self.context.prefetch, BasicQosOptions::default())
+            .basic_qos(window, BasicQosOptions::default())
             .await?;
         topology.declare_subscription(&channel, &id).await?;
         let mut consumer = channel
@@ -178,11 +172,11 @@ impl SubscriptionConsumer {
                 FieldTable::default(),
             )
             .await?;
-        let settings = self.settings();
         // An interval session delivers what was queued before the latest tick.
         let tick = settings.spec.interval_ms.map(Tick::now);
         let outcome = if settings.spec.order == OrderMode::None {
-            self.consume_unordered(&id, &mut consumer, tick, stop).await
+            self.consume_unordered(&id, &mut consumer, tick, usize::from(window), stop)
+                .await
         } else {
             self.consume_in_order(&id, &mut consumer, tick, stop).await
         };
@@ -221,16 +215,16 @@ impl SubscriptionConsumer {
         }
     }
 
-    /// Order mode `none`: up to `prefetch` POSTs at once; a failing event
-    /// goes to a delay queue on its own and the others keep flowing.
+    /// Order mode `none`: up to `limit` POSTs at once; a failing event goes
+    /// to a delay queue on its own and the others keep flowing.
     async fn consume_unordered(
         &self,
         id: &str,
         consumer: &mut lapin::Consumer,
         tick: Option<Tick>,
+        limit: usize,
         stop: &CancellationToken,
     ) -> Result<Ended, ConsumerError> {
-        let limit = usize::from(self.context.prefetch.max(1));
         let mut in_flight = tokio::task::JoinSet::new();
         // The first outcome that ends the session; in-flight POSTs still finish.
         let mut settled_any = false;
@@ -269,10 +263,8 @@ impl SubscriptionConsumer {
         ending.unwrap_or(Ok(Ended::Stopped))
     }
 
-    /// Handles one message: hand it back if it belongs to a later tick,
-    /// skip it if settled, drop it if a duplicate or of a complete entity,
-    /// hold it back if the subscription is blocked on another event,
-    /// otherwise attempt it.
+    /// Handles one message as [`decision::screen`] and
+    /// [`decision::on_precheck`] say.
     async fn handle(
         &self,
         id: &str,
@@ -281,12 +273,31 @@ impl SubscriptionConsumer {
         stop: &CancellationToken,
     ) -> Result<Handled, ConsumerError> {
         let context = &self.context;
-        if let Some(due) = tick.and_then(|tick| tick.wait_for(&delivery.properties)) {
-            tracing::debug!(subscription = %id, %due, "queued after the current tick; waiting for the next");
-            // Safe: a requeued message returns to its own place in the queue.
-            requeue(&delivery).await?;
-            context.metrics.count(id, "held_for_tick");
-            return Ok(Handled::Wait(due));
+        let subscription = self.settings();
+        let copy = RetryHeaders::read(&delivery.properties);
+        let arrival = Arrival {
+            copy: &copy,
+            tick_due: tick.and_then(|tick| tick.wait_for(&delivery.properties)),
+        };
+        match decision::screen(&subscription, &arrival) {
+            Screened::WaitForTick(due) => {
+                tracing::debug!(subscription = %id, %due, "queued after the current tick; waiting for the next");
+                // Safe: a requeued message returns to its own place in the queue.
+                requeue(&delivery).await?;
+                context.metrics.count(id, "held_for_tick");
+                return Ok(Handled::Wait(due));
+            }
+            Screened::DropStale(why) => {
+                let event_id = delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|m| m.to_string());
+                self.drop_stale(id, &delivery, event_id.as_deref(), why)
+                    .await?;
+                return Ok(Handled::Done);
+            }
+            Screened::Check => {}
         }
         let envelope = match Envelope::from_wire(&delivery.data) {
             Ok(envelope) => envelope,
@@ -295,10 +306,7 @@ impl SubscriptionConsumer {
                 return Ok(Handled::Done);
             }
         };
-        let subscription = self.settings();
-        let strict = subscription.spec.order == OrderMode::Strict;
         let tracking = Tracking::for_event(&subscription, &envelope);
-        let carried = RetryHeaders::read(&delivery.properties);
         let precheck = match context.state.precheck(id, &envelope.id, &tracking).await {
             Ok(precheck) => precheck,
             Err(error) => {
@@ -307,150 +315,132 @@ impl SubscriptionConsumer {
                 return Ok(Handled::Wait(Utc::now() + TRANSIENT_BACKOFF));
             }
         };
-        let names_this_event = precheck
-            .block
-            .as_ref()
-            .is_some_and(|block| block.event_id == envelope.id);
-        if precheck.settled {
-            if names_this_event {
-                // A block must never outlive its event's settlement.
-                let _ = context.state.clear_block(id).await;
-            }
-            tracing::info!(subscription = %id, event_id = %envelope.id, "already settled; skipping");
-            context.metrics.count(id, "duplicate_skipped");
-            // Safe to ack: a success (or give-up) for this event is already recorded.
-            ack(&delivery).await?;
-            return Ok(Handled::Done);
-        }
-        // A drop depends only on what was delivered, so it is right even
-        // while the subscription is blocked on another event.
-        let dropped = if precheck.entity_complete {
-            Some(Dropped::CompletedEntity)
-        } else if precheck.duplicate {
-            Some(Dropped::Duplicate)
-        } else {
-            None
+        let hand = InHand {
+            id,
+            delivery: &delivery,
+            envelope: &envelope,
+            tracking: &tracking,
+            incarnation: &subscription.incarnation,
         };
-        if let Some(why) = dropped {
-            self.drop_event(id, &envelope, &delivery, why, &tracking, names_this_event)
-                .await?;
-            return Ok(Handled::Done);
-        }
-        let history = match precheck.block {
-            Some(block) if strict && names_this_event => {
-                if carried.retry_id.as_deref() != Some(block.retry_id.as_str()) {
-                    tracing::info!(subscription = %id, event_id = %envelope.id, "stale copy of the blocked event; dropping it");
-                    context.metrics.count(id, "superseded");
-                    // Safe to ack: the block names another copy of this event,
-                    // confirmed in a delay queue or at the head of the queue.
-                    ack(&delivery).await?;
-                    return Ok(Handled::Done);
+        match decision::on_precheck(&subscription, &arrival, &envelope.id, &precheck, Utc::now()) {
+            OnArrival::SkipSettled { clear_block } => {
+                if clear_block {
+                    let _ = context.state.clear_block(id).await;
                 }
-                History {
-                    attempts: block.attempts,
-                    first_failure: Some(block.first_failure_at),
-                    blocked: true,
-                }
+                tracing::info!(subscription = %id, event_id = %envelope.id, "already settled; skipping");
+                context.metrics.count(id, "duplicate_skipped");
+                // Safe to ack: a success (or give-up) for this event is already recorded.
+                ack(&delivery).await?;
+                Ok(Handled::Done)
             }
-            Some(block) if strict => return self.hold_back(id, &delivery, &block).await,
-            // Without a block a strict event starts its policy afresh (a
-            // re-enabled subscription gets a full ladder again).
-            _ if strict => History {
-                attempts: 0,
-                first_failure: None,
-                blocked: false,
-            },
-            _ => History {
-                attempts: carried.attempts,
-                first_failure: carried.first_failure,
-                blocked: names_this_event,
-            },
-        };
-        self.attempt(id, &envelope, delivery, history, &tracking, stop)
-            .await
+            OnArrival::Drop { why, clear_block } => {
+                self.drop_event(&hand, why, clear_block).await?;
+                Ok(Handled::Done)
+            }
+            OnArrival::DropStale(why) => {
+                self.drop_stale(id, &delivery, Some(&envelope.id), why)
+                    .await?;
+                Ok(Handled::Done)
+            }
+            OnArrival::HoldBack { until, reissue } => {
+                if let (true, Some(block)) = (reissue, &precheck.block) {
+                    self.reissue(id, &subscription.incarnation, block).await;
+                }
+                // Safe: a requeued message returns to its own place in the queue.
+                requeue(&delivery).await?;
+                context.metrics.count(id, "held_back");
+                Ok(Handled::Wait(until))
+            }
+            OnArrival::Attempt(history) => self.attempt(&hand, history, stop).await,
+        }
     }
 
     /// Acks an event that must not be sent: its identity was delivered
     /// already, or its entity is complete.
     async fn drop_event(
         &self,
-        id: &str,
-        envelope: &Envelope,
-        delivery: &Delivery,
+        hand: &InHand<'_>,
         why: Dropped,
-        tracking: &Tracking,
-        names_block: bool,
+        clear_block: bool,
     ) -> Result<(), ConsumerError> {
-        let state = &self.context.state;
-        if names_block {
+        let (id, state) = (hand.id, &self.context.state);
+        if clear_block {
             // A block must never outlive its event's settlement.
             let _ = state.clear_block(id).await;
         }
-        if let Err(error) = state.record_dropped(id, why, tracking).await {
-            tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "counting a dropped event failed");
+        if let Err(error) = state.record_dropped(id, why, hand.tracking).await {
+            tracing::warn!(%error, subscription = %id, event_id = %hand.envelope.id, "counting a dropped event failed");
         }
-        tracing::info!(subscription = %id, event_id = %envelope.id, reason = why.label(), "not sent");
+        tracing::info!(subscription = %id, event_id = %hand.envelope.id, reason = why.label(), "not sent");
         self.context.metrics.count(id, why.label());
         // Safe to ack: the delivery that makes this event redundant is
         // recorded in Redis, and the event is never to be sent.
-        ack(delivery).await?;
-        Ok(())
+        ack(hand.delivery).await
     }
 
-    /// Hands back a message of a subscription blocked on another event and
-    /// says when to look again; re-issues the blocked event if its copy is lost.
-    async fn hold_back(
+    /// Acks a copy that is not to be delivered: made for another
+    /// incarnation, or superseded by the copy its block names.
+    async fn drop_stale(
         &self,
         id: &str,
         delivery: &Delivery,
-        block: &Block,
-    ) -> Result<Handled, ConsumerError> {
-        let now = Utc::now();
-        if now > block.next_attempt_at + LOST_COPY_GRACE {
-            tracing::warn!(subscription = %id, event_id = %block.event_id, due = %block.next_attempt_at, "blocked event is overdue; re-issuing it from its block");
-            let reissued = self
-                .redelivery()
-                .reissue_blocked(&self.context.state, id, block)
-                .await;
-            if let Err(error) = reissued {
-                tracing::warn!(%error, subscription = %id, "re-issuing the blocked event failed");
-            }
+        event_id: Option<&str>,
+        why: Stale,
+    ) -> Result<(), ConsumerError> {
+        let event_id = event_id.unwrap_or("-");
+        tracing::info!(subscription = %id, %event_id, reason = why.label(), "stale copy; dropping it");
+        self.context.metrics.count(id, why.label());
+        if let Err(error) = self.context.state.count(id, why.label(), 1).await {
+            tracing::warn!(%error, subscription = %id, "counting a stale copy failed");
         }
-        // Safe: a requeued message returns to its own place in the queue.
-        requeue(delivery).await?;
-        self.context.metrics.count(id, "held_back");
-        Ok(Handled::Wait(block.next_attempt_at.max(now)))
+        // Safe to ack: the copy belongs to a life of the subscription that is
+        // over, or the block names another copy of this event, confirmed in a
+        // delay queue or at the head of the queue.
+        ack(delivery).await
     }
 
-    /// POSTs the event, retrying in place while the policy says so, then
-    /// settles it: delivered, rescheduled on the ladder, or given up.
+    /// Puts a fresh copy of an overdue blocked event at the head of the queue.
+    async fn reissue(&self, id: &str, incarnation: &str, block: &Block) {
+        tracing::warn!(subscription = %id, event_id = %block.event_id, due = %block.next_attempt_at, "blocked event is overdue; re-issuing it from its block");
+        let reissued = self
+            .redelivery()
+            .reissue_blocked(&self.context.state, id, incarnation, block)
+            .await;
+        if let Err(error) = reissued {
+            tracing::warn!(%error, subscription = %id, "re-issuing the blocked event failed");
+        }
+    }
+
+    /// POSTs the event, retrying in place while the decision says so, then
+    /// carries out what [`decision::after_failure`] decides, or settles the success.
     async fn attempt(
         &self,
-        id: &str,
-        envelope: &Envelope,
-        delivery: Delivery,
+        hand: &InHand<'_>,
         history: History,
-        tracking: &Tracking,
         stop: &CancellationToken,
     ) -> Result<Handled, ConsumerError> {
-        let context = &self.context;
+        let (id, envelope, context) = (hand.id, hand.envelope, &self.context);
         let mut attempts = history.attempts;
         let mut first_failure = history.first_failure;
         loop {
-            attempts += 1;
             // Settings are read per attempt so a live update applies at once.
             let subscription = self.settings();
+            let paced = tokio::select! {
+                _ = stop.cancelled() => false,
+                _ = self.pacer.ready(subscription.spec.rate_limit) => true,
+            };
+            if !paced {
+                // Safe: a requeued message returns to its own place in the queue.
+                requeue(hand.delivery).await?;
+                return Ok(Handled::Stopped);
+            }
+            attempts += 1;
             let attempt =
                 attempt::deliver(&context.client, &context.tokens, &subscription, envelope).await;
             let record = self.attempt_record(envelope, attempts, &attempt);
             let error = match attempt.result {
                 Ok(status) => {
-                    let settled = Settled {
-                        status,
-                        attempts,
-                        unblock: history.blocked,
-                    };
-                    self.settle_success(id, envelope, delivery, settled, tracking, &record)
+                    self.settle_success(hand, status, attempts, history.blocked, &record)
                         .await?;
                     return Ok(Handled::Done);
                 }
@@ -458,107 +448,231 @@ impl SubscriptionConsumer {
             };
             context.metrics.count(id, "failed_attempt");
             tracing::warn!(subscription = %id, event_id = %envelope.id, attempt = attempts, duration_ms = attempt.duration.as_millis() as u64, %error, "delivery attempt failed");
+            let reason = error.to_string();
             context
                 .state
-                .record_failure(id, &envelope.id, &error.to_string(), &record)
+                .record_failure(id, &envelope.id, &reason, &record)
                 .await;
             let now = Utc::now();
             let first = *first_failure.get_or_insert(now);
-            let failure = Failure {
-                envelope,
+            let failure = decision::Failure {
+                status: error.status(),
+                retry_after: error.retry_after(),
                 attempts,
                 first_failure: first,
-                error: error.to_string(),
             };
-            match subscription.spec.retry.after_failure(attempts, first, now) {
-                NextStep::RetryNow(pause) => {
+            let next = decision::after_failure(&subscription, &failure, now);
+            let failed = Failed {
+                hand,
+                attempts,
+                first_failure: first,
+                reason: &reason,
+            };
+            let handled = match next {
+                AfterFailure::RetryNow(pause) => {
                     if pause_or_stop(pause, stop).await {
-                        requeue(&delivery).await?;
+                        requeue(hand.delivery).await?;
                         return Ok(Handled::Stopped);
                     }
+                    continue;
                 }
-                NextStep::Delay { delay_ms } => {
-                    return self
-                        .reschedule(id, delivery, &failure, delay_ms, &subscription)
-                        .await;
+                AfterFailure::Reschedule {
+                    delay_ms,
+                    due,
+                    block,
+                    asked_by_receiver,
+                } => {
+                    self.reschedule(&failed, delay_ms, due, block, asked_by_receiver)
+                        .await
                 }
-                NextStep::GiveUp => {
-                    return self.give_up(id, delivery, &failure, &subscription).await
+                AfterFailure::Park => self.park(&failed, subscription.spec.order).await,
+                AfterFailure::Disable { cause, discard } => {
+                    self.disable(&failed, cause, discard).await
                 }
-            }
+            };
+            return match handled {
+                // The decision's durable work is done: settle the message as it says.
+                Some(handled) if next.acks_the_message() => {
+                    // Safe to ack: the step above made the event durable
+                    // elsewhere (a confirmed delayed copy with its block, a
+                    // parked record), or the subscription asked for its
+                    // backlog to be discarded.
+                    ack(hand.delivery).await?;
+                    Ok(handled)
+                }
+                Some(handled) => {
+                    // Kept: the event stays at the head of the backlog.
+                    requeue(hand.delivery).await?;
+                    Ok(handled)
+                }
+                // The durable step failed: hand the event back, try again soon.
+                None => {
+                    requeue(hand.delivery).await?;
+                    Ok(Handled::Wait(Utc::now() + TRANSIENT_BACKOFF))
+                }
+            };
         }
     }
 
+    /// Sends a copy through the delay queue of `delay_ms` and, for a strict
+    /// subscription, blocks it on that copy until `due`. `None` when a step
+    /// failed (nothing may be acked then).
     async fn reschedule(
         &self,
-        id: &str,
-        delivery: Delivery,
-        failure: &Failure<'_>,
+        failed: &Failed<'_, '_>,
         delay_ms: u64,
-        subscription: &Subscription,
-    ) -> Result<Handled, ConsumerError> {
-        let outcome =
-            crate::retry::reschedule(self, id, &delivery, failure, delay_ms, subscription).await;
-        self.finish(&delivery, outcome).await
-    }
-
-    async fn give_up(
-        &self,
-        id: &str,
-        delivery: Delivery,
-        failure: &Failure<'_>,
-        subscription: &Subscription,
-    ) -> Result<Handled, ConsumerError> {
-        let outcome = crate::retry::give_up(self, id, &delivery, failure, subscription).await;
-        self.finish(&delivery, outcome).await
-    }
-
-    /// Acks or requeues the message as the retry step decided.
-    async fn finish(
-        &self,
-        delivery: &Delivery,
-        outcome: Outcome,
-    ) -> Result<Handled, ConsumerError> {
-        match outcome {
-            Outcome::Ack(handled) => {
-                ack(delivery).await?;
-                Ok(handled)
-            }
-            Outcome::Requeue(handled) => {
-                requeue(delivery).await?;
-                Ok(handled)
-            }
+        due: DateTime<Utc>,
+        block: bool,
+        asked_by_receiver: bool,
+    ) -> Option<Handled> {
+        let hand = failed.hand;
+        let (id, event_id, context) = (hand.id, &hand.envelope.id, &self.context);
+        let retry_id = uuid::Uuid::new_v4().to_string();
+        let headers = RetryHeaders {
+            attempts: failed.attempts,
+            first_failure: Some(failed.first_failure),
+            retry_id: Some(retry_id.clone()),
+            incarnation: Some(hand.incarnation.to_string()),
+        };
+        if let Err(error) = self
+            .redelivery()
+            .to_delay_queue(id, &hand.delivery.data, &headers, delay_ms)
+            .await
+        {
+            tracing::warn!(%error, subscription = %id, %event_id, "scheduling a retry failed; handing the event back");
+            return None;
         }
+        context
+            .metrics
+            .retries_scheduled
+            .with_label_values(&[&delay_ms.to_string()])
+            .inc();
+        tracing::info!(subscription = %id, %event_id, attempts = failed.attempts, delay_ms, next_attempt_at = %due, asked_by_receiver, "retry scheduled");
+        if !block {
+            return Some(Handled::Done);
+        }
+        let block = Block {
+            event_id: event_id.clone(),
+            retry_id,
+            attempts: failed.attempts,
+            next_attempt_at: due,
+            first_failure_at: failed.first_failure,
+            last_error: failed.reason.to_string(),
+            envelope: String::from_utf8_lossy(&hand.delivery.data).into_owned(),
+            incarnation: hand.incarnation.to_string(),
+        };
+        if let Err(error) = context.state.set_block(id, &block).await {
+            // Without the block later events would overtake this one, so the
+            // original stays; the delayed copy becomes a stale duplicate.
+            tracing::warn!(%error, subscription = %id, %event_id, "recording the block failed; handing the event back");
+            return None;
+        }
+        // The ack that follows is safe: a confirmed copy waits in the delay
+        // queue and the block in Redis names it, so every replica holds
+        // later events back.
+        Some(Handled::Wait(due))
+    }
+
+    /// Parks a given-up event for replay and moves on.
+    async fn park(&self, failed: &Failed<'_, '_>, order: OrderMode) -> Option<Handled> {
+        let hand = failed.hand;
+        let (id, envelope, context) = (hand.id, hand.envelope, &self.context);
+        let parked = ParkedEvent {
+            event_id: envelope.id.clone(),
+            event_type: envelope.event_type.clone(),
+            attempts: failed.attempts,
+            first_failure_at: failed.first_failure,
+            given_up_at: Utc::now(),
+            last_error: failed.reason.to_string(),
+            envelope: String::from_utf8_lossy(&hand.delivery.data).into_owned(),
+        };
+        // Parking counts `given_up` in the state, in the same transaction.
+        let strict = order == OrderMode::Strict;
+        if let Err(error) = context.state.park(id, &parked, strict).await {
+            tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "parking a given-up event failed; handing it back");
+            return None;
+        }
+        context.metrics.give_ups.with_label_values(&["skip"]).inc();
+        context.metrics.count(id, "given_up");
+        tracing::warn!(subscription = %id, event_id = %envelope.id, attempts = failed.attempts, error = %failed.reason, "retry policy exhausted; event parked for replay, moving on");
+        Some(Handled::Done)
+    }
+
+    /// Disables the subscription: its policy is exhausted, or its receiver
+    /// said it is gone.
+    async fn disable(
+        &self,
+        failed: &Failed<'_, '_>,
+        cause: DisableCause,
+        discard: bool,
+    ) -> Option<Handled> {
+        let hand = failed.hand;
+        let (id, event_id, context) = (hand.id, &hand.envelope.id, &self.context);
+        let reason = match cause {
+            DisableCause::Exhausted => format!(
+                "retry policy exhausted after {} attempts: {}",
+                failed.attempts, failed.reason
+            ),
+            DisableCause::Gone => format!("receiver is gone: {}", failed.reason),
+        };
+        let why = Disabled {
+            at: Utc::now(),
+            reason,
+            event_id: event_id.clone(),
+            backlog_discarded: discard,
+        };
+        if let Err(error) = context.store.disable(id, why).await {
+            tracing::warn!(%error, subscription = %id, "disabling the subscription failed; handing the event back");
+            return None;
+        }
+        if let Err(error) = context.state.clear_block(id).await {
+            // Re-enabling clears it too, so the event is not given up twice.
+            tracing::warn!(%error, subscription = %id, "clearing the block of a disabled subscription failed");
+        }
+        let label = match cause {
+            DisableCause::Exhausted => "given_up",
+            DisableCause::Gone => "gone",
+        };
+        if cause == DisableCause::Exhausted {
+            context
+                .metrics
+                .give_ups
+                .with_label_values(&["disable"])
+                .inc();
+        }
+        context.metrics.count(id, label);
+        if let Err(error) = context.state.count(id, label, 1).await {
+            tracing::warn!(%error, subscription = %id, "counting a disabling outcome failed");
+        }
+        if discard {
+            let _ = context.state.count(id, "discarded", 1).await;
+        }
+        tracing::error!(subscription = %id, %event_id, attempts = failed.attempts, error = %failed.reason, reason = label, discard, "subscription disabled");
+        Some(Handled::Disabled { discard })
     }
 
     /// Records a delivered event (with its dedup identity and entity) and acks it.
     async fn settle_success(
         &self,
-        id: &str,
-        envelope: &Envelope,
-        delivery: Delivery,
-        settled: Settled,
-        tracking: &Tracking,
+        hand: &InHand<'_>,
+        status: u16,
+        attempts: u32,
+        unblock: bool,
         record: &AttemptRecord,
     ) -> Result<(), ConsumerError> {
-        let Settled {
-            status,
-            attempts,
-            unblock,
-        } = settled;
-        let context = &self.context;
+        let (id, envelope, context) = (hand.id, hand.envelope, &self.context);
         let metrics = &context.metrics;
         // The marker goes first: after a crash before the ack, the
         // redelivered message finds it and is not POSTed again.
         if let Err(error) = context
             .state
-            .record_success(id, &envelope.id, unblock, tracking, record)
+            .record_success(id, &envelope.id, unblock, hand.tracking, record)
             .await
         {
             tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "recording the success failed");
         }
         // Safe to ack: the receiver accepted the event.
-        ack(&delivery).await?;
+        ack(hand.delivery).await?;
         metrics.count(id, "delivered");
         if unblock {
             tracing::info!(subscription = %id, event_id = %envelope.id, attempts, "blocked event delivered; subscription unblocked");
@@ -603,6 +717,8 @@ impl SubscriptionConsumer {
     }
 
     /// Empties the queue of a subscription disabled with `discard_on_disable`.
+    /// Copies waiting in delay queues are of the incarnation the disable
+    /// ended, so they are dropped as stale when they come back.
     async fn discard_backlog(&self, connection: &Connection, id: &str) {
         let purged = async {
             let channel = within(connection.create_channel()).await?;
@@ -657,6 +773,14 @@ impl SubscriptionConsumer {
         ack(delivery).await?;
         Ok(())
     }
+}
+
+/// An event whose last attempt failed, as the steps after it need it.
+struct Failed<'h, 'a> {
+    hand: &'h InHand<'a>,
+    attempts: u32,
+    first_failure: DateTime<Utc>,
+    reason: &'h str,
 }
 
 impl Handled {

@@ -7,9 +7,10 @@ pub mod attempt;
 pub mod config;
 pub mod connections;
 pub mod consumer;
+pub mod decision;
 mod interval;
 pub mod metrics;
-mod retry;
+pub mod pacing;
 pub mod status_gauges;
 pub mod supervisor;
 

@@ -4,6 +4,7 @@
 
 use crate::connections::{Connections, Placement};
 use crate::consumer::{ConsumerContext, Ended, SubscriptionConsumer};
+use crate::pacing::Pacer;
 use postline_shared::broker_nodes::{BrokerConnector, BrokerNodes};
 use postline_shared::ops::Readiness;
 use postline_shared::subscription::catalog::Catalog;
@@ -232,6 +233,7 @@ impl Supervisor {
             context: self.context.clone(),
             subscription: settings_rx,
             publisher,
+            pacer: Arc::new(Pacer::default()),
         };
         let task_stop = stop.clone();
         let mut settings_changed = consumer.subscription.clone();
@@ -288,10 +290,16 @@ impl Supervisor {
     }
 }
 
-/// Whether a running session can carry on under `new` settings: order mode
-/// and interval are fixed for a session's life.
+/// Whether a running session can carry on under `new` settings: order
+/// mode, interval and the prefetch window (`max_in_flight`, rate limit) are
+/// fixed for a session's life; a new incarnation starts afresh.
 fn same_session_shape(running: &Subscription, new: &Subscription) -> bool {
-    running.spec.order == new.spec.order && running.spec.interval_ms == new.spec.interval_ms
+    let (a, b) = (&running.spec, &new.spec);
+    a.order == b.order
+        && a.interval_ms == b.interval_ms
+        && a.max_in_flight == b.max_in_flight
+        && a.rate_limit == b.rate_limit
+        && running.incarnation == new.incarnation
 }
 
 async fn stop_all(consumers: &mut Consumers) {

@@ -315,7 +315,13 @@ impl AmqpIntake {
                 Plan::Nothing => {}
                 Plan::Copies(copies) => {
                     outgoing.extend(copies.outgoing(exchange));
-                    kinds.extend(copies.subscription_ids.iter().map(|id| Some(id.clone())));
+                    kinds.extend(
+                        copies
+                            .subscription_ids
+                            .iter()
+                            .zip(&copies.incarnations)
+                            .map(|(id, incarnation)| Some((id.clone(), incarnation.clone()))),
+                    );
                 }
                 Plan::DeadLetter(properties) => {
                     outgoing.push(Outgoing {
@@ -334,8 +340,9 @@ impl AmqpIntake {
             .into_iter()
             .zip(confirms)
             .map(|(kind, confirm)| match kind {
-                Some(subscription_id) => Pending::Copy(PendingCopy {
+                Some((subscription_id, incarnation)) => Pending::Copy(PendingCopy {
                     subscription_id,
+                    incarnation,
                     confirm,
                 }),
                 None => Pending::DeadLetter(confirm),

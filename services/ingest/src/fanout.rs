@@ -8,6 +8,7 @@ use lapin::BasicProperties;
 use postline_shared::broker::{ConfirmedPublisher, Outgoing, PendingConfirm, PublishError};
 use postline_shared::keys::RedisKeys;
 use postline_shared::ops::Readiness;
+use postline_shared::redelivery::INCARNATION_HEADER;
 use postline_shared::subscription::catalog::Catalog;
 use postline_shared::topology::{Topology, QUEUED_AT_HEADER};
 use postline_shared::Envelope;
@@ -151,13 +152,15 @@ impl Fanout {
     /// The copies `envelope` needs: one per subscription that wants it.
     pub fn copies(&self, envelope: &Envelope) -> Copies {
         let tree = envelope.to_value();
+        let (subscription_ids, incarnations) = self
+            .catalog
+            .matching(envelope, &tree)
+            .iter()
+            .map(|s| (s.id().to_string(), s.incarnation.clone()))
+            .unzip();
         Copies {
-            subscription_ids: self
-                .catalog
-                .matching(envelope, &tree)
-                .iter()
-                .map(|s| s.id().to_string())
-                .collect(),
+            subscription_ids,
+            incarnations,
             body: envelope.to_wire(),
             properties: copy_properties(envelope),
         }
@@ -184,9 +187,11 @@ impl Fanout {
         Ok(copies
             .subscription_ids
             .into_iter()
+            .zip(copies.incarnations)
             .zip(confirms)
-            .map(|(subscription_id, confirm)| PendingCopy {
+            .map(|((subscription_id, incarnation), confirm)| PendingCopy {
                 subscription_id,
+                incarnation,
                 confirm,
             })
             .collect())
@@ -242,7 +247,7 @@ impl Fanout {
                             &self.topology.deliver_exchange(),
                             &copy.subscription_id,
                             &envelope.to_wire(),
-                            copy_properties(envelope),
+                            for_incarnation(copy_properties(envelope), &copy.incarnation),
                         )
                         .await?;
                 }
@@ -283,6 +288,8 @@ impl Fanout {
 pub struct Copies {
     /// The subscriptions that want the event, in id order.
     pub subscription_ids: Vec<String>,
+    /// The incarnation of each (same order): every copy carries its own.
+    pub incarnations: Vec<String>,
     /// The envelope as published.
     pub body: Vec<u8>,
     /// Properties of every copy.
@@ -294,11 +301,12 @@ impl Copies {
     pub fn outgoing<'a>(&'a self, exchange: &'a str) -> Vec<Outgoing<'a>> {
         self.subscription_ids
             .iter()
-            .map(|id| Outgoing {
+            .zip(&self.incarnations)
+            .map(|(id, incarnation)| Outgoing {
                 exchange,
                 routing_key: id,
                 body: &self.body,
-                properties: self.properties.clone(),
+                properties: for_incarnation(self.properties.clone(), incarnation),
             })
             .collect()
     }
@@ -308,8 +316,26 @@ impl Copies {
 pub struct PendingCopy {
     /// The subscription it is for.
     pub subscription_id: String,
+    /// The subscription's incarnation it was made for.
+    pub incarnation: String,
     /// The broker's verdict, to await.
     pub confirm: PendingConfirm,
+}
+
+/// `properties` stamped with the subscription incarnation the copy is made
+/// for, so delivery can tell it from a copy for another life of the same id
+/// (see delivery's `decision` module). None for subscriptions stored before
+/// incarnations existed.
+pub(crate) fn for_incarnation(properties: BasicProperties, incarnation: &str) -> BasicProperties {
+    if incarnation.is_empty() {
+        return properties;
+    }
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        INCARNATION_HEADER.into(),
+        AMQPValue::LongString(LongString::from(incarnation)),
+    );
+    properties.with_headers(headers)
 }
 
 /// The AMQP properties of a copy of `envelope` in a subscription queue.

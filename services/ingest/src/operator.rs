@@ -142,6 +142,9 @@ pub fn occurrences(
     found
 }
 
+/// The incarnation of the operator's subscription, the same in every install.
+const OPERATOR_INCARNATION: &str = "operator";
+
 /// The operator's subscription as configured.
 pub fn operator_subscription(config: &OperatorConfig) -> Result<Subscription, serde_json::Error> {
     let spec: SubscriptionSpec = serde_json::from_value(serde_json::json!({
@@ -151,13 +154,11 @@ pub fn operator_subscription(config: &OperatorConfig) -> Result<Subscription, se
         "order": "none",
         "secrets": [config.secret.expose()],
     }))?;
-    let now = Utc::now();
-    Ok(Subscription {
-        spec,
-        created_at: now,
-        updated_at: now,
-        disabled: None,
-    })
+    let mut subscription = Subscription::new(spec, Utc::now());
+    // One fixed incarnation: ingest re-installs this subscription at every
+    // start, and the copies queued before must stay deliverable.
+    subscription.incarnation = OPERATOR_INCARNATION.to_string();
+    Ok(subscription)
 }
 
 fn envelope_of(occurrence: &Occurrence) -> Option<Envelope> {
@@ -288,7 +289,10 @@ impl Notifier {
                 &self.topology.deliver_exchange(),
                 OPERATOR_ID,
                 &envelope.to_wire(),
-                crate::fanout::copy_properties(&envelope),
+                crate::fanout::for_incarnation(
+                    crate::fanout::copy_properties(&envelope),
+                    OPERATOR_INCARNATION,
+                ),
             )
             .await;
         match published {

@@ -29,6 +29,11 @@ pub struct Block {
     pub last_error: String,
     /// The event as it travels on the wire (the envelope JSON).
     pub envelope: String,
+    /// The subscription incarnation it was made in (empty on blocks
+    /// written before incarnations existed): another incarnation's block
+    /// holds nothing back.
+    #[serde(default)]
+    pub incarnation: String,
 }
 
 /// Puts in the new copy's id and due time only if the block still names
@@ -42,7 +47,7 @@ return 0
 "#;
 
 impl Block {
-    fn to_fields(&self) -> [(&'static str, String); 7] {
+    fn to_fields(&self) -> [(&'static str, String); 8] {
         [
             ("event_id", self.event_id.clone()),
             ("retry_id", self.retry_id.clone()),
@@ -51,6 +56,7 @@ impl Block {
             ("first_failure_at", self.first_failure_at.to_rfc3339()),
             ("last_error", self.last_error.clone()),
             ("envelope", self.envelope.clone()),
+            ("incarnation", self.incarnation.clone()),
         ]
     }
 
@@ -86,6 +92,7 @@ impl Block {
         let first_failure_at = take("first_failure_at")?;
         let last_error = take("last_error")?;
         let envelope = take("envelope")?;
+        let incarnation = fields.remove("incarnation").unwrap_or_default();
         Ok(Some(Self {
             event_id,
             retry_id,
@@ -96,6 +103,7 @@ impl Block {
             first_failure_at: time(first_failure_at, "first_failure_at")?,
             last_error,
             envelope,
+            incarnation,
         }))
     }
 
@@ -199,13 +207,14 @@ mod tests {
             first_failure_at: now,
             last_error: "receiver answered 500".into(),
             envelope: "{}".into(),
+            incarnation: "i1".into(),
         };
         let fields: HashMap<String, String> = block
             .to_fields()
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
-        assert_eq!(fields.len(), 7);
+        assert_eq!(fields.len(), 8);
         assert_eq!(Block::from_fields("k", fields).unwrap(), Some(block));
         assert_eq!(Block::from_fields("k", HashMap::new()).unwrap(), None);
     }

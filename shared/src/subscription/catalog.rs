@@ -53,16 +53,28 @@ impl Catalog {
         self.write().remove(id);
     }
 
-    /// Replaces everything; returns every id that was or is present.
+    /// Replaces everything; returns the ids that were added, removed, or
+    /// stored anew since (a full reload must not wake consumers whose
+    /// subscription did not change).
     pub fn replace_all(&self, subscriptions: Vec<Subscription>) -> BTreeSet<String> {
         let fresh: HashMap<String, Arc<Subscription>> = subscriptions
             .into_iter()
             .map(|s| (s.id().to_string(), Arc::new(s)))
             .collect();
         let mut current = self.write();
-        let touched = current.keys().chain(fresh.keys()).cloned().collect();
+        let changed = current
+            .iter()
+            .filter(|(id, old)| fresh.get(*id).is_none_or(|new| !same_version(old, new)))
+            .map(|(id, _)| id.clone())
+            .chain(
+                fresh
+                    .keys()
+                    .filter(|id| !current.contains_key(*id))
+                    .cloned(),
+            )
+            .collect();
         *current = fresh;
-        touched
+        changed
     }
 
     /// One subscription.
@@ -189,6 +201,12 @@ pub async fn start_sync(
 #[error("loading subscriptions was cancelled before it completed")]
 pub struct LoadAborted;
 
+/// Whether two reads of a subscription are the same stored version: every
+/// store write sets `updated_at`, a re-create also a new incarnation.
+fn same_version(a: &Subscription, b: &Subscription) -> bool {
+    a.updated_at == b.updated_at && a.created_at == b.created_at && a.incarnation == b.incarnation
+}
+
 async fn reload(
     store: &SubscriptionStore,
     catalog: &Catalog,
@@ -214,4 +232,34 @@ async fn pause(cancel: &CancellationToken, retry: &mut Duration) {
         _ = tokio::time::sleep(*retry) => {}
     }
     *retry = (*retry * 2).min(Duration::from_secs(5));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subscription::SubscriptionSpec;
+    use chrono::{TimeDelta, Utc};
+
+    fn subscription(id: &str) -> Subscription {
+        let spec: SubscriptionSpec = serde_json::from_value(serde_json::json!({
+            "id": id, "endpoint": "https://example.com/", "event_types": ["a"],
+        }))
+        .unwrap();
+        Subscription::new(spec, Utc::now())
+    }
+
+    #[test]
+    fn a_full_reload_reports_only_what_changed() {
+        let catalog = Catalog::new();
+        let (a, b, c) = (subscription("a"), subscription("b"), subscription("c"));
+        let first = catalog.replace_all(vec![a.clone(), b.clone()]);
+        assert_eq!(first, BTreeSet::from(["a".to_string(), "b".to_string()]));
+        assert!(catalog.replace_all(vec![a.clone(), b.clone()]).is_empty());
+        let mut b2 = b.clone();
+        b2.updated_at += TimeDelta::seconds(1);
+        let changed = catalog.replace_all(vec![a.clone(), b2, c]);
+        assert_eq!(changed, BTreeSet::from(["b".to_string(), "c".to_string()]));
+        let removed = catalog.replace_all(vec![subscription("c")]);
+        assert!(removed.contains("a") && removed.contains("b") && removed.contains("c"));
+    }
 }

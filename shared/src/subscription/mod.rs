@@ -7,6 +7,8 @@
 mod auth;
 pub mod catalog;
 mod filter;
+pub mod pacing;
+pub mod rotation;
 pub mod semantics;
 mod store;
 
@@ -16,6 +18,8 @@ pub use auth::{
     DEFAULT_TOKEN_LIFETIME_SECS, MAX_TOKEN_LIFETIME_SECS,
 };
 pub use filter::{EventTypePattern, Filter};
+pub use pacing::RateLimit;
+pub use rotation::RetiringSecret;
 pub use semantics::{Completion, Dedup, Tracking};
 pub use store::{PendingUpdate, StoreError, SubscriptionChange, SubscriptionStore};
 
@@ -165,6 +169,13 @@ pub struct SubscriptionSpec {
     /// Deliver on epoch-aligned ticks this many ms apart instead of at once; off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_ms: Option<u64>,
+    /// At most so many POSTs a second to the receiver; unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Order mode `none`: most POSTs in flight at once (default: the
+    /// delivery service's prefetch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u16>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -210,6 +221,12 @@ pub struct SubscriptionPatch {
     /// New delivery interval; `null` delivers events as they arrive again.
     #[serde(default, deserialize_with = "semantics::nullable")]
     pub interval_ms: Option<Option<u64>>,
+    /// New rate limit; `null` removes it.
+    #[serde(default, deserialize_with = "semantics::nullable")]
+    pub rate_limit: Option<Option<RateLimit>>,
+    /// New concurrency bound; `null` restores the default.
+    #[serde(default, deserialize_with = "semantics::nullable")]
+    pub max_in_flight: Option<Option<u16>>,
 }
 
 /// Why and when delivery deactivated a subscription.
@@ -237,6 +254,15 @@ pub struct Subscription {
     /// Set while the subscription is disabled by delivery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<Disabled>,
+    /// This life of the subscription: new on every create (and when a
+    /// disable discards the backlog). Every copy of an event carries the
+    /// incarnation it was made for; delivery drops copies of another one.
+    /// Empty for subscriptions stored before incarnations existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub incarnation: String,
+    /// Replaced signing secrets still signing during their grace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retiring_secrets: Vec<RetiringSecret>,
 }
 
 /// What the API shows of a subscription: everything but the secrets.
@@ -256,6 +282,8 @@ pub struct SubscriptionView<'a> {
     pub headers: &'a BTreeMap<String, String>,
     /// How many signing secrets are set (their values are never shown).
     pub secrets_count: usize,
+    /// When each replaced secret still signing stops (rotation grace).
+    pub retiring_secrets_until: Vec<DateTime<Utc>>,
     /// Custom signature header.
     pub signature_header: Option<&'a SignatureHeader>,
     /// Receiver auth, without its credentials.
@@ -276,6 +304,12 @@ pub struct SubscriptionView<'a> {
     pub completion: Option<&'a Completion>,
     /// Delivery interval in ms (`null`: events are sent as they arrive).
     pub interval_ms: Option<u64>,
+    /// Rate limit (`null`: none).
+    pub rate_limit: Option<RateLimit>,
+    /// Order mode `none`: most POSTs in flight (`null`: the service's prefetch).
+    pub max_in_flight: Option<u16>,
+    /// This life of the subscription (new on every create).
+    pub incarnation: &'a str,
     /// Why it is disabled, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled: Option<&'a Disabled>,
@@ -337,6 +371,10 @@ impl SubscriptionSpec {
             completion.validate()?;
         }
         semantics::validate_interval(self.interval_ms)?;
+        if let Some(limit) = &self.rate_limit {
+            limit.validate()?;
+        }
+        pacing::validate_max_in_flight(self.max_in_flight)?;
         Ok(())
     }
 
@@ -369,7 +407,9 @@ impl SubscriptionSpec {
             retry,
             dedup,
             completion,
-            interval_ms
+            interval_ms,
+            rate_limit,
+            max_in_flight
         );
         if let Some(header) = patch.signature_header {
             spec.signature_header = Some(header);
@@ -389,6 +429,32 @@ impl SubscriptionSpec {
 }
 
 impl Subscription {
+    /// Every secret of the stored subscription, the retiring ones included,
+    /// for sealing and opening at rest.
+    pub fn secrets_mut(&mut self) -> Vec<&mut Secret> {
+        let mut all = self.spec.secrets_mut();
+        all.extend(
+            self.retiring_secrets
+                .iter_mut()
+                .map(|retiring| &mut retiring.secret),
+        );
+        all
+    }
+}
+
+impl Subscription {
+    /// A subscription created now from `spec`, in a new incarnation.
+    pub fn new(spec: SubscriptionSpec, now: DateTime<Utc>) -> Self {
+        Self {
+            spec,
+            created_at: now,
+            updated_at: now,
+            disabled: None,
+            incarnation: new_incarnation(),
+            retiring_secrets: Vec::new(),
+        }
+    }
+
     /// The id.
     pub fn id(&self) -> &str {
         &self.spec.id
@@ -416,6 +482,7 @@ impl Subscription {
             body: s.body,
             headers: &s.headers,
             secrets_count: s.secrets.len(),
+            retiring_secrets_until: self.retiring_until(Utc::now()),
             signature_header: s.signature_header.as_ref(),
             auth: s.auth.view(),
             success: s.success,
@@ -426,11 +493,19 @@ impl Subscription {
             dedup: s.dedup.as_ref(),
             completion: s.completion.as_ref(),
             interval_ms: s.interval_ms,
+            rate_limit: s.rate_limit,
+            max_in_flight: s.max_in_flight,
+            incarnation: &self.incarnation,
             disabled: self.disabled.as_ref(),
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
     }
+}
+
+/// A fresh incarnation id.
+pub fn new_incarnation() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// The problem of an operator asking for status `disabled`.
@@ -610,12 +685,7 @@ mod tests {
         let s = spec(r#"{"id":"a","endpoint":"https://x/","event_types":["a"],"secrets":["shh-top-secret"]}"#)
             .unwrap();
         let now = Utc::now();
-        let stored = Subscription {
-            spec: s,
-            created_at: now,
-            updated_at: now,
-            disabled: None,
-        };
+        let stored = Subscription::new(s, now);
         let shown = serde_json::to_string(&stored.view()).unwrap();
         assert!(!shown.contains("shh-top-secret"), "{shown}");
         assert!(shown.contains(r#""secrets_count":1"#), "{shown}");
@@ -687,12 +757,7 @@ mod tests {
         let s = spec(r#"{"id":"a","endpoint":"https://x/","event_types":["a"],"auth":{"mode":"basic","username":"alice","password":"pw-top-secret"}}"#)
             .unwrap();
         let now = Utc::now();
-        let stored = Subscription {
-            spec: s.clone(),
-            created_at: now,
-            updated_at: now,
-            disabled: None,
-        };
+        let stored = Subscription::new(s.clone(), now);
         let shown = serde_json::to_string(&stored.view()).unwrap();
         assert!(!shown.contains("pw-top-secret"), "{shown}");
         assert!(

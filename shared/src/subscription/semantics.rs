@@ -259,12 +259,7 @@ mod tests {
         let at = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        Subscription {
-            spec,
-            created_at: at,
-            updated_at: at,
-            disabled: None,
-        }
+        Subscription::new(spec, at)
     }
 
     fn tree(payload: Value) -> Value {

@@ -134,12 +134,7 @@ impl SubscriptionStore {
     pub async fn create(&self, spec: SubscriptionSpec) -> Result<Subscription, StoreError> {
         spec.validate_new().map_err(StoreError::Invalid)?;
         let now = Utc::now();
-        let subscription = Subscription {
-            spec,
-            created_at: now,
-            updated_at: now,
-            disabled: None,
-        };
+        let subscription = Subscription::new(spec, now);
         let id = subscription.id().to_string();
         let mut redis = self.redis.clone();
         let created: bool = redis
@@ -302,12 +297,12 @@ impl SubscriptionStore {
             .disabled
             .clone()
             .filter(|_| spec.status == SubscriptionStatus::Disabled);
-        let after = Subscription {
-            spec,
-            created_at: before.created_at,
-            updated_at: Utc::now(),
-            disabled,
-        };
+        let now = Utc::now();
+        let mut after = before.clone();
+        after.spec = spec;
+        after.updated_at = now;
+        after.disabled = disabled;
+        after.drop_retired(now);
         Ok(PendingUpdate {
             before,
             after,
@@ -377,13 +372,65 @@ impl SubscriptionStore {
         Ok(())
     }
 
-    /// Deactivates a subscription whose retry policy gave up (used by delivery).
+    /// Deactivates a subscription whose retry policy gave up, or whose
+    /// receiver is gone (used by delivery). Compare-and-set: a change stored
+    /// meanwhile (a PATCH) is kept and the disable applied on top of it.
+    /// When the backlog is discarded the subscription starts a new
+    /// incarnation, so no copy made before (queued, delayed, replayed) can
+    /// be delivered after it is re-enabled.
     pub async fn disable(&self, id: &str, why: Disabled) -> Result<Subscription, StoreError> {
-        let mut subscription = self.get(id).await?;
-        subscription.spec.status = SubscriptionStatus::Disabled;
-        subscription.disabled = Some(why);
-        subscription.updated_at = Utc::now();
-        self.replace(subscription).await
+        self.modify(id, |subscription| {
+            subscription.spec.status = SubscriptionStatus::Disabled;
+            if why.backlog_discarded {
+                subscription.incarnation = super::new_incarnation();
+            }
+            subscription.disabled = Some(why.clone());
+        })
+        .await
+    }
+
+    /// Makes `secret` the first signing secret; the ones it replaces keep
+    /// signing for `grace` (see [`super::rotation`]).
+    pub async fn rotate_secret(
+        &self,
+        id: &str,
+        secret: Secret,
+        grace: chrono::TimeDelta,
+    ) -> Result<Subscription, StoreError> {
+        self.modify(id, |subscription| {
+            subscription.rotate_secret(secret.clone(), grace, Utc::now())
+        })
+        .await
+    }
+
+    /// Applies `change` to the stored subscription and stores the result if
+    /// nothing else was stored meanwhile, reading again and re-applying it
+    /// (a few times) when something was: a concurrent PATCH is never undone.
+    async fn modify(
+        &self,
+        id: &str,
+        change: impl Fn(&mut Subscription),
+    ) -> Result<Subscription, StoreError> {
+        const ATTEMPTS: usize = 5;
+        for _ in 0..ATTEMPTS {
+            let raw: Option<String> = self.redis.clone().get(self.keys.subscription(id)).await?;
+            let raw_before = raw.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            let (before, _) = self.decode(id, &raw_before)?;
+            let mut after = before.clone();
+            change(&mut after);
+            after.updated_at = Utc::now();
+            after.drop_retired(after.updated_at);
+            let pending = PendingUpdate {
+                before,
+                after,
+                raw_before,
+            };
+            match self.commit(pending).await {
+                Err(StoreError::Changed(_)) => continue,
+                other => return other,
+            }
+        }
+        Err(StoreError::Changed(id.to_string()))
     }
 
     /// Re-enables a disabled (or paused) subscription.
@@ -396,22 +443,6 @@ impl SubscriptionStore {
             },
         )
         .await
-    }
-
-    async fn replace(&self, subscription: Subscription) -> Result<Subscription, StoreError> {
-        let id = subscription.id().to_string();
-        // SET XX: an update racing a delete must not resurrect the subscription.
-        let stored: Option<String> = redis::cmd("SET")
-            .arg(self.keys.subscription(&id))
-            .arg(self.encode(&subscription))
-            .arg("XX")
-            .query_async(&mut self.redis.clone())
-            .await?;
-        if stored.is_none() {
-            return Err(StoreError::NotFound(id));
-        }
-        self.announce(&id).await?;
-        Ok(subscription)
     }
 
     /// Deletes a subscription; returns it as it was.
@@ -475,7 +506,7 @@ impl SubscriptionStore {
     fn encode(&self, subscription: &Subscription) -> String {
         let mut sealed = subscription.clone();
         let context = seal_context(subscription.id());
-        for secret in sealed.spec.secrets_mut() {
+        for secret in sealed.secrets_mut() {
             *secret = Secret::new(self.keyring.seal(secret.expose().as_bytes(), &context));
         }
         // Plain data with string keys: serializing cannot fail.
@@ -490,7 +521,7 @@ impl SubscriptionStore {
             })?;
         let context = seal_context(id);
         let mut sealing = Sealing::Current;
-        for secret in subscription.spec.secrets_mut() {
+        for secret in subscription.secrets_mut() {
             let (clear, found) =
                 self.keyring
                     .open_text(secret.expose(), &context)

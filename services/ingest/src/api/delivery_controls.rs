@@ -105,6 +105,9 @@ pub async fn show(
             "delivered": number("delivered"),
             "failed_attempts": number("failed_attempts"),
             "given_up": number("given_up"),
+            "gone": number("gone"),
+            "stale": number("stale"),
+            "superseded": number("superseded"),
             "discarded": number("discarded"),
             "deduplicated": number("deduplicated"),
             "completed_entity": number("completed_entity"),
@@ -146,7 +149,7 @@ pub async fn retry_now(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    subscription(&state, &headers, &id).await?;
+    let current = subscription(&state, &headers, &id).await?;
     let block = state.delivery.block(&id).await?.ok_or_else(|| {
         ApiError::conflict(
             "not_blocked",
@@ -154,7 +157,7 @@ pub async fn retry_now(
         )
     })?;
     let swapped = redelivery(&state)?
-        .reissue_blocked(&state.delivery, &id, &block)
+        .reissue_blocked(&state.delivery, &id, &current.incarnation, &block)
         .await
         .map_err(|error| {
             tracing::warn!(%error, subscription = %id, "retry now failed");
@@ -197,9 +200,9 @@ pub async fn replay_all(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    subscription(&state, &headers, &id).await?;
+    let current = subscription(&state, &headers, &id).await?;
     let events = state.delivery.parked(&id).await?;
-    let replayed = replay(&state, &id, &events).await?;
+    let replayed = replay(&state, &current, &events).await?;
     Ok(Json(json!({ "id": id, "replayed": replayed })))
 }
 
@@ -209,7 +212,7 @@ pub async fn replay_one(
     headers: HeaderMap,
     Path((id, event_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    subscription(&state, &headers, &id).await?;
+    let current = subscription(&state, &headers, &id).await?;
     let event = state
         .delivery
         .parked_event(&id, &event_id)
@@ -220,16 +223,18 @@ pub async fn replay_one(
             ))
         })?;
     let events = [event];
-    let replayed = replay(&state, &id, &events).await?;
+    let replayed = replay(&state, &current, &events).await?;
     Ok(Json(json!({ "id": id, "replayed": replayed })))
 }
 
-/// Queues a fresh copy of each event at the tail of the subscription queue.
+/// Queues a fresh copy of each event at the tail of the subscription
+/// queue, made for the subscription's current incarnation.
 async fn replay(
     state: &ApiState,
-    id: &str,
+    subscription: &Subscription,
     events: &[ParkedEvent],
 ) -> Result<Vec<String>, ApiError> {
+    let id = subscription.id();
     let redelivery = redelivery(state)?;
     let mut replayed = Vec::with_capacity(events.len());
     for event in events {
@@ -237,7 +242,7 @@ async fn replay(
         // settled; the record goes last, once the copy is confirmed queued.
         state.delivery.prepare_replay(id, &event.event_id).await?;
         redelivery
-            .to_tail(id, event.envelope.as_bytes())
+            .to_tail(id, &subscription.incarnation, event.envelope.as_bytes())
             .await
             .map_err(|error| {
                 tracing::warn!(%error, subscription = %id, event_id = %event.event_id, "replay failed");

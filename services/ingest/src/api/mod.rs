@@ -7,6 +7,7 @@ mod delivery_controls;
 mod error;
 mod events;
 mod ping;
+mod secrets;
 mod subscriptions;
 
 pub use error::ApiError;
@@ -112,6 +113,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/v1/subscriptions/{id}/attempts",
             get(delivery_controls::attempts),
+        )
+        .route(
+            "/v1/subscriptions/{id}/secrets/rotate",
+            post(secrets::rotate),
         )
         .route("/v1/admin/export", get(admin::export))
         .route("/v1/admin/import", post(admin::import))

@@ -128,12 +128,7 @@ pub async fn create(
     // subscription leaves no trace.
     let ping = if verify {
         let now = Utc::now();
-        let candidate = Subscription {
-            spec: spec.clone(),
-            created_at: now,
-            updated_at: now,
-            disabled: None,
-        };
+        let candidate = Subscription::new(spec.clone(), now);
         Some(super::ping::verify(&state, &candidate).await?)
     } else {
         None
@@ -164,7 +159,7 @@ pub async fn create(
 /// While the state is lost a management write would land in an emptied
 /// Redis (and make it look like an installation from before the marker):
 /// 503 `state_lost` until it is restored or a fresh start is declared.
-fn refuse_while_lost(state: &ApiState) -> Result<(), ApiError> {
+pub(super) fn refuse_while_lost(state: &ApiState) -> Result<(), ApiError> {
     if state.readiness.is_state_lost() {
         return Err(ApiError::state_lost());
     }
@@ -172,7 +167,7 @@ fn refuse_while_lost(state: &ApiState) -> Result<(), ApiError> {
 }
 
 /// The operator's internal subscription is not the API's to show or change.
-fn hidden(id: &str) -> Result<(), ApiError> {
+pub(super) fn hidden(id: &str) -> Result<(), ApiError> {
     if id == crate::operator::OPERATOR_ID {
         return Err(ApiError::not_found(format!(
             "subscription {id} does not exist"

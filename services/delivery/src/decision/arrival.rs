@@ -1,0 +1,444 @@
+//! What to do with a message as it arrives, before anything is sent: wait
+//! for its tick, drop it as stale, skip it as settled, drop it as redundant,
+//! hold it back behind a blocked event, or attempt it (and from where on its
+//! retry policy).
+//!
+//! Two steps, so the Redis round trip is spent only on messages that need
+//! it: [`screen`] looks at the message and the subscription alone,
+//! [`on_precheck`] adds what Redis says about the event and the subscription.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use postline_shared::delivery_state::semantics::Dropped;
+use postline_shared::delivery_state::Precheck;
+use postline_shared::redelivery::RetryHeaders;
+use postline_shared::subscription::{OrderMode, Subscription};
+
+/// How late a blocked event's delayed copy may be before it counts as lost
+/// and is re-issued from the copy kept in its block.
+pub const LOST_COPY_GRACE: TimeDelta = TimeDelta::seconds(60);
+
+/// What a message says about itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival<'a> {
+    /// The retry bookkeeping and incarnation the copy carries.
+    pub copy: &'a RetryHeaders,
+    /// For an interval subscription: the next tick, when the copy was
+    /// queued after the current one.
+    pub tick_due: Option<DateTime<Utc>>,
+}
+
+/// Why a copy is not for this subscription any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stale {
+    /// Made for another incarnation (the subscription was deleted and
+    /// created again, or its backlog discarded).
+    OtherIncarnation,
+    /// A copy of the blocked event other than the one its block names (made
+    /// stale by a "retry now", a re-issue, or a crash between publish and ack).
+    SupersededCopy,
+}
+
+impl Stale {
+    /// The outcome label and state counter.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::OtherIncarnation => "stale",
+            Self::SupersededCopy => "superseded",
+        }
+    }
+}
+
+/// The first look, without Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screened {
+    /// Queued after the current tick: hand it back and wait until then.
+    WaitForTick(DateTime<Utc>),
+    /// Not for this subscription's incarnation: ack and forget it.
+    DropStale(Stale),
+    /// Read the event's delivery state and decide with [`on_precheck`].
+    Check,
+}
+
+/// Where an event stands on its retry policy when this copy is attempted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct History {
+    /// Attempts made before this copy.
+    pub attempts: u32,
+    /// When it first failed, if it did.
+    pub first_failure: Option<DateTime<Utc>>,
+    /// Whether a block names this event (its success or give-up ends it).
+    pub blocked: bool,
+}
+
+impl History {
+    /// An event never attempted.
+    pub const FRESH: Self = Self {
+        attempts: 0,
+        first_failure: None,
+        blocked: false,
+    };
+}
+
+/// The decision once Redis has been read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnArrival {
+    /// Already delivered or given up: ack without sending.
+    SkipSettled {
+        /// A block still names it: clear it.
+        clear_block: bool,
+    },
+    /// Redundant (its dedup identity was delivered, its entity is complete):
+    /// record why, ack without sending.
+    Drop {
+        /// Why.
+        why: Dropped,
+        /// A block names it: clear it.
+        clear_block: bool,
+    },
+    /// Not the copy the block waits for: ack and forget it.
+    DropStale(Stale),
+    /// The subscription is blocked on another event: hand this one back and
+    /// consume again at `until`.
+    HoldBack {
+        /// When the blocked event is due.
+        until: DateTime<Utc>,
+        /// The blocked event's copy is overdue: re-issue it from its block.
+        reissue: bool,
+    },
+    /// Send it.
+    Attempt(History),
+}
+
+/// The first look at a message: its tick and its incarnation.
+pub fn screen(subscription: &Subscription, arrival: &Arrival<'_>) -> Screened {
+    if let Some(due) = arrival.tick_due {
+        return Screened::WaitForTick(due);
+    }
+    // Copies made before incarnations existed carry none, and subscriptions
+    // stored then have none: both are taken as current.
+    let current = &subscription.incarnation;
+    match arrival.copy.incarnation.as_deref() {
+        Some(made_for) if !current.is_empty() && made_for != current => {
+            Screened::DropStale(Stale::OtherIncarnation)
+        }
+        _ => Screened::Check,
+    }
+}
+
+/// The decision for a message of `event_id` once its delivery state is known.
+pub fn on_precheck(
+    subscription: &Subscription,
+    arrival: &Arrival<'_>,
+    event_id: &str,
+    precheck: &Precheck,
+    now: DateTime<Utc>,
+) -> OnArrival {
+    // A block left by another incarnation (a delete whose clean-up failed)
+    // holds nothing back in this one.
+    let block = precheck.block.as_ref().filter(|block| {
+        block.incarnation.is_empty()
+            || subscription.incarnation.is_empty()
+            || block.incarnation == subscription.incarnation
+    });
+    let names_this_event = block.is_some_and(|block| block.event_id == event_id);
+    if precheck.settled {
+        // A block must never outlive its event's settlement.
+        return OnArrival::SkipSettled {
+            clear_block: names_this_event,
+        };
+    }
+    // A drop depends only on what was delivered, so it is right even while
+    // the subscription is blocked on another event.
+    let dropped = if precheck.entity_complete {
+        Some(Dropped::CompletedEntity)
+    } else if precheck.duplicate {
+        Some(Dropped::Duplicate)
+    } else {
+        None
+    };
+    if let Some(why) = dropped {
+        return OnArrival::Drop {
+            why,
+            clear_block: names_this_event,
+        };
+    }
+    let copy = arrival.copy;
+    if subscription.spec.order == OrderMode::None {
+        return OnArrival::Attempt(History {
+            attempts: copy.attempts,
+            first_failure: copy.first_failure,
+            blocked: names_this_event,
+        });
+    }
+    match block {
+        Some(block) if names_this_event => {
+            if copy.retry_id.as_deref() != Some(block.retry_id.as_str()) {
+                OnArrival::DropStale(Stale::SupersededCopy)
+            } else {
+                OnArrival::Attempt(History {
+                    attempts: block.attempts,
+                    first_failure: Some(block.first_failure_at),
+                    blocked: true,
+                })
+            }
+        }
+        Some(block) => OnArrival::HoldBack {
+            until: block.next_attempt_at.max(now),
+            reissue: now > block.next_attempt_at + LOST_COPY_GRACE,
+        },
+        // Without a block a strict event starts its policy afresh (a
+        // re-enabled subscription gets a full ladder again).
+        None => OnArrival::Attempt(History::FRESH),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postline_shared::delivery_state::Block;
+    use postline_shared::subscription::SubscriptionSpec;
+
+    fn subscription(order: &str) -> Subscription {
+        let spec: SubscriptionSpec = serde_json::from_value(serde_json::json!({
+            "id": "s", "endpoint": "https://example.com/", "event_types": ["a"], "order": order,
+        }))
+        .unwrap();
+        let mut subscription = Subscription::new(spec, Utc::now());
+        subscription.incarnation = "inc-1".into();
+        subscription
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn block(event_id: &str, retry_id: &str, due: DateTime<Utc>) -> Block {
+        Block {
+            event_id: event_id.into(),
+            retry_id: retry_id.into(),
+            attempts: 4,
+            next_attempt_at: due,
+            first_failure_at: now() - TimeDelta::minutes(10),
+            last_error: "receiver answered 500".into(),
+            envelope: "{}".into(),
+            incarnation: "inc-1".into(),
+        }
+    }
+
+    fn copy(incarnation: Option<&str>, retry_id: Option<&str>, attempts: u32) -> RetryHeaders {
+        RetryHeaders {
+            attempts,
+            first_failure: (attempts > 0).then(|| now() - TimeDelta::minutes(1)),
+            retry_id: retry_id.map(Into::into),
+            incarnation: incarnation.map(Into::into),
+        }
+    }
+
+    fn precheck(block: Option<Block>) -> Precheck {
+        Precheck {
+            settled: false,
+            block,
+            duplicate: false,
+            entity_complete: false,
+        }
+    }
+
+    #[test]
+    fn a_copy_of_another_incarnation_is_stale_and_a_legacy_copy_is_current() {
+        let s = subscription("strict");
+        let screen_of = |incarnation| {
+            let copy = copy(incarnation, None, 0);
+            screen(
+                &s,
+                &Arrival {
+                    copy: &copy,
+                    tick_due: None,
+                },
+            )
+        };
+        assert_eq!(screen_of(Some("inc-1")), Screened::Check);
+        assert_eq!(screen_of(None), Screened::Check);
+        assert_eq!(
+            screen_of(Some("inc-0")),
+            Screened::DropStale(Stale::OtherIncarnation)
+        );
+        let mut legacy = subscription("strict");
+        legacy.incarnation.clear();
+        let any = copy(Some("whatever"), None, 0);
+        assert_eq!(
+            screen(
+                &legacy,
+                &Arrival {
+                    copy: &any,
+                    tick_due: None
+                }
+            ),
+            Screened::Check
+        );
+    }
+
+    #[test]
+    fn a_copy_queued_after_the_tick_waits_for_the_next_one() {
+        let s = subscription("strict");
+        let stale = copy(Some("inc-0"), None, 0);
+        let due = now() + TimeDelta::seconds(5);
+        assert_eq!(
+            screen(
+                &s,
+                &Arrival {
+                    copy: &stale,
+                    tick_due: Some(due)
+                }
+            ),
+            Screened::WaitForTick(due)
+        );
+    }
+
+    /// The ordering protocol of a strict subscription, row by row.
+    #[test]
+    fn strict_order_protocol_table() {
+        let s = subscription("strict");
+        let now = now();
+        let due_later = now + TimeDelta::minutes(5);
+        let overdue = now - LOST_COPY_GRACE - TimeDelta::seconds(1);
+        let fresh = copy(Some("inc-1"), None, 0);
+        let current = copy(Some("inc-1"), Some("r2"), 4);
+        let older = copy(Some("inc-1"), Some("r1"), 3);
+        let settled = Precheck {
+            settled: true,
+            ..precheck(Some(block("e1", "r2", due_later)))
+        };
+        let duplicate = Precheck {
+            duplicate: true,
+            ..precheck(None)
+        };
+        let complete_while_blocked = Precheck {
+            entity_complete: true,
+            ..precheck(Some(block("e0", "r2", due_later)))
+        };
+        let rows: Vec<(&str, &str, &RetryHeaders, Precheck, OnArrival)> = vec![
+            (
+                "no block: attempt from scratch",
+                "e1",
+                &fresh,
+                precheck(None),
+                OnArrival::Attempt(History::FRESH),
+            ),
+            (
+                "settled: skip, clearing the block naming it",
+                "e1",
+                &current,
+                settled,
+                OnArrival::SkipSettled { clear_block: true },
+            ),
+            (
+                "duplicate identity: drop",
+                "e1",
+                &fresh,
+                duplicate,
+                OnArrival::Drop {
+                    why: Dropped::Duplicate,
+                    clear_block: false,
+                },
+            ),
+            (
+                "complete entity drops even while blocked on another",
+                "e1",
+                &fresh,
+                complete_while_blocked,
+                OnArrival::Drop {
+                    why: Dropped::CompletedEntity,
+                    clear_block: false,
+                },
+            ),
+            (
+                "the copy the block names: attempt it, continuing its policy",
+                "e1",
+                &current,
+                precheck(Some(block("e1", "r2", now))),
+                OnArrival::Attempt(History {
+                    attempts: 4,
+                    first_failure: Some(now - TimeDelta::minutes(10)),
+                    blocked: true,
+                }),
+            ),
+            (
+                "another copy of the blocked event: stale",
+                "e1",
+                &older,
+                precheck(Some(block("e1", "r2", now))),
+                OnArrival::DropStale(Stale::SupersededCopy),
+            ),
+            (
+                "the original of the blocked event: stale",
+                "e1",
+                &fresh,
+                precheck(Some(block("e1", "r2", now))),
+                OnArrival::DropStale(Stale::SupersededCopy),
+            ),
+            (
+                "a later event while blocked: hold back until due",
+                "e2",
+                &fresh,
+                precheck(Some(block("e1", "r2", due_later))),
+                OnArrival::HoldBack {
+                    until: due_later,
+                    reissue: false,
+                },
+            ),
+            (
+                "blocked event overdue: hold back and re-issue it",
+                "e2",
+                &fresh,
+                precheck(Some(block("e1", "r2", overdue))),
+                OnArrival::HoldBack {
+                    until: now,
+                    reissue: true,
+                },
+            ),
+            (
+                "another incarnation's block holds nothing back",
+                "e2",
+                &fresh,
+                precheck(Some(Block {
+                    incarnation: "inc-0".into(),
+                    ..block("e1", "r2", due_later)
+                })),
+                OnArrival::Attempt(History::FRESH),
+            ),
+        ];
+        for (row, event_id, copy, precheck, expected) in rows {
+            let arrival = Arrival {
+                copy,
+                tick_due: None,
+            };
+            assert_eq!(
+                on_precheck(&s, &arrival, event_id, &precheck, now),
+                expected,
+                "{row}"
+            );
+        }
+    }
+
+    #[test]
+    fn unordered_copies_carry_their_own_history_and_never_hold_back() {
+        let s = subscription("none");
+        let now = now();
+        let retried = copy(Some("inc-1"), None, 5);
+        let arrival = Arrival {
+            copy: &retried,
+            tick_due: None,
+        };
+        let blocked_elsewhere = precheck(Some(block("e9", "r", now + TimeDelta::hours(1))));
+        assert_eq!(
+            on_precheck(&s, &arrival, "e1", &blocked_elsewhere, now),
+            OnArrival::Attempt(History {
+                attempts: 5,
+                first_failure: retried.first_failure,
+                blocked: false
+            })
+        );
+    }
+}
