@@ -59,30 +59,6 @@ pub fn body_base64(secret: &str, body: &[u8]) -> String {
     BASE64.encode(hmac_sha256(&key_of(secret), &[body]))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn matches_the_standard_webhooks_reference_vector() {
-        let signature = standard_webhooks_v1(
-            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-            "msg_p5jXN8AQM9LWM0D4loKWxJek",
-            "1614265330",
-            br#"{"test": 2432232314}"#,
-        );
-        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-    }
-
-    #[test]
-    fn matches_a_known_hmac() {
-        assert_eq!(
-            body_hex("key", b"The quick brown fox jumps over the lazy dog"),
-            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
-        );
-    }
-}
-
 /// Asserts the Standard Webhooks headers of `request` verify under exactly `secrets`.
 pub fn assert_standard_webhooks(request: &Recorded, event_id: &str, secrets: &[&str]) {
     assert_eq!(request.header("webhook-id"), Some(event_id), "webhook-id");
@@ -115,4 +91,28 @@ pub fn assert_standard_webhooks(request: &Recorded, event_id: &str, secrets: &[&
         secrets.len(),
         "one signature per secret: {signature}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_standard_webhooks_reference_vector() {
+        let signature = standard_webhooks_v1(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            "1614265330",
+            br#"{"test": 2432232314}"#,
+        );
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn matches_a_known_hmac() {
+        assert_eq!(
+            body_hex("key", b"The quick brown fox jumps over the lazy dog"),
+            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+    }
 }
