@@ -23,6 +23,7 @@ use crate::envelope::Envelope;
 use crate::ladder::RetryPolicy;
 use crate::problem::Problem;
 use crate::secret::Secret;
+use crate::tenant::TenantId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -165,6 +166,9 @@ pub struct SubscriptionSpec {
     /// Deliver on epoch-aligned ticks this many ms apart instead of at once; off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_ms: Option<u64>,
+    /// The tenant it belongs to (receives only that tenant's events); none: the operator's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -276,6 +280,8 @@ pub struct SubscriptionView<'a> {
     pub completion: Option<&'a Completion>,
     /// Delivery interval in ms (`null`: events are sent as they arrive).
     pub interval_ms: Option<u64>,
+    /// The tenant it belongs to (`null`: the operator's own).
+    pub tenant: Option<&'a TenantId>,
     /// Why it is disabled, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled: Option<&'a Disabled>,
@@ -402,7 +408,9 @@ impl Subscription {
             .iter()
             .filter_map(|p| EventTypePattern::parse(p).ok())
             .any(|p| p.matches(&envelope.event_type));
-        type_matches && self.spec.filters.iter().all(|f| f.matches(tree))
+        crate::tenant::may_receive(self.spec.tenant.as_ref(), envelope.tenant.as_ref())
+            && type_matches
+            && self.spec.filters.iter().all(|f| f.matches(tree))
     }
 
     /// The API view, without secrets.
@@ -426,6 +434,7 @@ impl Subscription {
             dedup: s.dedup.as_ref(),
             completion: s.completion.as_ref(),
             interval_ms: s.interval_ms,
+            tenant: s.tenant.as_ref(),
             disabled: self.disabled.as_ref(),
             created_at: self.created_at,
             updated_at: self.updated_at,
