@@ -102,3 +102,40 @@ pub async fn screenshot(browser: &Client, name: &str) {
     std::fs::create_dir_all(&dir).expect("creating target/ui-screenshots");
     std::fs::write(dir.join(format!("{name}.png")), png).expect("writing a screenshot");
 }
+
+/// Waits until `css` finds an element on the current page; returns it.
+pub async fn element(browser: &Client, css: &str) -> fantoccini::elements::Element {
+    wait::until(&format!("an element {css} on the page"), DEADLINE, || async {
+        match browser.find(fantoccini::Locator::Css(css)).await {
+            Ok(element) => Ok(element),
+            Err(e) => Err(format!(
+                "{e}; page: {}",
+                browser.current_url().await.map(|u| u.path().to_string()).unwrap_or_default()
+            )),
+        }
+    })
+    .await
+}
+
+/// Reloads `url` until the element `css` has attribute `data-status` =
+/// `status` (the page shows what delivery did since); returns the page source.
+pub async fn until_status(browser: &Client, url: &str, css: &str, status: &str) -> String {
+    wait::until(&format!("{css} to show status {status}"), DEADLINE, || async {
+        browser.goto(url).await.map_err(|e| e.to_string())?;
+        let element = browser
+            .find(fantoccini::Locator::Css(css))
+            .await
+            .map_err(|e| e.to_string())?;
+        let shown = element
+            .attr("data-status")
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        if shown == status {
+            browser.source().await.map_err(|e| e.to_string())
+        } else {
+            Err(format!("status {shown}"))
+        }
+    })
+    .await
+}
