@@ -5,10 +5,10 @@
 //! subscription in `payload` body mode gets the producer's bytes unchanged.
 
 use crate::problem::{parse_json, Problem};
+use crate::tenant::TenantId;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use crate::tenant::TenantId;
 
 /// Longest accepted event id, in bytes.
 pub const MAX_ID_LEN: usize = 200;

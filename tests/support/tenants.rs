@@ -39,7 +39,12 @@ impl TestEnv {
         let response = self
             .api(Method::POST, "/v1/tenants", Auth::Admin, Some(body))
             .await;
-        assert_eq!(response.status, StatusCode::CREATED, "creating tenant {spec}: {}", response.text);
+        assert_eq!(
+            response.status,
+            StatusCode::CREATED,
+            "creating tenant {spec}: {}",
+            response.text
+        );
         response.json
     }
 
@@ -54,10 +59,21 @@ impl TestEnv {
                 Some(body),
             )
             .await;
-        assert_eq!(response.status, StatusCode::CREATED, "issuing a client: {}", response.text);
+        assert_eq!(
+            response.status,
+            StatusCode::CREATED,
+            "issuing a client: {}",
+            response.text
+        );
         Client {
-            id: response.json["client_id"].as_str().expect("client_id").to_string(),
-            secret: response.json["client_secret"].as_str().expect("client_secret").to_string(),
+            id: response.json["client_id"]
+                .as_str()
+                .expect("client_id")
+                .to_string(),
+            secret: response.json["client_secret"]
+                .as_str()
+                .expect("client_secret")
+                .to_string(),
         }
     }
 
@@ -87,7 +103,10 @@ impl TestEnv {
             let pair = format!("{}:{}", encode(id), encode(secret));
             request = request.header(
                 "authorization",
-                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)),
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ),
             );
         }
         let response = request.send().await.expect("token request");
@@ -115,7 +134,10 @@ impl TestEnv {
         }
         let answer = self.token_request(&form, None, None).await;
         assert_eq!(answer.status, StatusCode::OK, "token: {}", answer.text);
-        answer.json["access_token"].as_str().expect("access_token").to_string()
+        answer.json["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string()
     }
 
     /// `POST /v1/subscriptions` with a tenant's `token`; tracks the id for
@@ -132,12 +154,23 @@ impl TestEnv {
                 .insert(id.to_string());
         }
         let body = serde_json::to_vec(&spec).expect("JSON");
-        self.api(Method::POST, "/v1/subscriptions", Auth::Token(token), Some(body))
-            .await
+        self.api(
+            Method::POST,
+            "/v1/subscriptions",
+            Auth::Token(token),
+            Some(body),
+        )
+        .await
     }
 
     /// Any API call with `token` and an optional JSON body.
-    pub async fn call_as(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> ApiResponse {
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> ApiResponse {
         let body = body.map(|b| serde_json::to_vec(&b).expect("JSON"));
         self.api(method, path, Auth::Token(token), body).await
     }

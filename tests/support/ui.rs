@@ -83,7 +83,9 @@ impl Chromedriver {
             .capabilities(capabilities)
             .connect(&self.url)
             .await
-            .unwrap_or_else(|e| panic!("starting a headless chromium through chromedriver failed: {e}"))
+            .unwrap_or_else(|e| {
+                panic!("starting a headless chromium through chromedriver failed: {e}")
+            })
     }
 }
 
@@ -91,7 +93,11 @@ impl Chromedriver {
 pub fn screenshot_dir() -> PathBuf {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        });
     target.join("ui-screenshots")
 }
 
@@ -105,37 +111,49 @@ pub async fn screenshot(browser: &Client, name: &str) {
 
 /// Waits until `css` finds an element on the current page; returns it.
 pub async fn element(browser: &Client, css: &str) -> fantoccini::elements::Element {
-    wait::until(&format!("an element {css} on the page"), DEADLINE, || async {
-        match browser.find(fantoccini::Locator::Css(css)).await {
-            Ok(element) => Ok(element),
-            Err(e) => Err(format!(
-                "{e}; page: {}",
-                browser.current_url().await.map(|u| u.path().to_string()).unwrap_or_default()
-            )),
-        }
-    })
+    wait::until(
+        &format!("an element {css} on the page"),
+        DEADLINE,
+        || async {
+            match browser.find(fantoccini::Locator::Css(css)).await {
+                Ok(element) => Ok(element),
+                Err(e) => Err(format!(
+                    "{e}; page: {}",
+                    browser
+                        .current_url()
+                        .await
+                        .map(|u| u.path().to_string())
+                        .unwrap_or_default()
+                )),
+            }
+        },
+    )
     .await
 }
 
 /// Reloads `url` until the element `css` has attribute `data-status` =
 /// `status` (the page shows what delivery did since); returns the page source.
 pub async fn until_status(browser: &Client, url: &str, css: &str, status: &str) -> String {
-    wait::until(&format!("{css} to show status {status}"), DEADLINE, || async {
-        browser.goto(url).await.map_err(|e| e.to_string())?;
-        let element = browser
-            .find(fantoccini::Locator::Css(css))
-            .await
-            .map_err(|e| e.to_string())?;
-        let shown = element
-            .attr("data-status")
-            .await
-            .map_err(|e| e.to_string())?
-            .unwrap_or_default();
-        if shown == status {
-            browser.source().await.map_err(|e| e.to_string())
-        } else {
-            Err(format!("status {shown}"))
-        }
-    })
+    wait::until(
+        &format!("{css} to show status {status}"),
+        DEADLINE,
+        || async {
+            browser.goto(url).await.map_err(|e| e.to_string())?;
+            let element = browser
+                .find(fantoccini::Locator::Css(css))
+                .await
+                .map_err(|e| e.to_string())?;
+            let shown = element
+                .attr("data-status")
+                .await
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default();
+            if shown == status {
+                browser.source().await.map_err(|e| e.to_string())
+            } else {
+                Err(format!("status {shown}"))
+            }
+        },
+    )
     .await
 }

@@ -89,7 +89,11 @@ impl Caller {
 /// whose tenant exists and is active.
 pub async fn authenticate(state: &ApiState, token: &str) -> Result<Caller, ApiError> {
     // Constant-time comparison so response timing does not reveal the token.
-    if bool::from(token.as_bytes().ct_eq(state.admin_token.expose().as_bytes())) {
+    if bool::from(
+        token
+            .as_bytes()
+            .ct_eq(state.admin_token.expose().as_bytes()),
+    ) {
         return Ok(Caller::admin());
     }
     let grant = state

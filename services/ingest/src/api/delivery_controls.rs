@@ -5,9 +5,9 @@
 //! duplicates or of complete entities, open and complete entities, the next tick.
 
 use super::caller::Caller;
-use crate::tenants::credentials::Scope;
 use super::subscriptions::{admin_channel, close};
 use super::{ApiError, ApiState};
+use crate::tenants::credentials::Scope;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -136,8 +136,14 @@ pub async fn enable(
     let subscription = state.store.enable(&id).await?;
     state.catalog.upsert(subscription.clone());
     tracing::info!(subscription = %id, was = ?before.spec.status, "subscription re-enabled");
-    super::subscriptions::audit(&state, &caller, &subscription, "subscription.enable", Vec::new())
-        .await;
+    super::subscriptions::audit(
+        &state,
+        &caller,
+        &subscription,
+        "subscription.enable",
+        Vec::new(),
+    )
+    .await;
     Ok(Json(super::subscriptions::view(&subscription)))
 }
 
@@ -171,8 +177,14 @@ pub async fn retry_now(
     // Wakes the consumer waiting for the old due time, in whichever replica it runs.
     state.store.announce(&id).await?;
     tracing::info!(subscription = %id, event_id = %block.event_id, "blocked event retried now by an operator");
-    super::subscriptions::audit(&state, &caller, &subscription, "delivery.retry_now", Vec::new())
-        .await;
+    super::subscriptions::audit(
+        &state,
+        &caller,
+        &subscription,
+        "delivery.retry_now",
+        Vec::new(),
+    )
+    .await;
     Ok(Json(
         json!({ "id": id, "event_id": block.event_id, "retrying": true }),
     ))
@@ -204,8 +216,14 @@ pub async fn replay_all(
     let subscription = subscription(&state, &caller, &id, Scope::DeliveriesReplay).await?;
     let events = state.delivery.parked(&id).await?;
     let replayed = replay(&state, &id, &events).await?;
-    super::subscriptions::audit(&state, &caller, &subscription, "delivery.replay", Vec::new())
-        .await;
+    super::subscriptions::audit(
+        &state,
+        &caller,
+        &subscription,
+        "delivery.replay",
+        Vec::new(),
+    )
+    .await;
     Ok(Json(json!({ "id": id, "replayed": replayed })))
 }
 
@@ -227,8 +245,14 @@ pub async fn replay_one(
         })?;
     let events = [event];
     let replayed = replay(&state, &id, &events).await?;
-    super::subscriptions::audit(&state, &caller, &subscription, "delivery.replay", Vec::new())
-        .await;
+    super::subscriptions::audit(
+        &state,
+        &caller,
+        &subscription,
+        "delivery.replay",
+        Vec::new(),
+    )
+    .await;
     Ok(Json(json!({ "id": id, "replayed": replayed })))
 }
 

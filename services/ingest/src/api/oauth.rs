@@ -87,7 +87,10 @@ pub fn parse_token_request(
 ) -> Result<TokenRequest, OAuthError> {
     let form_type = content_type
         .and_then(|t| t.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+        .is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
     if !form_type {
         return Err(OAuthError::new(
             "invalid_request",
@@ -95,11 +98,17 @@ pub fn parse_token_request(
         ));
     }
     if body.len() > MAX_TOKEN_REQUEST_BYTES {
-        return Err(OAuthError::new("invalid_request", "the request is too large"));
+        return Err(OAuthError::new(
+            "invalid_request",
+            "the request is too large",
+        ));
     }
     let mut params: HashMap<String, String> = HashMap::new();
     for (name, value) in url::form_urlencoded::parse(body) {
-        if params.insert(name.to_string(), value.into_owned()).is_some() {
+        if params
+            .insert(name.to_string(), value.into_owned())
+            .is_some()
+        {
             return Err(OAuthError::new(
                 "invalid_request",
                 format!("parameter {name} is given more than once"),
@@ -135,7 +144,10 @@ pub fn parse_token_request(
         }
     };
     if client_id.is_empty() || client_secret.is_empty() {
-        return Err(OAuthError::new("invalid_client", "client authentication failed"));
+        return Err(OAuthError::new(
+            "invalid_client",
+            "client authentication failed",
+        ));
     }
     Ok(TokenRequest {
         client_id,
@@ -234,7 +246,11 @@ pub async fn check_client(
 }
 
 async fn issue(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Response, Refusal> {
-    let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     let request = parse_token_request(
         text(header::AUTHORIZATION),
         text(header::CONTENT_TYPE),
@@ -243,20 +259,24 @@ async fn issue(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Res
     let client = check_client(state, &request.client_id, &request.client_secret)
         .await?
         .map_err(|()| OAuthError::new("invalid_client", "client authentication failed"))?;
-    let tenant = state.tenants.get(client.tenant.as_str()).await.map_err(ApiError::from)?;
+    let tenant = state
+        .tenants
+        .get(client.tenant.as_str())
+        .await
+        .map_err(ApiError::from)?;
     if tenant.is_none_or(|t| t.spec.status != TenantStatus::Active) {
-        return Err(OAuthError::new(
-            "unauthorized_client",
-            "this client's tenant is suspended",
-        )
-        .into());
+        return Err(
+            OAuthError::new("unauthorized_client", "this client's tenant is suspended").into(),
+        );
     }
     let scopes = narrow(&client.scopes, request.scope.as_deref()).map_err(|error| {
         OAuthError::new(
             "invalid_scope",
             match error {
                 ScopeError::Unknown(_) => "the scope names an unknown scope".to_string(),
-                ScopeError::NotGranted(scope) => format!("scope {scope} was not granted to this client"),
+                ScopeError::NotGranted(scope) => {
+                    format!("scope {scope} was not granted to this client")
+                }
             },
         )
     })?;
@@ -311,25 +331,41 @@ mod tests {
             b"grant_type=client_credentials",
         )
         .unwrap();
-        assert_eq!((request.client_id.as_str(), request.client_secret.as_str()), ("c1", "s+1"));
+        assert_eq!(
+            (request.client_id.as_str(), request.client_secret.as_str()),
+            ("c1", "s+1")
+        );
         assert!(request.basic);
     }
 
     #[test]
     fn names_the_rfc_error_of_each_malformed_request() {
         let good = "grant_type=client_credentials&client_id=c&client_secret=s";
-        assert_eq!(error_of(None, Some("application/json"), good), "invalid_request");
+        assert_eq!(
+            error_of(None, Some("application/json"), good),
+            "invalid_request"
+        );
         assert_eq!(error_of(None, None, good), "invalid_request");
-        assert_eq!(error_of(None, FORM, "client_id=c&client_secret=s"), "invalid_request");
+        assert_eq!(
+            error_of(None, FORM, "client_id=c&client_secret=s"),
+            "invalid_request"
+        );
         assert_eq!(
             error_of(None, FORM, &format!("{good}&grant_type=client_credentials")),
             "invalid_request"
         );
         assert_eq!(
-            error_of(None, FORM, "grant_type=password&client_id=c&client_secret=s"),
+            error_of(
+                None,
+                FORM,
+                "grant_type=password&client_id=c&client_secret=s"
+            ),
             "unsupported_grant_type"
         );
-        assert_eq!(error_of(None, FORM, "grant_type=client_credentials"), "invalid_client");
+        assert_eq!(
+            error_of(None, FORM, "grant_type=client_credentials"),
+            "invalid_client"
+        );
         assert_eq!(
             error_of(None, FORM, "grant_type=client_credentials&client_id=c"),
             "invalid_client"

@@ -10,9 +10,9 @@
 //! change lands in the audit trail.
 
 use super::caller::Caller;
+use super::{ApiError, ApiState};
 use crate::tenants::audit::AuditEntry;
 use crate::tenants::credentials::Scope;
-use super::{ApiError, ApiState};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -187,7 +187,13 @@ pub(crate) async fn audit(
         .audit
         .record(
             subscription.spec.tenant.as_ref(),
-            AuditEntry::now(&caller.principal, caller.via, action, subscription.id(), fields),
+            AuditEntry::now(
+                &caller.principal,
+                caller.via,
+                action,
+                subscription.id(),
+                fields,
+            ),
         )
         .await;
 }
@@ -256,7 +262,14 @@ pub async fn create(
     let subscription = state.store.create(spec).await?;
     state.catalog.upsert(subscription.clone());
     tracing::info!(subscription = %subscription.id(), verified = ping.is_some(), "subscription created");
-    audit(&state, &caller, &subscription, "subscription.create", fields).await;
+    audit(
+        &state,
+        &caller,
+        &subscription,
+        "subscription.create",
+        fields,
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         Json(view_with_ping(&subscription, ping)),
@@ -387,7 +400,14 @@ pub async fn update(
     let subscription = state.store.commit(pending).await?;
     state.catalog.upsert(subscription.clone());
     tracing::info!(subscription = %id, verified = ping.is_some(), "subscription updated");
-    audit(&state, &caller, &subscription, "subscription.update", fields).await;
+    audit(
+        &state,
+        &caller,
+        &subscription,
+        "subscription.update",
+        fields,
+    )
+    .await;
     Ok(Json(view_with_ping(&subscription, ping)))
 }
 
@@ -400,7 +420,14 @@ pub async fn delete(
     refuse_while_lost(&state)?;
     let subscription = visible(&state, &caller, &id, Scope::SubscriptionsWrite).await?;
     let body = remove(&state, &id).await?;
-    audit(&state, &caller, &subscription, "subscription.delete", Vec::new()).await;
+    audit(
+        &state,
+        &caller,
+        &subscription,
+        "subscription.delete",
+        Vec::new(),
+    )
+    .await;
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 

@@ -33,10 +33,9 @@ const MAX_AUDIT_LISTED: usize = 1_000;
 impl From<TenantStoreError> for ApiError {
     fn from(error: TenantStoreError) -> Self {
         match error {
-            TenantStoreError::AlreadyExists(id) => ApiError::conflict_field(
-                "id",
-                format!("tenant {id} already exists"),
-            ),
+            TenantStoreError::AlreadyExists(id) => {
+                ApiError::conflict_field("id", format!("tenant {id} already exists"))
+            }
             other => {
                 tracing::error!(error = %other, "tenant store failed");
                 ApiError::unavailable("tenant store unavailable; retry")
@@ -60,7 +59,14 @@ fn view(tenant: &Tenant) -> Value {
     serde_json::to_value(tenant).unwrap_or_default()
 }
 
-async fn audit(state: &ApiState, caller: &Caller, tenant: &TenantId, action: &str, resource: &str, fields: Vec<String>) {
+async fn audit(
+    state: &ApiState,
+    caller: &Caller,
+    tenant: &TenantId,
+    action: &str,
+    resource: &str,
+    fields: Vec<String>,
+) {
     state
         .audit
         .record(
@@ -84,7 +90,15 @@ pub async fn create(
     let fields = serde_json::from_slice::<serde_json::Map<String, Value>>(&body)
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
-    audit(&state, &caller, &tenant.spec.id, "tenant.create", tenant.spec.id.as_str(), fields).await;
+    audit(
+        &state,
+        &caller,
+        &tenant.spec.id,
+        "tenant.create",
+        tenant.spec.id.as_str(),
+        fields,
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(view(&tenant))).into_response())
 }
 
@@ -129,7 +143,8 @@ pub async fn update(
     let fields = patch.field_names();
     let spec = before.spec.patched(patch);
     spec.validate().map_err(ApiError::invalid)?;
-    let suspending = before.spec.status == TenantStatus::Active && spec.status == TenantStatus::Suspended;
+    let suspending =
+        before.spec.status == TenantStatus::Active && spec.status == TenantStatus::Suspended;
     let tenant = Tenant {
         spec,
         created_at: before.created_at,
@@ -147,13 +162,28 @@ pub async fn update(
                 };
                 let updated = state.store.update(subscription.id(), patch).await?;
                 state.catalog.upsert(updated.clone());
-                super::subscriptions::audit(&state, &caller, &updated, "subscription.update", vec!["status".into()]).await;
+                super::subscriptions::audit(
+                    &state,
+                    &caller,
+                    &updated,
+                    "subscription.update",
+                    vec!["status".into()],
+                )
+                .await;
                 paused.push(updated.id().to_string());
             }
         }
         tracing::info!(tenant = %id, paused = paused.len(), "tenant suspended");
     }
-    audit(&state, &caller, &tenant.spec.id, "tenant.update", &id, fields).await;
+    audit(
+        &state,
+        &caller,
+        &tenant.spec.id,
+        "tenant.update",
+        &id,
+        fields,
+    )
+    .await;
     let mut shown = view(&tenant);
     if suspending {
         shown["paused_subscriptions"] = json!(paused);
@@ -183,10 +213,18 @@ pub async fn delete(
         .audit
         .record(
             None,
-            AuditEntry::now(&caller.principal, caller.via, "tenant.delete", &id, Vec::new()),
+            AuditEntry::now(
+                &caller.principal,
+                caller.via,
+                "tenant.delete",
+                &id,
+                Vec::new(),
+            ),
         )
         .await;
-    Ok(Json(json!({ "id": id, "deleted": true, "subscriptions_deleted": deleted })))
+    Ok(Json(
+        json!({ "id": id, "deleted": true, "subscriptions_deleted": deleted }),
+    ))
 }
 
 /// The body of `POST /v1/tenants/{id}/clients`.
@@ -216,11 +254,22 @@ pub async fn create_client(
     scopes.sort();
     scopes.dedup();
     if scopes.is_empty() {
-        return Err(ApiError::invalid(Problem::field("scopes", "must name at least one scope")));
+        return Err(ApiError::invalid(Problem::field(
+            "scopes",
+            "must name at least one scope",
+        )));
     }
     let (client, secret) = state.tenants.create_client(&tenant.spec.id, scopes).await?;
     tracing::info!(tenant = %id, client_id = %client.client_id, "client issued");
-    audit(&state, &caller, &tenant.spec.id, "client.create", &client.client_id, vec!["scopes".into()]).await;
+    audit(
+        &state,
+        &caller,
+        &tenant.spec.id,
+        "client.create",
+        &client.client_id,
+        vec!["scopes".into()],
+    )
+    .await;
     let mut shown = client.view();
     shown["client_secret"] = json!(secret);
     shown["scope"] = json!(scope_list(&client.scopes));
@@ -235,7 +284,13 @@ pub async fn list_clients(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     existing(&state, &id).await?;
-    let clients: Vec<Value> = state.tenants.clients(&id).await?.iter().map(|c| c.view()).collect();
+    let clients: Vec<Value> = state
+        .tenants
+        .clients(&id)
+        .await?
+        .iter()
+        .map(|c| c.view())
+        .collect();
     Ok(Json(json!({ "clients": clients })))
 }
 
@@ -248,13 +303,25 @@ pub async fn delete_client(
     caller.require_admin()?;
     let tenant = existing(&state, &id).await?;
     let missing = || ApiError::not_found(format!("client {client_id} does not exist"));
-    let client = state.tenants.client(&client_id).await?.ok_or_else(missing)?;
+    let client = state
+        .tenants
+        .client(&client_id)
+        .await?
+        .ok_or_else(missing)?;
     if client.tenant != tenant.spec.id {
         return Err(missing());
     }
     state.tenants.delete_client(&client_id).await?;
     tracing::info!(tenant = %id, %client_id, "client revoked");
-    audit(&state, &caller, &tenant.spec.id, "client.delete", &client_id, Vec::new()).await;
+    audit(
+        &state,
+        &caller,
+        &tenant.spec.id,
+        "client.delete",
+        &client_id,
+        Vec::new(),
+    )
+    .await;
     Ok(Json(json!({ "client_id": client_id, "deleted": true })))
 }
 
@@ -332,7 +399,15 @@ pub async fn portal_link(
         .tenants
         .create_link(principal, Duration::from_secs(ttl))
         .await?;
-    audit(&state, &caller, &tenant.spec.id, "portal_link.create", &id, Vec::new()).await;
+    audit(
+        &state,
+        &caller,
+        &tenant.spec.id,
+        "portal_link.create",
+        &id,
+        Vec::new(),
+    )
+    .await;
     let path = format!("/ui/portal?token={token}");
     let url = headers
         .get(axum::http::header::HOST)

@@ -51,7 +51,11 @@ impl Scope {
 
 /// Scopes as the space-separated list OAuth uses.
 pub fn scope_list(scopes: &[Scope]) -> String {
-    scopes.iter().map(|s| s.name()).collect::<Vec<_>>().join(" ")
+    scopes
+        .iter()
+        .map(|s| s.name())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Why a requested scope list cannot be granted.

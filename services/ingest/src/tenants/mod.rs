@@ -13,9 +13,7 @@ pub mod store;
 use chrono::{DateTime, Utc};
 use postline_shared::ladder::{PolicyKind, RetryPolicy, DEFAULT_GIVE_UP_AFTER_MS};
 use postline_shared::problem::Problem;
-use postline_shared::subscription::{
-    EventTypePattern, SubscriptionSpec, DEFAULT_TIMEOUT_MS,
-};
+use postline_shared::subscription::{EventTypePattern, SubscriptionSpec, DEFAULT_TIMEOUT_MS};
 use postline_shared::tenant::TenantId;
 use serde::{Deserialize, Serialize};
 
@@ -119,9 +117,13 @@ impl TenantSpec {
             ));
         }
         if self.name.chars().any(char::is_control) {
-            return Err(Problem::field("name", "must not contain control characters"));
+            return Err(Problem::field(
+                "name",
+                "must not contain control characters",
+            ));
         }
-        if self.allowed_event_types.is_empty() || self.allowed_event_types.len() > MAX_ALLOWED_PATTERNS
+        if self.allowed_event_types.is_empty()
+            || self.allowed_event_types.len() > MAX_ALLOWED_PATTERNS
         {
             return Err(Problem::field(
                 "allowed_event_types",
@@ -222,7 +224,10 @@ pub fn check_room(max_subscriptions: u32, existing: usize) -> Result<(), Problem
 /// default (more than 3 immediate retries, a ladder giving up later than 7
 /// days, fixed retries adding up to more than 7 days), a timeout above the
 /// default 10 s, and a delivery interval below one minute.
-pub fn operator_only(spec: &SubscriptionSpec, touched: &dyn Fn(&str) -> bool) -> Result<(), Problem> {
+pub fn operator_only(
+    spec: &SubscriptionSpec,
+    touched: &dyn Fn(&str) -> bool,
+) -> Result<(), Problem> {
     let refuse = |field: &str, message: String| {
         Err(Problem {
             code: "operator_only",
@@ -271,8 +276,8 @@ fn check_retry(retry: &RetryPolicy) -> Result<(), (String, String)> {
             }
         }
         PolicyKind::Fixed => {
-            let total = u64::from(retry.retries.unwrap_or(0))
-                .saturating_mul(retry.delay_ms.unwrap_or(0));
+            let total =
+                u64::from(retry.retries.unwrap_or(0)).saturating_mul(retry.delay_ms.unwrap_or(0));
             if total > limit {
                 return Err((
                     "retry.retries".into(),
@@ -328,13 +333,21 @@ mod tests {
         let base = r#""id":"a","endpoint":"https://x/","event_types":["a"]"#;
         assert!(operator_only(&spec(&format!("{{{base}}}")), &all).is_ok());
         assert!(operator_only(
-            &spec(&format!(r#"{{{base},"retry":{{"steps_ms":[50,100],"immediate_retries":1}}}}"#)),
+            &spec(&format!(
+                r#"{{{base},"retry":{{"steps_ms":[50,100],"immediate_retries":1}}}}"#
+            )),
             &all
         )
         .is_ok());
         let cases = [
-            (r#""retry":{"immediate_retries":5}"#, "retry.immediate_retries"),
-            (r#""retry":{"give_up_after_ms":864000000}"#, "retry.give_up_after_ms"),
+            (
+                r#""retry":{"immediate_retries":5}"#,
+                "retry.immediate_retries",
+            ),
+            (
+                r#""retry":{"give_up_after_ms":864000000}"#,
+                "retry.give_up_after_ms",
+            ),
             (
                 r#""retry":{"policy":"fixed","retries":10,"delay_ms":86400000}"#,
                 "retry.retries",
@@ -355,15 +368,30 @@ mod tests {
     #[test]
     fn tenant_specs_name_each_bad_field() {
         let cases = [
-            (r#"{"id":"Acme","name":"A","allowed_event_types":["a"]}"#, "id"),
-            (r#"{"id":"acme","name":"","allowed_event_types":["a"]}"#, "name"),
-            (r#"{"id":"acme","name":"A","allowed_event_types":[]}"#, "allowed_event_types"),
-            (r#"{"id":"acme","name":"A","allowed_event_types":["a b"]}"#, "allowed_event_types[0]"),
+            (
+                r#"{"id":"Acme","name":"A","allowed_event_types":["a"]}"#,
+                "id",
+            ),
+            (
+                r#"{"id":"acme","name":"","allowed_event_types":["a"]}"#,
+                "name",
+            ),
+            (
+                r#"{"id":"acme","name":"A","allowed_event_types":[]}"#,
+                "allowed_event_types",
+            ),
+            (
+                r#"{"id":"acme","name":"A","allowed_event_types":["a b"]}"#,
+                "allowed_event_types[0]",
+            ),
             (
                 r#"{"id":"acme","name":"A","allowed_event_types":["a"],"max_subscriptions":1000000}"#,
                 "max_subscriptions",
             ),
-            (r#"{"id":"acme","name":"A","allowed_event_types":["a"],"colour":1}"#, "colour"),
+            (
+                r#"{"id":"acme","name":"A","allowed_event_types":["a"],"colour":1}"#,
+                "colour",
+            ),
         ];
         for (json, field) in cases {
             let problem = parse_json::<TenantSpec>(json.as_bytes())

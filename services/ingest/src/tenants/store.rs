@@ -224,7 +224,10 @@ impl TenantStore {
 
     /// The clients of `tenant`.
     pub async fn clients(&self, tenant: &str) -> Result<Vec<OAuthClient>, TenantStoreError> {
-        let mut ids: Vec<String> = self.conn().smembers(self.keys.tenant_clients(tenant)).await?;
+        let mut ids: Vec<String> = self
+            .conn()
+            .smembers(self.keys.tenant_clients(tenant))
+            .await?;
         ids.sort();
         let mut clients = Vec::new();
         for id in ids {
@@ -311,7 +314,10 @@ impl TenantStore {
     }
 
     /// How long `client_id` must still wait after its failures, if at all.
-    pub async fn penalty_left(&self, client_id: &str) -> Result<Option<Duration>, TenantStoreError> {
+    pub async fn penalty_left(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<Duration>, TenantStoreError> {
         let ms: i64 = self.conn().pttl(self.lock_key(client_id)).await?;
         Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))
     }
@@ -338,7 +344,10 @@ impl TenantStore {
     pub async fn clear_failures(&self, client_id: &str) -> Result<(), TenantStoreError> {
         let _: () = self
             .conn()
-            .del(&[self.keys.oauth_failures(client_id), self.lock_key(client_id)])
+            .del(&[
+                self.keys.oauth_failures(client_id),
+                self.lock_key(client_id),
+            ])
             .await?;
         Ok(())
     }

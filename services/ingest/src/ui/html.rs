@@ -133,9 +133,9 @@ pub fn page(title: &str, viewer: Option<&Viewer<'_>>, body: &str) -> String {
     if let Some(viewer) = viewer {
         let _ = write!(
             header,
-            "<p class=\"who\">Signed in as <strong id=\"viewer\">{}</strong> \
+            "<div class=\"who\">Signed in as <strong id=\"viewer\">{}</strong> \
              <form method=\"post\" action=\"/ui/logout\" class=\"inline\">{}\
-             <button type=\"submit\">Sign out</button></form></p>",
+             <button type=\"submit\">Sign out</button></form></div>",
             escape(viewer.label),
             csrf_field(viewer.csrf)
         );
@@ -152,7 +152,10 @@ pub fn page(title: &str, viewer: Option<&Viewer<'_>>, body: &str) -> String {
 
 /// The hidden CSRF field of a form.
 pub fn csrf_field(csrf: &str) -> String {
-    format!("<input type=\"hidden\" name=\"csrf\" value=\"{}\">", escape(csrf))
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        escape(csrf)
+    )
 }
 
 /// A one-button form posting to `action`.
@@ -166,13 +169,15 @@ pub fn button(action: &str, label: &str, csrf: &str, extra: &str) -> String {
 }
 
 /// The overview table of subscriptions.
-pub fn subscriptions_table(rows: &[SubscriptionRow], show_tenant: bool, now: DateTime<Utc>) -> String {
+pub fn subscriptions_table(
+    rows: &[SubscriptionRow],
+    show_tenant: bool,
+    now: DateTime<Utc>,
+) -> String {
     if rows.is_empty() {
         return "<p id=\"no-subscriptions\">No subscriptions.</p>".to_string();
     }
-    let mut html = String::from(
-        "<table id=\"subscriptions\"><thead><tr><th>Subscription</th>",
-    );
+    let mut html = String::from("<table id=\"subscriptions\"><thead><tr><th>Subscription</th>");
     if show_tenant {
         html.push_str("<th>Tenant</th>");
     }
@@ -269,7 +274,11 @@ mod tests {
             ..SubscriptionRow::default()
         };
         assert_eq!(status_line(&row, now).0, "active");
-        row.blocked = Some((now, now + Duration::minutes(5), "receiver answered 503: <b>".into()));
+        row.blocked = Some((
+            now,
+            now + Duration::minutes(5),
+            "receiver answered 503: <b>".into(),
+        ));
         let (word, detail) = status_line(&row, now);
         assert_eq!(word, "blocked");
         assert!(detail.contains("in 5 min"), "{detail}");

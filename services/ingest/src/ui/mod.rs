@@ -193,7 +193,11 @@ async fn session(state: &ApiState, headers: &HeaderMap) -> Result<Option<Session
     };
     let grant = state.tenants.session(value).await.map_err(|error| {
         tracing::error!(%error, "reading a session failed");
-        refused(StatusCode::SERVICE_UNAVAILABLE, "sessions unavailable; retry", None)
+        refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sessions unavailable; retry",
+            None,
+        )
     })?;
     let Some(Grant {
         principal,
@@ -283,7 +287,11 @@ async fn open_session(state: &ApiState, headers: &HeaderMap, principal: Principa
         }
         Err(error) => {
             tracing::error!(%error, "opening a session failed");
-            refused(StatusCode::SERVICE_UNAVAILABLE, "sessions unavailable; retry", None)
+            refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sessions unavailable; retry",
+                None,
+            )
         }
     }
 }
@@ -373,7 +381,11 @@ async fn portal(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) 
         return refused(StatusCode::PAYLOAD_TOO_LARGE, "form too large", None);
     };
     if !login_csrf_ok(&headers, &fields) {
-        return refused(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong", None);
+        return refused(
+            StatusCode::FORBIDDEN,
+            "the form's CSRF token is missing or wrong",
+            None,
+        );
     }
     let token = fields.get("token").map(String::as_str).unwrap_or_default();
     match state.tenants.take_link(token).await {
@@ -388,7 +400,11 @@ async fn portal(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) 
         ),
         Err(error) => {
             tracing::error!(%error, "reading a portal link failed");
-            refused(StatusCode::SERVICE_UNAVAILABLE, "links unavailable; retry", None)
+            refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "links unavailable; retry",
+                None,
+            )
         }
     }
 }
@@ -400,21 +416,34 @@ async fn logout(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) 
         Err(response) => return response,
     };
     let fields = form(&body).unwrap_or_default();
-    if !same(fields.get("csrf").map(String::as_str).unwrap_or_default(), &session.csrf) {
-        return refused(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong", Some(&session.viewer()));
+    if !same(
+        fields.get("csrf").map(String::as_str).unwrap_or_default(),
+        &session.csrf,
+    ) {
+        return refused(
+            StatusCode::FORBIDDEN,
+            "the form's CSRF token is missing or wrong",
+            Some(&session.viewer()),
+        );
     }
     if let Some(value) = cookie(&headers, SESSION_COOKIE) {
         let _ = state.tenants.close_session(value).await;
     }
     let mut response = Redirect::to("/ui/login").into_response();
-    if let Ok(value) = HeaderValue::from_str(&set_cookie(SESSION_COOKIE, "", 0, secure(&state, &headers))) {
+    if let Ok(value) =
+        HeaderValue::from_str(&set_cookie(SESSION_COOKIE, "", 0, secure(&state, &headers)))
+    {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
 }
 
 /// What the page shows of `subscription`, read from the delivery records.
-async fn row(state: &ApiState, subscription: &Subscription, channel: Option<&lapin::Channel>) -> SubscriptionRow {
+async fn row(
+    state: &ApiState,
+    subscription: &Subscription,
+    channel: Option<&lapin::Channel>,
+) -> SubscriptionRow {
     let id = subscription.id();
     let now = Utc::now();
     let summary = state.delivery.summary(id).await.unwrap_or_default();
@@ -471,15 +500,26 @@ async fn management_channel(state: &ApiState) -> Option<lapin::Channel> {
 }
 
 /// `GET /ui/`: every subscription the visitor may see (the operator also sees the tenants).
-async fn overview(State(state): State<ApiState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+async fn overview(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let session = match signed_in(&state, &headers).await {
         Ok(session) => session,
         Err(response) => return response,
     };
-    let subscriptions = match crate::api::subscriptions::visible_list(&state, &session.caller, None).await {
-        Ok(list) => list,
-        Err(error) => return refused(error.status(), &error.problem().message, Some(&session.viewer())),
-    };
+    let subscriptions =
+        match crate::api::subscriptions::visible_list(&state, &session.caller, None).await {
+            Ok(list) => list,
+            Err(error) => {
+                return refused(
+                    error.status(),
+                    &error.problem().message,
+                    Some(&session.viewer()),
+                )
+            }
+        };
     let channel = management_channel(&state).await;
     let mut rows = Vec::with_capacity(subscriptions.len());
     for subscription in &subscriptions {
@@ -490,7 +530,11 @@ async fn overview(State(state): State<ApiState>, headers: HeaderMap, RawQuery(qu
     }
     let now = Utc::now();
     let mut body = notice(query.as_deref());
-    body.push_str(&html::subscriptions_table(&rows, session.caller.is_admin(), now));
+    body.push_str(&html::subscriptions_table(
+        &rows,
+        session.caller.is_admin(),
+        now,
+    ));
     if session.caller.is_admin() {
         if let Ok(tenants) = state.tenants.list().await {
             body.push_str("<h2>Tenants</h2><table id=\"tenants\"><thead><tr><th>Tenant</th><th>Name</th><th>Status</th><th>Allowed event types</th><th>Subscriptions</th></tr></thead><tbody>");
@@ -516,7 +560,11 @@ async fn overview(State(state): State<ApiState>, headers: HeaderMap, RawQuery(qu
             body.push_str(&audit_table(&entries, now));
         }
     }
-    let title = if session.caller.is_admin() { "All webhooks" } else { "Your webhooks" };
+    let title = if session.caller.is_admin() {
+        "All webhooks"
+    } else {
+        "Your webhooks"
+    };
     html_response(StatusCode::OK, page(title, Some(&session.viewer()), &body))
 }
 
@@ -566,7 +614,14 @@ async fn detail(
         Err(response) => return response,
     };
     let viewer = session.viewer();
-    let subscription = match crate::api::subscriptions::visible(&state, &session.caller, &id, Scope::SubscriptionsRead).await {
+    let subscription = match crate::api::subscriptions::visible(
+        &state,
+        &session.caller,
+        &id,
+        Scope::SubscriptionsRead,
+    )
+    .await
+    {
         Ok(s) => s,
         Err(error) => return refused(error.status(), &error.problem().message, Some(&viewer)),
     };
@@ -606,7 +661,11 @@ async fn detail(
     }
     body.push_str(&button(&format!("{base}/ping"), "Send a PING", csrf, ""));
     body.push_str("</p>");
-    let attempts = state.delivery.recent_attempts(&id, 50).await.unwrap_or_default();
+    let attempts = state
+        .delivery
+        .recent_attempts(&id, 50)
+        .await
+        .unwrap_or_default();
     body.push_str("<h2>Recent attempts</h2><table id=\"attempts\"><thead><tr><th>When</th><th>Event</th><th>Attempt</th><th>Outcome</th><th>Status or error</th><th>Duration</th></tr></thead><tbody>");
     for attempt in &attempts {
         let _ = write!(
@@ -616,11 +675,13 @@ async fn detail(
             escape(&attempt.event_id),
             attempt.attempt,
             escape(&attempt.outcome),
-            escape(&attempt
-                .status
-                .map(|s| s.to_string())
-                .or_else(|| attempt.error.clone())
-                .unwrap_or_default()),
+            escape(
+                &attempt
+                    .status
+                    .map(|s| s.to_string())
+                    .or_else(|| attempt.error.clone())
+                    .unwrap_or_default()
+            ),
             attempt.duration_ms,
         );
     }
@@ -644,13 +705,19 @@ async fn detail(
                     &format!("{base}/replay"),
                     "Replay",
                     csrf,
-                    &format!("<input type=\"hidden\" name=\"event_id\" value=\"{}\">", escape(&event.event_id)),
+                    &format!(
+                        "<input type=\"hidden\" name=\"event_id\" value=\"{}\">",
+                        escape(&event.event_id)
+                    ),
                 ),
             );
         }
         body.push_str("</tbody></table>");
     }
-    html_response(StatusCode::OK, page(&format!("Subscription {}", row.id), Some(&viewer), &body))
+    html_response(
+        StatusCode::OK,
+        page(&format!("Subscription {}", row.id), Some(&viewer), &body),
+    )
 }
 
 /// `POST /ui/subscriptions/{id}/{action}`: pause, resume, retry, replay or
@@ -667,11 +734,22 @@ async fn action(
     };
     let viewer = session.viewer();
     let Some(fields) = form(&body) else {
-        return refused(StatusCode::PAYLOAD_TOO_LARGE, "form too large", Some(&viewer));
+        return refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "form too large",
+            Some(&viewer),
+        );
     };
-    if !same(fields.get("csrf").map(String::as_str).unwrap_or_default(), &session.csrf) {
+    if !same(
+        fields.get("csrf").map(String::as_str).unwrap_or_default(),
+        &session.csrf,
+    ) {
         tracing::info!(subscription = %id, "status page action refused: CSRF token missing or wrong");
-        return refused(StatusCode::FORBIDDEN, "the form's CSRF token is missing or wrong", Some(&viewer));
+        return refused(
+            StatusCode::FORBIDDEN,
+            "the form's CSRF token is missing or wrong",
+            Some(&viewer),
+        );
     }
     let caller = session.caller.clone();
     let outcome = run_action(&state, caller, &id, &action, &fields).await;
@@ -692,25 +770,41 @@ async fn run_action(
     let path = || axum::extract::Path(id.to_string());
     let status_patch = |status: &str| Bytes::from(format!("{{\"status\":\"{status}\"}}"));
     match action {
-        "pause" => subscriptions::update(State(state.clone()), caller, path(), status_patch("paused"))
-            .await
-            .map(|_| ()),
-        "resume" => subscriptions::update(State(state.clone()), caller, path(), status_patch("active"))
-            .await
-            .map(|_| ()),
+        "pause" => {
+            subscriptions::update(State(state.clone()), caller, path(), status_patch("paused"))
+                .await
+                .map(|_| ())
+        }
+        "resume" => {
+            subscriptions::update(State(state.clone()), caller, path(), status_patch("active"))
+                .await
+                .map(|_| ())
+        }
         "retry" => delivery_controls::retry_now(State(state.clone()), caller, path())
             .await
             .map(|_| ()),
         "replay" => {
             let event_id = fields.get("event_id").cloned().unwrap_or_default();
-            delivery_controls::replay_one(State(state.clone()), caller, axum::extract::Path((id.to_string(), event_id)))
-                .await
-                .map(|_| ())
+            delivery_controls::replay_one(
+                State(state.clone()),
+                caller,
+                axum::extract::Path((id.to_string(), event_id)),
+            )
+            .await
+            .map(|_| ())
         }
         "ping" => {
-            let subscription = subscriptions::visible(state, &caller, id, Scope::SubscriptionsWrite).await?;
+            let subscription =
+                subscriptions::visible(state, &caller, id, Scope::SubscriptionsWrite).await?;
             let outcome = crate::api::ping::verify(state, &subscription).await;
-            subscriptions::audit(state, &caller, &subscription, "subscription.ping", Vec::new()).await;
+            subscriptions::audit(
+                state,
+                &caller,
+                &subscription,
+                "subscription.ping",
+                Vec::new(),
+            )
+            .await;
             outcome.map(|_| ())
         }
         _ => Err(ApiError::not_found("no such action")),
