@@ -209,6 +209,20 @@ impl From<ApiError> for Refusal {
     }
 }
 
+/// Longest client id looked at; longer ones (and ones with other
+/// characters than issued ids have) fail without touching Redis.
+const MAX_CLIENT_ID_LEN: usize = 64;
+
+/// Whether `client_id` has the shape of an issued id (so that failure
+/// counters and log lines only ever carry such values).
+pub fn plausible_client_id(client_id: &str) -> bool {
+    !client_id.is_empty()
+        && client_id.len() <= MAX_CLIENT_ID_LEN
+        && client_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 /// Checks a client id and secret, with the slow-down for repeated failures
 /// (shared by the token endpoint and the status page's partner sign-in).
 pub async fn check_client(
@@ -216,6 +230,10 @@ pub async fn check_client(
     client_id: &str,
     secret: &str,
 ) -> Result<Result<crate::tenants::store::OAuthClient, ()>, ApiError> {
+    if !plausible_client_id(client_id) {
+        tracing::info!("client authentication failed: malformed client id");
+        return Ok(Err(()));
+    }
     if let Some(wait) = state.tenants.penalty_left(client_id).await? {
         tracing::info!(%client_id, wait_ms = wait.as_millis() as u64, "client slowed down after failed authentications");
         return Err(ApiError::too_many(format!(
@@ -336,6 +354,15 @@ mod tests {
             ("c1", "s+1")
         );
         assert!(request.basic);
+    }
+
+    #[test]
+    fn only_id_shaped_client_ids_are_looked_up() {
+        assert!(plausible_client_id("plc_AbC-09_x"));
+        assert!(!plausible_client_id(""));
+        assert!(!plausible_client_id("a b"));
+        assert!(!plausible_client_id("a:b"));
+        assert!(!plausible_client_id(&"a".repeat(MAX_CLIENT_ID_LEN + 1)));
     }
 
     #[test]

@@ -409,10 +409,18 @@ pub async fn portal_link(
     )
     .await;
     let path = format!("/ui/portal?token={token}");
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
+        _ if state.ui.secure_cookies => "https",
+        _ => "http",
+    };
     let url = headers
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(|host| format!("http://{host}{path}"));
+        .map(|host| format!("{scheme}://{host}{path}"));
     Ok((
         StatusCode::CREATED,
         Json(json!({
