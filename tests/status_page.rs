@@ -256,6 +256,28 @@ async fn partners_see_and_operate_only_their_own_webhooks_in_a_real_browser() {
     assert!(source.contains("a-1"), "the attempts list the event");
     screenshot(&browser, "07-subscription-recovered").await;
 
+    // A PING from the page reaches the receiver (paused or not).
+    let pings = healthy.pings().len();
+    browser
+        .goto(&format!("{base}/ui/subscriptions/acme-ok"))
+        .await
+        .expect("goto detail");
+    element(
+        &browser,
+        "form[action='/ui/subscriptions/acme-ok/ping'] button",
+    )
+    .await
+    .click()
+    .await
+    .expect("ping");
+    let notice = element(&browser, "#notice")
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(notice.contains("PING"), "{notice}");
+    assert_eq!(healthy.pings().len(), pings + 1, "one more PING");
+
     // The audit trail on the page lists the changes made through it.
     browser.goto(&overview_url).await.expect("goto overview");
     let audit = element(&browser, "#audit")
