@@ -5,6 +5,7 @@
 //! subscription in `payload` body mode gets the producer's bytes unchanged.
 
 use crate::problem::{parse_json, Problem};
+use crate::tenant::TenantId;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -36,6 +37,9 @@ pub struct IncomingEvent {
     pub timestamp: Option<String>,
     /// The event's data, any JSON, kept byte for byte.
     pub payload: Box<RawValue>,
+    /// The tenant whose subscriptions may receive it; none: the operator's only.
+    #[serde(default)]
+    pub tenant: Option<TenantId>,
 }
 
 /// A validated event, the body of every message on a subscription queue.
@@ -53,6 +57,9 @@ pub struct Envelope {
     pub timestamp: String,
     /// The payload exactly as the producer sent it.
     pub payload: Box<RawValue>,
+    /// The event's tenant (see [`crate::tenant`]); absent for the operator's own events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
 }
 
 impl Envelope {
@@ -94,6 +101,7 @@ impl Envelope {
             operation: input.operation,
             timestamp: timestamp.to_rfc3339_opts(SecondsFormat::Millis, true),
             payload: input.payload,
+            tenant: input.tenant,
         })
     }
 

@@ -110,6 +110,56 @@ impl RedisKeys {
         format!("{}:operator-event:{event_id}", self.prefix)
     }
 
+    /// JSON document of one tenant.
+    pub fn tenant(&self, id: &str) -> String {
+        format!("{}:tenant:{id}", self.prefix)
+    }
+
+    /// Set of all tenant ids.
+    pub fn tenant_ids(&self) -> String {
+        format!("{}:tenants", self.prefix)
+    }
+
+    /// Set of the client ids of one tenant.
+    pub fn tenant_clients(&self, tenant: &str) -> String {
+        format!("{}:tenant:{tenant}:clients", self.prefix)
+    }
+
+    /// Capped stream of a tenant's audit trail.
+    pub fn tenant_audit(&self, tenant: &str) -> String {
+        format!("{}:tenant:{tenant}:audit", self.prefix)
+    }
+
+    /// JSON document of one OAuth client (its secret only as a slow hash).
+    pub fn oauth_client(&self, client_id: &str) -> String {
+        format!("{}:oauth-client:{client_id}", self.prefix)
+    }
+
+    /// Set of the hashes of the access tokens issued to a client (for revocation).
+    pub fn oauth_client_tokens(&self, client_id: &str) -> String {
+        format!("{}:oauth-client:{client_id}:tokens", self.prefix)
+    }
+
+    /// One access token, by the SHA-256 of its value, expiring with it.
+    pub fn oauth_token(&self, token_hash: &str) -> String {
+        format!("{}:oauth-token:{token_hash}", self.prefix)
+    }
+
+    /// Count of recent failed authentications of a client id.
+    pub fn oauth_failures(&self, client_id: &str) -> String {
+        format!("{}:oauth-failures:{client_id}", self.prefix)
+    }
+
+    /// One status-page session, by the SHA-256 of its cookie value.
+    pub fn ui_session(&self, session_hash: &str) -> String {
+        format!("{}:ui-session:{session_hash}", self.prefix)
+    }
+
+    /// One unused portal link, by the SHA-256 of its token.
+    pub fn portal_link(&self, token_hash: &str) -> String {
+        format!("{}:portal-link:{token_hash}", self.prefix)
+    }
+
     /// Pattern matching every key of the namespace (for tests and tooling).
     pub fn all(&self) -> String {
         format!("{}:*", self.prefix)

@@ -27,6 +27,7 @@ pub mod shutdown;
 pub mod signing;
 pub mod subscription;
 pub mod telemetry;
+pub mod tenant;
 pub mod token_cache;
 pub mod token_client;
 pub mod topology;

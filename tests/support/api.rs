@@ -149,7 +149,7 @@ impl TestEnv {
     }
 
     /// Remembers the delay queues a retry policy can create, for clean-up.
-    fn track_delay_queues(&self, retry: &Value) {
+    pub(crate) fn track_delay_queues(&self, retry: &Value) {
         if let Ok(policy) = serde_json::from_value::<RetryPolicy>(retry.clone()) {
             for delay in policy.delays_ms() {
                 self.track_queue(&self.topology.delay_queue(delay));

@@ -8,6 +8,8 @@
 //! - [`logs`]: captures every log line so tests can look for leaked secrets.
 //! - [`events`] and [`signatures`]: building events, comparing sequences, and
 //!   verifying signatures independently of Postline's own code.
+//! - [`tenants`]: tenants, their clients and tokens; [`ui`]: a headless
+//!   Chromium (through chromedriver) for the status page.
 //! - [`token_server::TokenServer`]: a partner's token endpoint that counts its
 //!   calls and can be down, slow or answer garbage on command.
 
@@ -23,7 +25,9 @@ pub mod proxy;
 pub mod receiver;
 pub mod redis_server;
 pub mod signatures;
+pub mod tenants;
 pub mod token_server;
+pub mod ui;
 pub mod wait;
 
 pub use env::{TestEnv, TestEnvBuilder};

@@ -306,6 +306,11 @@ impl SubscriptionConsumer {
                 return Ok(Handled::Done);
             }
         };
+        if let Some(why) = decision::screen_event(&subscription, &envelope) {
+            self.drop_stale(id, &delivery, Some(&envelope.id), why)
+                .await?;
+            return Ok(Handled::Done);
+        }
         let tracking = Tracking::for_event(&subscription, &envelope);
         let precheck = match context.state.precheck(id, &envelope.id, &tracking).await {
             Ok(precheck) => precheck,

@@ -46,6 +46,11 @@ pub struct IngestConfig {
     /// Operational events (`POSTLINE_OPERATOR_WEBHOOK_URL` and
     /// `POSTLINE_OPERATOR_WEBHOOK_SECRET`; off when the URL is unset).
     pub operator: Option<crate::operator::OperatorConfig>,
+    /// Life of a tenant's access token (`POSTLINE_OAUTH_TOKEN_TTL_SECS`, default 1 h).
+    pub oauth_token_ttl: Duration,
+    /// Status page: session life (`POSTLINE_UI_SESSION_TTL_SECS`, default 8 h)
+    /// and whether cookies are always `Secure` (`POSTLINE_UI_SECURE_COOKIES`).
+    pub ui: crate::ui::UiConfig,
 }
 
 impl IngestConfig {
@@ -76,6 +81,17 @@ impl IngestConfig {
                 )?),
             },
             operator: operator_from_env()?,
+            oauth_token_ttl: Duration::from_secs(env_or(
+                "POSTLINE_OAUTH_TOKEN_TTL_SECS",
+                defaults.oauth_token_ttl.as_secs(),
+            )?),
+            ui: crate::ui::UiConfig {
+                session_ttl: Duration::from_secs(env_or(
+                    "POSTLINE_UI_SESSION_TTL_SECS",
+                    defaults.ui.session_ttl.as_secs(),
+                )?),
+                secure_cookies: env_or("POSTLINE_UI_SECURE_COOKIES", defaults.ui.secure_cookies)?,
+            },
             ..defaults
         };
         if config.admin_token == config.producer_token {
@@ -104,6 +120,8 @@ impl IngestConfig {
             token_url: "http://127.0.0.1:8082".to_string(),
             server: ServerLimits::default(),
             operator: None,
+            oauth_token_ttl: Duration::from_secs(3600),
+            ui: crate::ui::UiConfig::default(),
         }
     }
 }

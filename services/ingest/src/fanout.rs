@@ -322,6 +322,9 @@ pub struct PendingCopy {
     pub confirm: PendingConfirm,
 }
 
+/// The header of a copy naming the event's tenant (absent for untenanted events).
+pub const TENANT_HEADER: &str = "postline-tenant";
+
 /// `properties` stamped with the subscription incarnation the copy is made
 /// for, so delivery can tell it from a copy for another life of the same id
 /// (see delivery's `decision` module). None for subscriptions stored before
@@ -345,6 +348,14 @@ pub(crate) fn copy_properties(envelope: &Envelope) -> BasicProperties {
         "postline-event-type".into(),
         AMQPValue::LongString(LongString::from(envelope.event_type.as_str())),
     );
+    // The event's tenant, for delivery's check that a copy reaches only its
+    // tenant's subscription (the body's `tenant` says the same).
+    if let Some(tenant) = &envelope.tenant {
+        headers.insert(
+            TENANT_HEADER.into(),
+            AMQPValue::LongString(LongString::from(tenant.as_str())),
+        );
+    }
     // Interval subscriptions deliver a copy at the first tick after this.
     headers.insert(
         QUEUED_AT_HEADER.into(),

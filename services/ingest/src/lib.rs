@@ -11,6 +11,8 @@ pub mod config;
 pub mod fanout;
 pub mod metrics;
 pub mod operator;
+pub mod tenants;
+pub mod ui;
 
 pub use config::IngestConfig;
 
@@ -180,9 +182,13 @@ pub async fn start(
         max_event_bytes: config.max_event_bytes,
         max_batch_bytes: config.max_batch_bytes,
         max_batch_events: config.max_batch_events,
-        redis,
+        redis: redis.clone(),
+        tenants: tenants::store::TenantStore::new(redis.clone(), keys.clone()),
+        audit: tenants::audit::AuditTrail::new(redis.clone(), keys.clone()),
         keys,
         readiness: readiness.clone(),
+        oauth_token_ttl: config.oauth_token_ttl,
+        ui: config.ui,
     };
     let app = api::router(state).merge(ops::router(readiness, registry));
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -27,6 +27,7 @@ use crate::envelope::Envelope;
 use crate::ladder::RetryPolicy;
 use crate::problem::Problem;
 use crate::secret::Secret;
+use crate::tenant::TenantId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -176,6 +177,9 @@ pub struct SubscriptionSpec {
     /// delivery service's prefetch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u16>,
+    /// The tenant it belongs to (receives only that tenant's events); none: the operator's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -310,6 +314,8 @@ pub struct SubscriptionView<'a> {
     pub max_in_flight: Option<u16>,
     /// This life of the subscription (new on every create).
     pub incarnation: &'a str,
+    /// The tenant it belongs to (`null`: the operator's own).
+    pub tenant: Option<&'a TenantId>,
     /// Why it is disabled, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled: Option<&'a Disabled>,
@@ -468,7 +474,9 @@ impl Subscription {
             .iter()
             .filter_map(|p| EventTypePattern::parse(p).ok())
             .any(|p| p.matches(&envelope.event_type));
-        type_matches && self.spec.filters.iter().all(|f| f.matches(tree))
+        crate::tenant::may_receive(self.spec.tenant.as_ref(), envelope.tenant.as_ref())
+            && type_matches
+            && self.spec.filters.iter().all(|f| f.matches(tree))
     }
 
     /// The API view, without secrets.
@@ -496,6 +504,7 @@ impl Subscription {
             rate_limit: s.rate_limit,
             max_in_flight: s.max_in_flight,
             incarnation: &self.incarnation,
+            tenant: s.tenant.as_ref(),
             disabled: self.disabled.as_ref(),
             created_at: self.created_at,
             updated_at: self.updated_at,

@@ -12,6 +12,8 @@ use postline_shared::delivery_state::semantics::Dropped;
 use postline_shared::delivery_state::Precheck;
 use postline_shared::redelivery::RetryHeaders;
 use postline_shared::subscription::{OrderMode, Subscription};
+use postline_shared::tenant::may_receive;
+use postline_shared::Envelope;
 
 /// How late a blocked event's delayed copy may be before it counts as lost
 /// and is re-issued from the copy kept in its block.
@@ -36,6 +38,9 @@ pub enum Stale {
     /// A copy of the blocked event other than the one its block names (made
     /// stale by a "retry now", a re-issue, or a crash between publish and ack).
     SupersededCopy,
+    /// An event of another tenant (ingest never routes one here; this is the
+    /// second line of defence, e.g. after a subscription moved tenants).
+    OtherTenant,
 }
 
 impl Stale {
@@ -44,6 +49,7 @@ impl Stale {
         match self {
             Self::OtherIncarnation => "stale",
             Self::SupersededCopy => "superseded",
+            Self::OtherTenant => "foreign_tenant",
         }
     }
 }
@@ -123,6 +129,13 @@ pub fn screen(subscription: &Subscription, arrival: &Arrival<'_>) -> Screened {
         }
         _ => Screened::Check,
     }
+}
+
+/// The second look, once the event is read: an event of another tenant is
+/// never for this subscription, whatever its types and filters say.
+pub fn screen_event(subscription: &Subscription, event: &Envelope) -> Option<Stale> {
+    (!may_receive(subscription.spec.tenant.as_ref(), event.tenant.as_ref()))
+        .then_some(Stale::OtherTenant)
 }
 
 /// The decision for a message of `event_id` once its delivery state is known.
@@ -276,6 +289,34 @@ mod tests {
                 }
             ),
             Screened::Check
+        );
+    }
+
+    #[test]
+    fn an_event_of_another_tenant_is_never_for_this_subscription() {
+        let envelope = |tenant: Option<&str>| {
+            let mut input = serde_json::json!({"id": "e", "type": "a", "operation": "a", "timestamp": "2026-12-02T10:00:00Z", "payload": {}});
+            if let Some(tenant) = tenant {
+                input["tenant"] = tenant.into();
+            }
+            Envelope::from_wire(input.to_string().as_bytes()).unwrap()
+        };
+        let operator = subscription("strict");
+        let mut acme = subscription("strict");
+        acme.spec.tenant = Some(postline_shared::tenant::TenantId::parse("acme").unwrap());
+        assert_eq!(screen_event(&operator, &envelope(None)), None);
+        assert_eq!(
+            screen_event(&operator, &envelope(Some("acme"))),
+            Some(Stale::OtherTenant)
+        );
+        assert_eq!(screen_event(&acme, &envelope(Some("acme"))), None);
+        assert_eq!(
+            screen_event(&acme, &envelope(Some("globex"))),
+            Some(Stale::OtherTenant)
+        );
+        assert_eq!(
+            screen_event(&acme, &envelope(None)),
+            Some(Stale::OtherTenant)
         );
     }
 

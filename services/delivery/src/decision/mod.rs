@@ -56,6 +56,12 @@
 //! with the same id, or re-enabled after a discard, never receives an old
 //! copy that was waiting in a delay queue.
 //!
+//! # Tenants
+//!
+//! A tenant's subscription gets only its tenant's events (ingest matches them
+//! so); delivery checks the event's `tenant` again as soon as it is read and
+//! drops a foreign one ([`arrival::screen_event`]).
+//!
 //! # Order mode `none`
 //!
 //! Up to `max_in_flight` POSTs run at once; a failing event goes to a delay
@@ -67,4 +73,6 @@ pub mod arrival;
 pub mod retry_after;
 
 pub use after_attempt::{after_failure, AfterFailure, DisableCause, Failure};
-pub use arrival::{on_precheck, screen, Arrival, History, OnArrival, Screened, Stale};
+pub use arrival::{
+    on_precheck, screen, screen_event, Arrival, History, OnArrival, Screened, Stale,
+};

@@ -22,7 +22,7 @@ pub fn require_bearer(headers: &HeaderMap, expected: &Secret) -> Result<(), ApiE
 
 /// The token of an `Authorization: Bearer <token>` value; the scheme is
 /// matched case-insensitively (RFC 7235 §2.1).
-fn bearer_token(value: &str) -> Option<&str> {
+pub(super) fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim_start_matches(' ');
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

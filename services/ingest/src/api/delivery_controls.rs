@@ -4,11 +4,11 @@
 //! The state also shows the partner semantics at work: events dropped as
 //! duplicates or of complete entities, open and complete entities, the next tick.
 
-use super::auth::require_bearer;
+use super::caller::Caller;
 use super::subscriptions::{admin_channel, close};
 use super::{ApiError, ApiState};
+use crate::tenants::credentials::Scope;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use postline_shared::delivery_state::{ParkedEvent, StateError};
@@ -28,15 +28,15 @@ impl From<StateError> for ApiError {
     }
 }
 
-/// Checks the admin token and that subscription `id` exists; every
-/// operator control starts here.
+/// Checks that `caller` holds `scope` and may see subscription `id`;
+/// every control starts here.
 async fn subscription(
     state: &ApiState,
-    headers: &HeaderMap,
+    caller: &Caller,
     id: &str,
+    scope: Scope,
 ) -> Result<Subscription, ApiError> {
-    require_bearer(headers, &state.admin_token)?;
-    Ok(state.store.get(id).await?)
+    super::subscriptions::visible(state, caller, id, scope).await
 }
 
 fn redelivery(state: &ApiState) -> Result<Redelivery, ApiError> {
@@ -47,10 +47,10 @@ fn redelivery(state: &ApiState) -> Result<Redelivery, ApiError> {
 /// `GET /v1/subscriptions/{id}/state`: where delivery stands.
 pub async fn show(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let subscription = subscription(&state, &headers, &id).await?;
+    let subscription = subscription(&state, &caller, &id, Scope::SubscriptionsRead).await?;
     let records = &state.delivery;
     let summary = records.summary(&id).await?;
     let block = records.block(&id).await?;
@@ -131,14 +131,22 @@ pub async fn reenable_cleanup(state: &ApiState, before: &Subscription) -> Result
 /// `POST /v1/subscriptions/{id}/enable`: re-enables a disabled (or paused) subscription.
 pub async fn enable(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let before = subscription(&state, &headers, &id).await?;
+    let before = subscription(&state, &caller, &id, Scope::SubscriptionsWrite).await?;
     reenable_cleanup(&state, &before).await?;
     let subscription = state.store.enable(&id).await?;
     state.catalog.upsert(subscription.clone());
     tracing::info!(subscription = %id, was = ?before.spec.status, "subscription re-enabled");
+    super::subscriptions::audit(
+        &state,
+        &caller,
+        &subscription,
+        "subscription.enable",
+        Vec::new(),
+    )
+    .await;
     Ok(Json(super::subscriptions::view(&subscription)))
 }
 
@@ -146,10 +154,10 @@ pub async fn enable(
 /// skipping the rest of its wait.
 pub async fn retry_now(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let current = subscription(&state, &headers, &id).await?;
+    let subscription = subscription(&state, &caller, &id, Scope::DeliveriesReplay).await?;
     let block = state.delivery.block(&id).await?.ok_or_else(|| {
         ApiError::conflict(
             "not_blocked",
@@ -157,7 +165,7 @@ pub async fn retry_now(
         )
     })?;
     let swapped = redelivery(&state)?
-        .reissue_blocked(&state.delivery, &id, &current.incarnation, &block)
+        .reissue_blocked(&state.delivery, &id, &subscription.incarnation, &block)
         .await
         .map_err(|error| {
             tracing::warn!(%error, subscription = %id, "retry now failed");
@@ -172,6 +180,14 @@ pub async fn retry_now(
     // Wakes the consumer waiting for the old due time, in whichever replica it runs.
     state.store.announce(&id).await?;
     tracing::info!(subscription = %id, event_id = %block.event_id, "blocked event retried now by an operator");
+    super::subscriptions::audit(
+        &state,
+        &caller,
+        &subscription,
+        "delivery.retry_now",
+        Vec::new(),
+    )
+    .await;
     Ok(Json(
         json!({ "id": id, "event_id": block.event_id, "retrying": true }),
     ))
@@ -180,10 +196,10 @@ pub async fn retry_now(
 /// `GET /v1/subscriptions/{id}/parked`: events given up with `skip`.
 pub async fn parked(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    subscription(&state, &headers, &id).await?;
+    subscription(&state, &caller, &id, Scope::SubscriptionsRead).await?;
     let events: Vec<ParkedEvent> = state
         .delivery
         .parked(&id)
@@ -197,22 +213,30 @@ pub async fn parked(
 /// `POST /v1/subscriptions/{id}/parked/replay`: replays every parked event.
 pub async fn replay_all(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let current = subscription(&state, &headers, &id).await?;
+    let subscription = subscription(&state, &caller, &id, Scope::DeliveriesReplay).await?;
     let events = state.delivery.parked(&id).await?;
-    let replayed = replay(&state, &current, &events).await?;
+    let replayed = replay(&state, &subscription, &events).await?;
+    super::subscriptions::audit(
+        &state,
+        &caller,
+        &subscription,
+        "delivery.replay",
+        Vec::new(),
+    )
+    .await;
     Ok(Json(json!({ "id": id, "replayed": replayed })))
 }
 
 /// `POST /v1/subscriptions/{id}/parked/{event_id}/replay`: replays one parked event.
 pub async fn replay_one(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path((id, event_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let current = subscription(&state, &headers, &id).await?;
+    let subscription = subscription(&state, &caller, &id, Scope::DeliveriesReplay).await?;
     let event = state
         .delivery
         .parked_event(&id, &event_id)
@@ -223,7 +247,15 @@ pub async fn replay_one(
             ))
         })?;
     let events = [event];
-    let replayed = replay(&state, &current, &events).await?;
+    let replayed = replay(&state, &subscription, &events).await?;
+    super::subscriptions::audit(
+        &state,
+        &caller,
+        &subscription,
+        "delivery.replay",
+        Vec::new(),
+    )
+    .await;
     Ok(Json(json!({ "id": id, "replayed": replayed })))
 }
 
@@ -277,13 +309,12 @@ fn attempts_limit(query: Option<&str>) -> Result<usize, ApiError> {
 /// `GET /v1/subscriptions/{id}/attempts?limit=N`: recent attempts, newest first.
 pub async fn attempts(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    require_bearer(&headers, &state.admin_token)?;
     let limit = attempts_limit(query.as_deref())?;
-    state.store.get(&id).await?;
+    subscription(&state, &caller, &id, Scope::SubscriptionsRead).await?;
     let attempts = state.delivery.recent_attempts(&id, limit).await?;
     Ok(Json(json!({ "id": id, "attempts": attempts })))
 }

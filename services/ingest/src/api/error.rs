@@ -76,6 +76,40 @@ impl ApiError {
         )
     }
 
+    /// 403 with `code` (e.g. `admin_only`, `tenant_suspended`).
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, Problem::whole(code, message))
+    }
+
+    /// 403 `insufficient_scope` (RFC 6750 §3.1) naming the scope needed.
+    pub fn insufficient_scope(scope: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            Problem::whole(
+                "insufficient_scope",
+                format!("this token lacks the scope {scope}"),
+            ),
+        )
+    }
+
+    /// 429 while a client id is slowed down after failed authentications.
+    pub fn too_many(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Problem::whole("slow_down", message),
+        )
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The problem of this error.
+    pub fn problem(&self) -> &Problem {
+        &self.problem
+    }
+
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, Problem::whole("not_found", message))
@@ -84,6 +118,11 @@ impl ApiError {
     /// 409 when the resource is not in a state that allows the request.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, Problem::whole(code, message))
+    }
+
+    /// 409 naming the field that conflicts.
+    pub fn conflict_field(field: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, Problem::field(field, message))
     }
 
     /// 503 while a dependency is down; the client should retry.

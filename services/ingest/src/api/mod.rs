@@ -1,14 +1,18 @@
-//! The ingest HTTP API under `/v1`: event intake for producers and the
-//! subscription management API for operators.
+//! The ingest HTTP API under `/v1`: event intake for producers, the
+//! subscription management API for operators and tenants, tenants and their
+//! credentials, and the OAuth token endpoint (`/oauth/token`).
 
 mod admin;
 mod auth;
-mod delivery_controls;
+pub(crate) mod caller;
+pub(crate) mod delivery_controls;
 mod error;
 mod events;
-mod ping;
+pub(crate) mod oauth;
+pub(crate) mod ping;
 mod secrets;
-mod subscriptions;
+pub(crate) mod subscriptions;
+mod tenants;
 
 pub use error::ApiError;
 
@@ -62,6 +66,14 @@ pub struct ApiState {
     pub keys: postline_shared::keys::RedisKeys,
     /// The service's readiness (the lost-state flag).
     pub readiness: Arc<postline_shared::ops::Readiness>,
+    /// Tenants, clients, tokens, sessions and portal links.
+    pub tenants: crate::tenants::store::TenantStore,
+    /// The audit trails.
+    pub audit: crate::tenants::audit::AuditTrail,
+    /// Life of an issued access token.
+    pub oauth_token_ttl: std::time::Duration,
+    /// Status-page settings.
+    pub ui: crate::ui::UiConfig,
 }
 
 /// The live broker link, or 503 while ingest is reconnecting.
@@ -118,6 +130,25 @@ pub fn router(state: ApiState) -> Router {
             "/v1/subscriptions/{id}/secrets/rotate",
             post(secrets::rotate),
         )
+        .route("/v1/tenants", get(tenants::list).post(tenants::create))
+        .route(
+            "/v1/tenants/{id}",
+            get(tenants::get)
+                .patch(tenants::update)
+                .delete(tenants::delete),
+        )
+        .route(
+            "/v1/tenants/{id}/clients",
+            get(tenants::list_clients).post(tenants::create_client),
+        )
+        .route(
+            "/v1/tenants/{id}/clients/{client_id}",
+            axum::routing::delete(tenants::delete_client),
+        )
+        .route("/v1/tenants/{id}/audit", get(tenants::audit_trail))
+        .route("/v1/tenants/{id}/portal-link", post(tenants::portal_link))
+        .route("/oauth/token", post(oauth::token))
+        .merge(crate::ui::router())
         .route("/v1/admin/export", get(admin::export))
         .route("/v1/admin/import", post(admin::import))
         .route("/v1/admin/reset-state", post(admin::reset_state))

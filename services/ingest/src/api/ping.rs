@@ -31,6 +31,7 @@ fn envelope(subscription_id: &str) -> Result<Envelope, serde_json::Error> {
         operation: Some(PING_TYPE.into()),
         timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         payload: serde_json::value::to_raw_value(&json!({ "subscription": subscription_id }))?,
+        tenant: None,
     })
 }
 

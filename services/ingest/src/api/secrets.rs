@@ -7,12 +7,12 @@
 //! answer only; a given secret is never echoed. The view shows how many
 //! secrets sign and when each replaced one stops, never their values.
 
-use super::auth::require_bearer;
-use super::subscriptions::{hidden, refuse_while_lost, view};
+use super::caller::Caller;
+use super::subscriptions::{audit, refuse_while_lost, view, visible};
 use super::{ApiError, ApiState};
+use crate::tenants::credentials::Scope;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use chrono::TimeDelta;
 use postline_shared::problem::{parse_json, Problem};
@@ -59,13 +59,13 @@ impl Rotation {
 /// `POST /v1/subscriptions/{id}/secrets/rotate`.
 pub async fn rotate(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    require_bearer(&headers, &state.admin_token)?;
     refuse_while_lost(&state)?;
-    hidden(&id)?;
+    // A tenant rotates its own subscriptions' secrets (another's is a 404).
+    visible(&state, &caller, &id, Scope::SubscriptionsWrite).await?;
     let rotation = Rotation::parse(&body).map_err(ApiError::invalid)?;
     let grace_secs = rotation.grace_secs.unwrap_or(DEFAULT_GRACE_SECS);
     let generated = rotation.secret.is_none();
@@ -76,6 +76,14 @@ pub async fn rotate(
         .rotate_secret(&id, secret.clone(), grace)
         .await?;
     state.catalog.upsert(subscription.clone());
+    audit(
+        &state,
+        &caller,
+        &subscription,
+        "subscription.rotate_secret",
+        vec!["secrets".to_string()],
+    )
+    .await;
     tracing::info!(subscription = %id, grace_secs, generated, "signing secret rotated");
     let mut shown = view(&subscription);
     if generated {

@@ -2,12 +2,20 @@
 //! Creating declares the subscription's queue; deleting removes it. Creating
 //! and updating first PING the endpoint (see [`super::ping`]) unless the body
 //! says `"verify": false`.
+//!
+//! The operator sees every subscription; a tenant ([`Caller`]) sees only its
+//! own (another's id answers 404), needs the scope of each action, stays
+//! within its `allowed_event_types` and `max_subscriptions`, and cannot make
+//! the operator-only settings ([`crate::tenants::operator_only`]). Every
+//! change lands in the audit trail.
 
-use super::auth::require_bearer;
+use super::caller::Caller;
 use super::{ApiError, ApiState};
+use crate::tenants::audit::AuditEntry;
+use crate::tenants::credentials::Scope;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
@@ -109,17 +117,117 @@ fn view_with_ping(subscription: &Subscription, ping: Option<Value>) -> Value {
     shown
 }
 
+/// The top-level field names of a JSON object body (for the operator-only
+/// rules and the audit trail); empty when the body is not an object.
+fn field_names(body: &[u8]) -> Vec<String> {
+    serde_json::from_slice::<serde_json::Map<String, Value>>(body)
+        .map(|fields| fields.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The tenant `id` or a 400 naming `field` when there is none.
+async fn existing_tenant(
+    state: &ApiState,
+    id: &postline_shared::tenant::TenantId,
+) -> Result<crate::tenants::Tenant, ApiError> {
+    super::tenants::load(state, id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::invalid(Problem::field("tenant", "no such tenant")))
+}
+
+/// The tenant rules of a create: a tenant's subscription is its own (the
+/// body may name no other tenant), within its allowed event types, room and
+/// the settings it may make; the operator may put a subscription under any
+/// existing tenant.
+async fn tenant_rules_for_create(
+    state: &ApiState,
+    caller: &Caller,
+    spec: &mut SubscriptionSpec,
+    fields: &[String],
+) -> Result<(), ApiError> {
+    let Some(own) = caller.tenant() else {
+        if let Some(tenant) = &spec.tenant {
+            existing_tenant(state, tenant).await?;
+        }
+        return Ok(());
+    };
+    if spec.tenant.as_ref().is_some_and(|named| named != own) {
+        return Err(ApiError::invalid(Problem::field(
+            "tenant",
+            "may only name your own tenant (or be left out)",
+        )));
+    }
+    spec.tenant = Some(own.clone());
+    let tenant = existing_tenant(state, own).await?;
+    crate::tenants::check_event_types(&tenant.spec.allowed_event_types, &spec.event_types)
+        .map_err(ApiError::invalid)?;
+    crate::tenants::operator_only(spec, &|name: &str| fields.iter().any(|f| f == name))
+        .map_err(ApiError::invalid)?;
+    let existing = state
+        .store
+        .list()
+        .await?
+        .iter()
+        .filter(|s| s.spec.tenant.as_ref() == Some(own))
+        .count();
+    crate::tenants::check_room(tenant.spec.max_subscriptions, existing)
+        .map_err(ApiError::invalid)?;
+    Ok(())
+}
+
+/// Records a change of `subscription` in its tenant's audit trail.
+pub(crate) async fn audit(
+    state: &ApiState,
+    caller: &Caller,
+    subscription: &Subscription,
+    action: &str,
+    fields: Vec<String>,
+) {
+    state
+        .audit
+        .record(
+            subscription.spec.tenant.as_ref(),
+            AuditEntry::now(
+                &caller.principal,
+                caller.via,
+                action,
+                subscription.id(),
+                fields,
+            ),
+        )
+        .await;
+}
+
+/// The subscription `id` if `caller` holds `scope` and may see it: 404
+/// alike for a missing subscription and another tenant's.
+pub(crate) async fn visible(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+    scope: Scope,
+) -> Result<Subscription, ApiError> {
+    caller.require(scope)?;
+    hidden(id)?;
+    let subscription = state.store.get(id).await?;
+    if !caller.can_see(&subscription) {
+        return Err(postline_shared::subscription::StoreError::NotFound(id.to_string()).into());
+    }
+    Ok(subscription)
+}
+
 /// `POST /v1/subscriptions`.
 pub async fn create(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_bearer(&headers, &state.admin_token)?;
+    caller.require(Scope::SubscriptionsWrite)?;
     refuse_while_lost(&state)?;
     let (verify, body) = take_verify(&body).map_err(ApiError::invalid)?;
-    let spec: SubscriptionSpec = parse_json(&body).map_err(ApiError::invalid)?;
+    let mut spec: SubscriptionSpec = parse_json(&body).map_err(ApiError::invalid)?;
+    let fields = field_names(&body);
     spec.validate_new().map_err(ApiError::invalid)?;
+    tenant_rules_for_create(&state, &caller, &mut spec, &fields).await?;
     check_destinations(&state, &spec).await?;
     if state.store.find(&spec.id).await?.is_some() {
         return Err(postline_shared::subscription::StoreError::AlreadyExists(spec.id).into());
@@ -149,6 +257,14 @@ pub async fn create(
     let subscription = state.store.create(spec).await?;
     state.catalog.upsert(subscription.clone());
     tracing::info!(subscription = %subscription.id(), verified = ping.is_some(), "subscription created");
+    audit(
+        &state,
+        &caller,
+        &subscription,
+        "subscription.create",
+        fields,
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         Json(view_with_ping(&subscription, ping)),
@@ -176,30 +292,48 @@ pub(super) fn hidden(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `GET /v1/subscriptions`.
+/// The subscriptions `caller` may see, by id; the operator may narrow
+/// them to one tenant's with `tenant` (an empty value: the operator's own).
+pub(crate) async fn visible_list(
+    state: &ApiState,
+    caller: &Caller,
+    tenant_filter: Option<&str>,
+) -> Result<Vec<Subscription>, ApiError> {
+    caller.require(Scope::SubscriptionsRead)?;
+    let all = state.store.list().await?;
+    Ok(all
+        .into_iter()
+        .filter(|s| s.id() != crate::operator::OPERATOR_ID)
+        .filter(|s| caller.can_see(s))
+        .filter(|s| match tenant_filter {
+            None => true,
+            Some("") => s.spec.tenant.is_none(),
+            Some(t) => s.spec.tenant.as_ref().is_some_and(|own| own.as_str() == t),
+        })
+        .collect())
+}
+
+/// `GET /v1/subscriptions[?tenant=<id>]`.
 pub async fn list(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: Caller,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    require_bearer(&headers, &state.admin_token)?;
-    let all = state.store.list().await?;
-    let views: Vec<_> = all
-        .iter()
-        .filter(|s| s.id() != crate::operator::OPERATOR_ID)
-        .map(view)
-        .collect();
+    let tenant = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(name, _)| name == "tenant")
+        .map(|(_, value)| value.into_owned());
+    let all = visible_list(&state, &caller, tenant.as_deref()).await?;
+    let views: Vec<_> = all.iter().map(view).collect();
     Ok(Json(serde_json::json!({ "subscriptions": views })))
 }
 
 /// `GET /v1/subscriptions/{id}`.
 pub async fn get(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    require_bearer(&headers, &state.admin_token)?;
-    hidden(&id)?;
-    let subscription = state.store.get(&id).await?;
+    let subscription = visible(&state, &caller, &id, Scope::SubscriptionsRead).await?;
     let mut shown = view(&subscription);
     // Backlog depth straight from the broker, when it is reachable.
     if let Ok(channel) = admin_channel(&state).await {
@@ -214,21 +348,33 @@ pub async fn get(
 /// `PATCH /v1/subscriptions/{id}`.
 pub async fn update(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    require_bearer(&headers, &state.admin_token)?;
     refuse_while_lost(&state)?;
-    hidden(&id)?;
+    visible(&state, &caller, &id, Scope::SubscriptionsWrite).await?;
     let (verify, body) = take_verify(&body).map_err(ApiError::invalid)?;
     let patch: SubscriptionPatch = parse_json(&body).map_err(ApiError::invalid)?;
+    let fields = field_names(&body);
     let verify = verify && patch.changes_the_request();
     let retry_changed = patch.retry.is_some();
     // Only a new URL is checked: pausing a subscription whose endpoint is
     // refused today (stored before the rule, say) must still work.
     let urls_changed = patch.endpoint.is_some() || patch.auth.is_some();
+    let new_types = patch.event_types.clone();
     let pending = state.store.prepare_update(&id, patch).await?;
+    if let Some(own) = caller.tenant() {
+        let tenant = existing_tenant(&state, own).await?;
+        if let Some(types) = &new_types {
+            crate::tenants::check_event_types(&tenant.spec.allowed_event_types, types)
+                .map_err(ApiError::invalid)?;
+        }
+        crate::tenants::operator_only(&pending.after.spec, &|name: &str| {
+            fields.iter().any(|f| f == name)
+        })
+        .map_err(ApiError::invalid)?;
+    }
     if urls_changed {
         check_destinations(&state, &pending.after.spec).await?;
     }
@@ -249,31 +395,53 @@ pub async fn update(
     let subscription = state.store.commit(pending).await?;
     state.catalog.upsert(subscription.clone());
     tracing::info!(subscription = %id, verified = ping.is_some(), "subscription updated");
+    audit(
+        &state,
+        &caller,
+        &subscription,
+        "subscription.update",
+        fields,
+    )
+    .await;
     Ok(Json(view_with_ping(&subscription, ping)))
 }
 
 /// `DELETE /v1/subscriptions/{id}`: removes the subscription, its queue and backlog.
 pub async fn delete(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_bearer(&headers, &state.admin_token)?;
     refuse_while_lost(&state)?;
-    hidden(&id)?;
-    let channel = admin_channel(&state).await?;
+    let subscription = visible(&state, &caller, &id, Scope::SubscriptionsWrite).await?;
+    let body = remove(&state, &id).await?;
+    audit(
+        &state,
+        &caller,
+        &subscription,
+        "subscription.delete",
+        Vec::new(),
+    )
+    .await;
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+/// Deletes subscription `id` with its queue, backlog and delivery records
+/// (the DELETE, and deleting a tenant, go through here).
+pub(super) async fn remove(state: &ApiState, id: &str) -> Result<Value, ApiError> {
+    let channel = admin_channel(state).await?;
     // The subscription goes first so no new copy is routed to the queue.
-    let outcome = state.store.delete(&id).await;
-    state.catalog.remove(&id);
+    let outcome = state.store.delete(id).await;
+    state.catalog.remove(id);
     // Removing the queue is idempotent, so a repeated DELETE (after a 404 or
     // a broker hiccup) still cleans up a queue left behind.
-    let discarded = state.topology.delete_subscription(&channel, &id).await;
+    let discarded = state.topology.delete_subscription(&channel, id).await;
     close(channel).await;
     outcome?;
-    if let Err(error) = state.delivery.forget(&id).await {
+    if let Err(error) = state.delivery.forget(id).await {
         tracing::warn!(%error, subscription = %id, "removing the delivery records failed");
     }
-    let body = match discarded {
+    Ok(match discarded {
         Ok(discarded) => {
             tracing::info!(subscription = %id, discarded, "subscription deleted");
             serde_json::json!({ "id": id, "deleted": true, "queue_deleted": true, "discarded_events": discarded })
@@ -282,6 +450,5 @@ pub async fn delete(
             tracing::warn!(%error, subscription = %id, "subscription deleted; removing its queue failed (repeat the DELETE)");
             serde_json::json!({ "id": id, "deleted": true, "queue_deleted": false })
         }
-    };
-    Ok((StatusCode::OK, Json(body)).into_response())
+    })
 }
