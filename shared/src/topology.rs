@@ -4,7 +4,8 @@
 //! - `<ns>.ingest` topic exchange → `<ns>.ingest` queue (single active consumer)
 //! - `<ns>.ingest.rejected` queue for input that cannot be accepted
 //! - `<ns>.deliver` direct exchange → `<ns>.sub.<id>` per subscription
-//!   (durable, single active consumer, two priority levels)
+//!   (durable, single active consumer; classic: two priority levels, quorum:
+//!   replicated, at-least-once dead-lettering to the rejected queue)
 //! - `<ns>.delay` headers exchange → `<ns>.delay.<ms>` per ladder step, each
 //!   with a per-queue TTL and dead-lettered back to `<ns>.deliver`
 
@@ -22,7 +23,7 @@ pub enum QueueType {
     /// Classic queues: single node, the default.
     #[default]
     Classic,
-    /// Quorum queues: replicated, for clusters (RabbitMQ 4.x for priorities).
+    /// Quorum queues: replicated, for clusters (RabbitMQ 3.10 and later).
     Quorum,
 }
 
@@ -119,13 +120,11 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
-        let mut intake_args = FieldTable::default();
-        intake_args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
         channel
             .queue_declare(
                 self.ingest_queue().into(),
                 QueueDeclareOptions::durable(),
-                intake_args,
+                self.intake_queue_arguments(),
             )
             .await?;
         channel
@@ -141,7 +140,7 @@ impl Topology {
             .queue_declare(
                 self.rejected_queue().into(),
                 QueueDeclareOptions::durable(),
-                FieldTable::default(),
+                self.rejected_queue_arguments(),
             )
             .await?;
         Ok(())
@@ -269,16 +268,71 @@ impl Topology {
     fn subscription_queue_arguments(&self) -> FieldTable {
         let mut args = FieldTable::default();
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-        args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(1));
-        if self.queue_type == QueueType::Quorum {
-            args.insert("x-queue-type".into(), long_string("quorum"));
-            // A finite delivery limit makes a quorum queue return requeued
-            // messages near the head, which ordered delivery relies on.
-            args.insert("x-delivery-limit".into(), AMQPValue::LongInt(1_000_000));
+        match self.queue_type {
+            // Priority 1 puts a delayed copy back at the head; the ordering
+            // protocol does not need it (see delivery's `decision` module),
+            // but queues declared with it must keep being declared with it.
+            QueueType::Classic => {
+                args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(1));
+            }
+            QueueType::Quorum => {
+                args.insert("x-queue-type".into(), long_string("quorum"));
+                self.insert_at_least_once_dead_lettering(&mut args);
+                // Finite, as dead-lettering needs, and far above the number of
+                // times a held-back message can be handed back.
+                args.insert(
+                    "x-delivery-limit".into(),
+                    AMQPValue::LongInt(QUORUM_DELIVERY_LIMIT),
+                );
+            }
         }
         args
     }
+
+    /// Arguments of the intake queue (single active consumer; replicated on
+    /// quorum installations, dead-lettering nothing silently).
+    fn intake_queue_arguments(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        if self.queue_type == QueueType::Quorum {
+            args.insert("x-queue-type".into(), long_string("quorum"));
+            self.insert_at_least_once_dead_lettering(&mut args);
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongInt(QUORUM_DELIVERY_LIMIT),
+            );
+        }
+        args
+    }
+
+    /// Arguments of the rejected queue (replicated on quorum installations).
+    fn rejected_queue_arguments(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        if self.queue_type == QueueType::Quorum {
+            args.insert("x-queue-type".into(), long_string("quorum"));
+        }
+        args
+    }
+
+    /// A quorum queue's messages past the delivery limit go to the rejected
+    /// queue, at least once (which needs `reject-publish` overflow).
+    fn insert_at_least_once_dead_lettering(&self, args: &mut FieldTable) {
+        args.insert("x-dead-letter-exchange".into(), long_string(""));
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            long_string(&self.rejected_queue()),
+        );
+        args.insert(
+            "x-dead-letter-strategy".into(),
+            long_string("at-least-once"),
+        );
+        args.insert("x-overflow".into(), long_string("reject-publish"));
+    }
 }
+
+/// `x-delivery-limit` of quorum queues: finite (at-least-once dead-lettering
+/// needs one) and unreachable in practice.
+pub const QUORUM_DELIVERY_LIMIT: i32 = 1_000_000;
 
 /// Header whose value (the step in milliseconds, as text) routes a message
 /// to its delay queue through the headers exchange.

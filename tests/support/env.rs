@@ -11,7 +11,7 @@ use postline_shared::keys::RedisKeys;
 use postline_shared::outbound::OutboundConfig;
 use postline_shared::secret::Secret;
 use postline_shared::subscription::SubscriptionStore;
-use postline_shared::topology::Topology;
+use postline_shared::topology::{QueueType, Topology};
 use postline_shared::CommonConfig;
 use postline_token::TokenConfig;
 use redis::aio::ConnectionManager;
@@ -110,6 +110,28 @@ impl TestEnvBuilder {
         self.ingest.common.redis_url = url.to_string();
         self.delivery.common.redis_url = url.to_string();
         self.token.common.redis_url = url.to_string();
+        self
+    }
+
+    /// Declares every queue of the namespace as `queue_type` (the services'
+    /// `POSTLINE_QUEUE_TYPE`).
+    pub fn queue_type(mut self, queue_type: QueueType) -> Self {
+        self.ingest.common.queue_type = queue_type;
+        self.delivery.common.queue_type = queue_type;
+        self.token.common.queue_type = queue_type;
+        self
+    }
+
+    /// Points the services and the test itself at the broker nodes `urls`
+    /// (comma-separated, like `POSTLINE_AMQP_URL`).
+    pub fn brokers(mut self, urls: &str) -> Self {
+        let nodes: postline_shared::broker_nodes::BrokerNodes = urls
+            .parse()
+            .unwrap_or_else(|error| panic!("broker URLs {urls}: {error}"));
+        self.ingest.common.amqp_url = nodes.clone();
+        self.delivery.common.amqp_url = nodes.clone();
+        self.token.common.amqp_url = nodes;
+        self.broker_url = urls.to_string();
         self
     }
 

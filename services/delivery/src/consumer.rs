@@ -1,7 +1,7 @@
 //! The consumer of one subscription queue: one session per channel, and the
 //! executor of [`crate::decision`]: it reads what a decision needs (the
 //! message, the subscription, the event's delivery state, the attempt's
-//! answer), asks the decision, and carries it out — acks and requeues, Redis
+//! answer), asks the decision, and carries it out — acks and hand-backs, Redis
 //! writes, confirmed publishes, metrics and logs — deciding nothing itself.
 //!
 //! In `strict` order a session handles messages one after another and ends
@@ -22,9 +22,7 @@ use crate::pacing::{self, Pacer};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueuePurgeOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;
 use postline_shared::broker::{self, ConfirmedPublisher, PublishError, SettleError};
@@ -118,13 +116,33 @@ pub(crate) enum Handled {
     Stopped,
 }
 
-/// One message being handled: its event and where it stands.
+/// One event being handled: the message it came in (none when it is a
+/// blocked event attempted from the copy kept in its block), its body, and
+/// where it stands.
 struct InHand<'a> {
     id: &'a str,
-    delivery: &'a Delivery,
+    delivery: Option<&'a Delivery>,
+    body: &'a [u8],
     envelope: &'a Envelope,
     tracking: &'a Tracking,
     incarnation: &'a str,
+}
+
+impl InHand<'_> {
+    /// Acks the message it came in, if any (see [`ack`]).
+    async fn ack(&self) -> Result<(), ConsumerError> {
+        match self.delivery {
+            Some(delivery) => ack(delivery).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Hands the message it came in back, if any (see [`hand_back`]).
+    fn hand_back(&self) {
+        if let Some(delivery) = self.delivery {
+            hand_back(delivery);
+        }
+    }
 }
 
 /// One consumer session on the queue of the subscription in `subscription`.
@@ -172,6 +190,9 @@ impl SubscriptionConsumer {
                 FieldTable::default(),
             )
             .await?;
+        if settings.spec.order == OrderMode::Strict {
+            self.reissue_lost_copy(&settings).await;
+        }
         // An interval session delivers what was queued before the latest tick.
         let tick = settings.spec.interval_ms.map(Tick::now);
         let outcome = if settings.spec.order == OrderMode::None {
@@ -282,8 +303,7 @@ impl SubscriptionConsumer {
         match decision::screen(&subscription, &arrival) {
             Screened::WaitForTick(due) => {
                 tracing::debug!(subscription = %id, %due, "queued after the current tick; waiting for the next");
-                // Safe: a requeued message returns to its own place in the queue.
-                requeue(&delivery).await?;
+                hand_back(&delivery);
                 context.metrics.count(id, "held_for_tick");
                 return Ok(Handled::Wait(due));
             }
@@ -312,52 +332,116 @@ impl SubscriptionConsumer {
             return Ok(Handled::Done);
         }
         let tracking = Tracking::for_event(&subscription, &envelope);
-        let precheck = match context.state.precheck(id, &envelope.id, &tracking).await {
-            Ok(precheck) => precheck,
-            Err(error) => {
-                tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "redis unavailable; handing the event back");
-                requeue(&delivery).await?;
-                return Ok(Handled::Wait(Utc::now() + TRANSIENT_BACKOFF));
-            }
-        };
         let hand = InHand {
             id,
-            delivery: &delivery,
+            delivery: Some(&delivery),
+            body: &delivery.data,
             envelope: &envelope,
             tracking: &tracking,
             incarnation: &subscription.incarnation,
         };
-        match decision::on_precheck(&subscription, &arrival, &envelope.id, &precheck, Utc::now()) {
-            OnArrival::SkipSettled { clear_block } => {
-                if clear_block {
-                    let _ = context.state.clear_block(id).await;
+        // Decided again after a blocked event attempted first has settled.
+        loop {
+            let precheck = match context.state.precheck(id, &envelope.id, &tracking).await {
+                Ok(precheck) => precheck,
+                Err(error) => {
+                    tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "redis unavailable; handing the event back");
+                    hand_back(&delivery);
+                    return Ok(Handled::Wait(Utc::now() + TRANSIENT_BACKOFF));
                 }
-                tracing::info!(subscription = %id, event_id = %envelope.id, "already settled; skipping");
-                context.metrics.count(id, "duplicate_skipped");
-                // Safe to ack: a success (or give-up) for this event is already recorded.
-                ack(&delivery).await?;
-                Ok(Handled::Done)
-            }
-            OnArrival::Drop { why, clear_block } => {
-                self.drop_event(&hand, why, clear_block).await?;
-                Ok(Handled::Done)
-            }
-            OnArrival::DropStale(why) => {
-                self.drop_stale(id, &delivery, Some(&envelope.id), why)
-                    .await?;
-                Ok(Handled::Done)
-            }
-            OnArrival::HoldBack { until, reissue } => {
-                if let (true, Some(block)) = (reissue, &precheck.block) {
-                    self.reissue(id, &subscription.incarnation, block).await;
+            };
+            let decided =
+                decision::on_precheck(&subscription, &arrival, &envelope.id, &precheck, Utc::now());
+            return match decided {
+                OnArrival::SkipSettled { clear_block } => {
+                    if clear_block {
+                        let _ = context.state.clear_block(id).await;
+                    }
+                    tracing::info!(subscription = %id, event_id = %envelope.id, "already settled; skipping");
+                    context.metrics.count(id, "duplicate_skipped");
+                    // Safe to ack: a success (or give-up) for this event is already recorded.
+                    ack(&delivery).await?;
+                    Ok(Handled::Done)
                 }
-                // Safe: a requeued message returns to its own place in the queue.
-                requeue(&delivery).await?;
-                context.metrics.count(id, "held_back");
-                Ok(Handled::Wait(until))
-            }
-            OnArrival::Attempt(history) => self.attempt(&hand, history, stop).await,
+                OnArrival::Drop { why, clear_block } => {
+                    self.drop_event(&hand, why, clear_block).await?;
+                    Ok(Handled::Done)
+                }
+                OnArrival::DropStale(why) => {
+                    self.drop_stale(id, &delivery, Some(&envelope.id), why)
+                        .await?;
+                    Ok(Handled::Done)
+                }
+                OnArrival::HoldBack { until } => {
+                    hand_back(&delivery);
+                    context.metrics.count(id, "held_back");
+                    Ok(Handled::Wait(until))
+                }
+                OnArrival::AttemptBlockedFirst(history) => {
+                    let Some(block) = precheck.block else {
+                        continue;
+                    };
+                    match self
+                        .attempt_blocked(&subscription, &block, history, stop)
+                        .await?
+                    {
+                        // The blocked event is settled: this message is next.
+                        Handled::Done => continue,
+                        other => {
+                            // Still blocked (or stopping): this message waits
+                            // in its place; closing the channel returns the
+                            // prefetched ones behind it in order.
+                            hand_back(&delivery);
+                            Ok(other)
+                        }
+                    }
+                }
+                OnArrival::Attempt(history) => self.attempt(&hand, history, stop).await,
+            };
         }
+    }
+
+    /// Attempts a due blocked event from the copy kept in its block (its
+    /// delayed copy, wherever it is in the queue, is then skipped as settled
+    /// or dropped as superseded).
+    async fn attempt_blocked(
+        &self,
+        subscription: &Subscription,
+        block: &Block,
+        history: History,
+        stop: &CancellationToken,
+    ) -> Result<Handled, ConsumerError> {
+        let id = subscription.id();
+        let envelope = match Envelope::from_wire(block.envelope.as_bytes()) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                // Written from a message that was read once: only a damaged
+                // Redis gets here. The body goes to the rejected queue.
+                tracing::error!(subscription = %id, event_id = %block.event_id, %error, "the blocked event's kept copy is unreadable; dead-lettering it");
+                self.publisher
+                    .dead_letter(
+                        &self.context.topology.rejected_queue(),
+                        block.envelope.as_bytes(),
+                        "invalid_envelope",
+                        &error.to_string(),
+                        &[("postline-subscription", id)],
+                    )
+                    .await?;
+                let _ = self.context.state.clear_block(id).await;
+                return Ok(Handled::Done);
+            }
+        };
+        tracing::info!(subscription = %id, event_id = %envelope.id, attempts = history.attempts, "blocked event due; attempting it from its block");
+        let tracking = Tracking::for_event(subscription, &envelope);
+        let hand = InHand {
+            id,
+            delivery: None,
+            body: block.envelope.as_bytes(),
+            envelope: &envelope,
+            tracking: &tracking,
+            incarnation: &subscription.incarnation,
+        };
+        self.attempt(&hand, history, stop).await
     }
 
     /// Acks an event that must not be sent: its identity was delivered
@@ -380,7 +464,7 @@ impl SubscriptionConsumer {
         self.context.metrics.count(id, why.label());
         // Safe to ack: the delivery that makes this event redundant is
         // recorded in Redis, and the event is never to be sent.
-        ack(hand.delivery).await
+        hand.ack().await
     }
 
     /// Acks a copy that is not to be delivered: made for another
@@ -404,15 +488,28 @@ impl SubscriptionConsumer {
         ack(delivery).await
     }
 
-    /// Puts a fresh copy of an overdue blocked event at the head of the queue.
-    async fn reissue(&self, id: &str, incarnation: &str, block: &Block) {
-        tracing::warn!(subscription = %id, event_id = %block.event_id, due = %block.next_attempt_at, "blocked event is overdue; re-issuing it from its block");
+    /// Queues a fresh copy of a blocked event whose delayed copy is long
+    /// overdue, so the active consumer has a message to wake on.
+    async fn reissue_lost_copy(&self, subscription: &Subscription) {
+        let id = subscription.id();
+        let block = match self.context.state.block(id).await {
+            Ok(block) => block,
+            Err(error) => {
+                tracing::warn!(%error, subscription = %id, "reading the block at session start failed");
+                return;
+            }
+        };
+        if !decision::reissue_on_session_start(block.as_ref(), Utc::now()) {
+            return;
+        }
+        let Some(block) = block else { return };
+        tracing::warn!(subscription = %id, event_id = %block.event_id, due = %block.next_attempt_at, "blocked event's copy is overdue; queueing a fresh one");
         let reissued = self
             .redelivery()
-            .reissue_blocked(&self.context.state, id, incarnation, block)
+            .reissue_blocked(&self.context.state, id, &subscription.incarnation, &block)
             .await;
         if let Err(error) = reissued {
-            tracing::warn!(%error, subscription = %id, "re-issuing the blocked event failed");
+            tracing::warn!(%error, subscription = %id, "queueing a fresh copy of the blocked event failed");
         }
     }
 
@@ -435,8 +532,7 @@ impl SubscriptionConsumer {
                 _ = self.pacer.ready(subscription.spec.rate_limit) => true,
             };
             if !paced {
-                // Safe: a requeued message returns to its own place in the queue.
-                requeue(hand.delivery).await?;
+                hand.hand_back();
                 return Ok(Handled::Stopped);
             }
             attempts += 1;
@@ -476,7 +572,7 @@ impl SubscriptionConsumer {
             let handled = match next {
                 AfterFailure::RetryNow(pause) => {
                     if pause_or_stop(pause, stop).await {
-                        requeue(hand.delivery).await?;
+                        hand.hand_back();
                         return Ok(Handled::Stopped);
                     }
                     continue;
@@ -502,17 +598,18 @@ impl SubscriptionConsumer {
                     // elsewhere (a confirmed delayed copy with its block, a
                     // parked record), or the subscription asked for its
                     // backlog to be discarded.
-                    ack(hand.delivery).await?;
+                    hand.ack().await?;
                     Ok(handled)
                 }
                 Some(handled) => {
-                    // Kept: the event stays at the head of the backlog.
-                    requeue(hand.delivery).await?;
+                    // Kept: the event stays at the head of the backlog (and
+                    // its block, if it has one, keeps it first).
+                    hand.hand_back();
                     Ok(handled)
                 }
                 // The durable step failed: hand the event back, try again soon.
                 None => {
-                    requeue(hand.delivery).await?;
+                    hand.hand_back();
                     Ok(Handled::Wait(Utc::now() + TRANSIENT_BACKOFF))
                 }
             };
@@ -541,7 +638,7 @@ impl SubscriptionConsumer {
         };
         if let Err(error) = self
             .redelivery()
-            .to_delay_queue(id, &hand.delivery.data, &headers, delay_ms)
+            .to_delay_queue(id, hand.body, &headers, delay_ms)
             .await
         {
             tracing::warn!(%error, subscription = %id, %event_id, "scheduling a retry failed; handing the event back");
@@ -563,7 +660,7 @@ impl SubscriptionConsumer {
             next_attempt_at: due,
             first_failure_at: failed.first_failure,
             last_error: failed.reason.to_string(),
-            envelope: String::from_utf8_lossy(&hand.delivery.data).into_owned(),
+            envelope: String::from_utf8_lossy(hand.body).into_owned(),
             incarnation: hand.incarnation.to_string(),
         };
         if let Err(error) = context.state.set_block(id, &block).await {
@@ -589,7 +686,7 @@ impl SubscriptionConsumer {
             first_failure_at: failed.first_failure,
             given_up_at: Utc::now(),
             last_error: failed.reason.to_string(),
-            envelope: String::from_utf8_lossy(&hand.delivery.data).into_owned(),
+            envelope: String::from_utf8_lossy(hand.body).into_owned(),
         };
         // Parking counts `given_up` in the state, in the same transaction.
         let strict = order == OrderMode::Strict;
@@ -630,9 +727,12 @@ impl SubscriptionConsumer {
             tracing::warn!(%error, subscription = %id, "disabling the subscription failed; handing the event back");
             return None;
         }
-        if let Err(error) = context.state.clear_block(id).await {
-            // Re-enabling clears it too, so the event is not given up twice.
-            tracing::warn!(%error, subscription = %id, "clearing the block of a disabled subscription failed");
+        // A kept backlog keeps its block: the blocked event stays first, and
+        // re-enabling restarts its policy. A discarded one has nothing to keep.
+        if discard {
+            if let Err(error) = context.state.clear_block(id).await {
+                tracing::warn!(%error, subscription = %id, "clearing the block of a discarded backlog failed");
+            }
         }
         let label = match cause {
             DisableCause::Exhausted => "given_up",
@@ -677,7 +777,7 @@ impl SubscriptionConsumer {
             tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "recording the success failed");
         }
         // Safe to ack: the receiver accepted the event.
-        ack(hand.delivery).await?;
+        hand.ack().await?;
         metrics.count(id, "delivered");
         if unblock {
             tracing::info!(subscription = %id, event_id = %envelope.id, attempts, "blocked event delivered; subscription unblocked");
@@ -804,13 +904,17 @@ async fn ack(delivery: &Delivery) -> Result<(), ConsumerError> {
     settle(delivery, delivery.acker.ack(BasicAckOptions::default())).await
 }
 
-/// Puts a message back in its place in the queue, unsettled.
-async fn requeue(delivery: &Delivery) -> Result<(), ConsumerError> {
-    let nack = delivery.acker.nack(BasicNackOptions {
-        requeue: true,
-        ..Default::default()
-    });
-    settle(delivery, nack).await
+/// Hands a message back by leaving it unsettled: every caller ends the
+/// session next, and closing its channel returns each unsettled message to
+/// its place, in queue order, on classic and quorum queues alike. (A nack
+/// with requeue would not do: the broker may deliver the message again at
+/// once to this still-open consumer, behind the ones prefetched after it,
+/// and a quorum queue then returns it last when the channel closes.)
+fn hand_back(delivery: &Delivery) {
+    tracing::trace!(
+        delivery_tag = delivery.delivery_tag,
+        "handed back at the end of the session"
+    );
 }
 
 /// Awaits an ack or nack of `delivery` (see [`broker::settle`]).

@@ -36,6 +36,15 @@ pub struct Block {
     pub incarnation: String,
 }
 
+/// Gives an existing block a fresh policy, due now (re-enabling).
+const RESTART_IF_PRESENT: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'attempts', '0', 'first_failure_at', ARGV[1], 'next_attempt_at', ARGV[1])
+  return 1
+end
+return 0
+"#;
+
 /// Puts in the new copy's id and due time only if the block still names
 /// the copy the caller saw, so a retry-now cannot undo a newer failure.
 const RESCHEDULE_IF_CURRENT: &str = r#"
@@ -148,6 +157,18 @@ impl DeliveryState {
             .del(self.keys.block(subscription_id))
             .await?;
         Ok(())
+    }
+
+    /// Restarts the subscription's block, if it has one, with a fresh policy
+    /// and due now: a re-enabled subscription tries its blocked event first,
+    /// with a whole ladder again. Returns whether there was a block.
+    pub async fn restart_block(&self, subscription_id: &str) -> Result<bool, StateError> {
+        let restarted: i64 = redis::Script::new(RESTART_IF_PRESENT)
+            .key(self.keys.block(subscription_id))
+            .arg(Utc::now().to_rfc3339())
+            .invoke_async(&mut self.connection())
+            .await?;
+        Ok(restarted == 1)
     }
 
     /// Makes `new_retry_id` the current copy, due at `due`, if the block

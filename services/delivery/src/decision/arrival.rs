@@ -9,14 +9,14 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use postline_shared::delivery_state::semantics::Dropped;
-use postline_shared::delivery_state::Precheck;
+use postline_shared::delivery_state::{Block, Precheck};
 use postline_shared::redelivery::RetryHeaders;
 use postline_shared::subscription::{OrderMode, Subscription};
 use postline_shared::tenant::may_receive;
 use postline_shared::Envelope;
 
 /// How late a blocked event's delayed copy may be before it counts as lost
-/// and is re-issued from the copy kept in its block.
+/// and a fresh one is queued (see [`reissue_on_session_start`]).
 pub const LOST_COPY_GRACE: TimeDelta = TimeDelta::seconds(60);
 
 /// What a message says about itself.
@@ -103,14 +103,16 @@ pub enum OnArrival {
     },
     /// Not the copy the block waits for: ack and forget it.
     DropStale(Stale),
-    /// The subscription is blocked on another event: hand this one back and
-    /// consume again at `until`.
+    /// The subscription is blocked on another event, not due yet: hand this
+    /// one back and consume again at `until`.
     HoldBack {
         /// When the blocked event is due.
         until: DateTime<Utc>,
-        /// The blocked event's copy is overdue: re-issue it from its block.
-        reissue: bool,
     },
+    /// The subscription is blocked on another event that is due: attempt
+    /// that event first, from the copy kept in its block, while this message
+    /// waits in hand; then decide about this message again.
+    AttemptBlockedFirst(History),
     /// Send it.
     Attempt(History),
 }
@@ -136,6 +138,15 @@ pub fn screen(subscription: &Subscription, arrival: &Arrival<'_>) -> Screened {
 pub fn screen_event(subscription: &Subscription, event: &Envelope) -> Option<Stale> {
     (!may_receive(subscription.spec.tenant.as_ref(), event.tenant.as_ref()))
         .then_some(Stale::OtherTenant)
+}
+
+/// At the start of a strict session: whether the blocked event's delayed
+/// copy is so overdue that it counts as lost (a delay queue deleted by hand),
+/// so a fresh copy must be queued to wake the active consumer. Any message
+/// would do, but an otherwise empty queue has none. A copy queued twice (by
+/// two replicas) is harmless: the block names only one.
+pub fn reissue_on_session_start(block: Option<&Block>, now: DateTime<Utc>) -> bool {
+    block.is_some_and(|block| now > block.next_attempt_at + LOST_COPY_GRACE)
 }
 
 /// The decision for a message of `event_id` once its delivery state is known.
@@ -195,9 +206,16 @@ pub fn on_precheck(
                 })
             }
         }
+        // Due: whichever message the consumer got, the blocked event goes
+        // first. Its delayed copy may be anywhere in the queue (at the tail
+        // on a quorum queue), so the block's own copy is attempted.
+        Some(block) if now >= block.next_attempt_at => OnArrival::AttemptBlockedFirst(History {
+            attempts: block.attempts,
+            first_failure: Some(block.first_failure_at),
+            blocked: true,
+        }),
         Some(block) => OnArrival::HoldBack {
-            until: block.next_attempt_at.max(now),
-            reissue: now > block.next_attempt_at + LOST_COPY_GRACE,
+            until: block.next_attempt_at,
         },
         // Without a block a strict event starts its policy afresh (a
         // re-enabled subscription gets a full ladder again).
@@ -208,7 +226,6 @@ pub fn on_precheck(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use postline_shared::delivery_state::Block;
     use postline_shared::subscription::SubscriptionSpec;
 
     fn subscription(order: &str) -> Subscription {
@@ -424,20 +441,29 @@ mod tests {
                 "e2",
                 &fresh,
                 precheck(Some(block("e1", "r2", due_later))),
-                OnArrival::HoldBack {
-                    until: due_later,
-                    reissue: false,
-                },
+                OnArrival::HoldBack { until: due_later },
             ),
             (
-                "blocked event overdue: hold back and re-issue it",
+                "a later event once the blocked one is due: the blocked one first, from its block",
+                "e2",
+                &fresh,
+                precheck(Some(block("e1", "r2", now))),
+                OnArrival::AttemptBlockedFirst(History {
+                    attempts: 4,
+                    first_failure: Some(now - TimeDelta::minutes(10)),
+                    blocked: true,
+                }),
+            ),
+            (
+                "long overdue (its copy lost): the blocked one first all the same",
                 "e2",
                 &fresh,
                 precheck(Some(block("e1", "r2", overdue))),
-                OnArrival::HoldBack {
-                    until: now,
-                    reissue: true,
-                },
+                OnArrival::AttemptBlockedFirst(History {
+                    attempts: 4,
+                    first_failure: Some(now - TimeDelta::minutes(10)),
+                    blocked: true,
+                }),
             ),
             (
                 "another incarnation's block holds nothing back",
@@ -461,6 +487,19 @@ mod tests {
                 "{row}"
             );
         }
+    }
+
+    #[test]
+    fn only_a_long_overdue_block_calls_for_a_fresh_copy_at_session_start() {
+        let now = now();
+        assert!(!reissue_on_session_start(None, now));
+        assert!(!reissue_on_session_start(Some(&block("e1", "r", now)), now));
+        assert!(!reissue_on_session_start(
+            Some(&block("e1", "r", now - LOST_COPY_GRACE)),
+            now
+        ));
+        let lost = block("e1", "r", now - LOST_COPY_GRACE - TimeDelta::seconds(1));
+        assert!(reissue_on_session_start(Some(&lost), now));
     }
 
     #[test]

@@ -29,22 +29,40 @@
 //!    message returns to its place.
 //! 4. **Holding back.** Any consumer (this replica or another after a
 //!    failover) that receives an event while the block names another event
-//!    hands it back (nack with requeue keeps its place) and consumes again
-//!    at the due time. Nothing is held unacked while waiting.
-//! 5. **The way back.** When the delayed copy's TTL expires the broker
-//!    dead-letters it to the head of the subscription queue (priority 1 on
-//!    classic queues), so the first consumer after the wait gets it. Only
-//!    the copy whose retry id the block names is attempted; any other copy
-//!    of the blocked event (the original after a crash between block and
-//!    ack, a copy superseded by "retry now") is dropped as stale.
+//!    not yet due hands it back (nack with requeue keeps its place) and
+//!    consumes again at the due time. Nothing is held unacked while waiting.
+//! 5. **The blocked event goes first.** Once the block is due, whatever
+//!    message the active consumer receives, it attempts the blocked event
+//!    first — from the copy kept in the block — while that message waits in
+//!    hand; then it decides about the message again (it is next in order).
+//!    The protocol therefore needs no queue priorities: the delayed copy,
+//!    dead-lettered back into the subscription queue when its TTL expires,
+//!    lands at the head (classic queues, priority 1) or at the tail (quorum
+//!    queues, which have no priorities on RabbitMQ 3.x) and is only a wake-up
+//!    for an otherwise idle queue. When it arrives, the copy the block names
+//!    is attempted like the block's own; any other copy of the blocked event
+//!    (superseded by "retry now", the original after a crash between block
+//!    and ack) is dropped as stale, and a copy of an event already settled is
+//!    skipped. A blocked event that fails again gets a new copy and a new
+//!    block; the message in hand is handed back and the session ends, so the
+//!    prefetched messages behind it return in order.
 //! 6. **Lost copies.** If the named copy is more than
-//!    [`arrival::LOST_COPY_GRACE`] overdue (a delay queue deleted by hand),
-//!    the consumer re-issues it from the event kept in the block.
-//! 7. **The end of a block.** A success clears it; a give-up parks the
-//!    event (settled, so stray copies are skipped) and clears it, or
-//!    disables the subscription: the event is handed back to stay at the
-//!    head of the kept backlog, or, with `discard_on_disable`, the backlog is
-//!    purged and the subscription starts a new incarnation.
+//!    [`arrival::LOST_COPY_GRACE`] overdue when a strict session starts (a
+//!    delay queue deleted by hand, with nothing else queued to wake the
+//!    consumer), a fresh copy is queued from the event kept in the block.
+//! 7. **The end of a block.** A success clears it; a give-up with `skip`
+//!    parks the event (settled, so stray copies are skipped) and clears it; a
+//!    give-up with `disable` (or a `410 Gone`) keeps the backlog *and the
+//!    block*, so after re-enabling (which restarts the block's policy, due
+//!    at once) the blocked event is still first; with `discard_on_disable`
+//!    the block is cleared, the queue purged, and the subscription starts a
+//!    new incarnation.
+//!
+//! Requeueing keeps a message's place on both queue types (quorum queues
+//! return requeued messages ahead of the rest), and closing a channel
+//! returns its unacked messages in order; quorum subscription queues have a
+//! finite `x-delivery-limit` (1,000,000, far above any number of hold-backs)
+//! with at-least-once dead-lettering to the rejected queue past it.
 //!
 //! # Incarnations
 //!
@@ -74,5 +92,6 @@ pub mod retry_after;
 
 pub use after_attempt::{after_failure, AfterFailure, DisableCause, Failure};
 pub use arrival::{
-    on_precheck, screen, screen_event, Arrival, History, OnArrival, Screened, Stale,
+    on_precheck, reissue_on_session_start, screen, screen_event, Arrival, History, OnArrival,
+    Screened, Stale,
 };

@@ -119,11 +119,12 @@ pub async fn show(
     })))
 }
 
-/// Ends a disabled subscription's block along with re-enabling it, so its
-/// kept backlog starts with a fresh retry policy instead of giving up at once.
+/// Restarts a disabled subscription's block along with re-enabling it: the
+/// event that exhausted the policy is tried first, with a fresh retry policy
+/// instead of giving up at once (see delivery's `decision` module).
 pub async fn reenable_cleanup(state: &ApiState, before: &Subscription) -> Result<(), ApiError> {
     if before.spec.status == SubscriptionStatus::Disabled {
-        state.delivery.clear_block(before.id()).await?;
+        state.delivery.restart_block(before.id()).await?;
     }
     Ok(())
 }
