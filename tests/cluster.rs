@@ -1,8 +1,9 @@
 //! Postline on the three-node RabbitMQ cluster that `scripts/cluster` runs on
-//! this machine (nodes on 127.0.0.1:5681-5683): the services, given every
-//! node in `POSTLINE_AMQP_URL`, keep delivering when the node they are
-//! connected to is killed with `kill -9`; and a quorum queue of the kind the
-//! subscription queues will become keeps its messages, in order, when a node dies.
+//! this machine (nodes on 127.0.0.1:5681-5683), every queue a quorum queue:
+//! 2,000 events to strict subscriptions lose nothing and keep their order
+//! when the node holding a subscription queue's leader is killed with
+//! `kill -9` (and restarted), or when a delivery replica is killed; and a
+//! bare quorum queue keeps its messages, in order, when its leader dies.
 //!
 //! scripts/test starts the cluster before the tests and stops it after. Run
 //! alone (`cargo test -p postline-tests --test cluster`), these tests skip
@@ -12,11 +13,11 @@
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Connection, ConnectionProperties};
-use postline_shared::topology::{QueueType, Topology};
+use postline_shared::topology::QueueType;
 use postline_tests::amqp::AmqpClient;
 use postline_tests::events::{assert_sequence, collapse_adjacent, ids_of, numbered};
 use postline_tests::receiver::ids;
-use postline_tests::{namespace, wait, Receiver, TestEnv, DEADLINE, QUIET};
+use postline_tests::{namespace, Receiver, TestEnv, DEADLINE, QUIET};
 use serde_json::json;
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -25,7 +26,8 @@ use std::time::Duration;
 /// The AMQP ports of nodes 1, 2 and 3 (scripts/cluster: 5680 + n).
 const PORTS: [u16; 3] = [5681, 5682, 5683];
 
-/// Node-loss tests take turns: two at once would kill the cluster's majority.
+/// Cluster tests take turns: two node losses at once would kill the cluster's
+/// majority, and a test publishing through a node must not see it killed.
 static NODE_LOSS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn node_url(node: usize) -> String {
@@ -111,119 +113,136 @@ async fn connect(node: usize) -> Connection {
         .unwrap_or_else(|error| panic!("connecting to node {node}: {error}"))
 }
 
+/// Events per subscription in the node-loss tests (two subscriptions: 2,000 events).
+const PER_SUBSCRIPTION: usize = 1_000;
+
+/// Ingest and delivery on the cluster with every queue a quorum queue, two
+/// strict subscriptions (`fleet`, `parcels`) and their receivers, and 2,000
+/// events published to the intake.
+async fn quorum_pipeline_with_2000_events(
+    with_replica: bool,
+) -> (TestEnv, [Receiver; 2], [Vec<String>; 2]) {
+    let mut env = TestEnv::builder()
+        .brokers(&all_nodes())
+        .queue_type(QueueType::Quorum)
+        .start()
+        .await;
+    if with_replica {
+        env.start_replica().await;
+    }
+    let receivers = [Receiver::start().await, Receiver::start().await];
+    for (receiver, (id, types)) in receivers
+        .iter()
+        .zip([("fleet", "vehicle.*"), ("parcels", "parcel.*")])
+    {
+        // Slow enough that the loss comes mid-stream on a fast machine too.
+        receiver.set_delay(Duration::from_millis(2));
+        env.subscribe(json!({
+            "id": id,
+            "endpoint": receiver.url(),
+            "event_types": [types],
+            "order": "strict",
+        }))
+        .await;
+    }
+    let vehicles = numbered("v", "vehicle.moved", PER_SUBSCRIPTION);
+    let parcels = numbered("p", "parcel.sent", PER_SUBSCRIPTION);
+    let mut all = Vec::with_capacity(2 * PER_SUBSCRIPTION);
+    for (v, p) in vehicles.iter().zip(&parcels) {
+        all.push(v.clone());
+        all.push(p.clone());
+    }
+    env.publish_events_amqp(&all).await;
+    (env, receivers, [ids_of(&vehicles), ids_of(&parcels)])
+}
+
+/// Waits until each receiver has every event of its subscription, then
+/// checks: nothing lost, nothing reordered, a repeat only right after itself
+/// (the event in flight when something died); returns the time it took.
+async fn assert_all_delivered_in_order(
+    receivers: &[Receiver; 2],
+    want: &[Vec<String>; 2],
+    what: &str,
+) {
+    for (receiver, want) in receivers.iter().zip(want) {
+        receiver
+            .wait_until(what, DEADLINE * 4, |got| {
+                let succeeded: Vec<_> = got.iter().filter(|r| r.succeeded()).cloned().collect();
+                collapse_adjacent(&ids(&succeeded)).len() >= want.len()
+            })
+            .await;
+        receiver.assert_no_more(QUIET).await;
+        let got = collapse_adjacent(&ids(&receiver.successes()));
+        assert_sequence(what, &got, want);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn services_on_node_1_keep_delivering_after_node_1_is_killed() {
-    if !cluster_is_running("services_on_node_1_keep_delivering_after_node_1_is_killed") {
+async fn killing_the_leader_node_of_quorum_subscription_queues_loses_and_reorders_nothing() {
+    let test = "killing_the_leader_node_of_quorum_subscription_queues_loses_and_reorders_nothing";
+    if !cluster_is_running(test) {
         return;
     }
     let _turn = NODE_LOSS.lock().await;
-    let mut builder = TestEnv::builder();
-    // The test's own connection is on node 2, which stays up.
-    builder.broker_url = node_url(2);
-    let nodes: postline_shared::broker_nodes::BrokerNodes =
-        all_nodes().parse().expect("the cluster's URLs");
-    builder.ingest.common.amqp_url = nodes.clone();
-    builder.delivery.common.amqp_url = nodes;
-
-    // Classic queues live on the node that declares them, and die with it
-    // (quorum subscription queues need issue 14's ordering protocol first).
-    // So the namespace's queues are declared from node 2; the services,
-    // connected to node 1 (the first of their list), find them there.
-    let topology = Topology::new(&builder.namespace, QueueType::Classic);
-    let on_node_2 = connect(2).await;
-    let channel = on_node_2
-        .create_channel()
-        .await
-        .expect("a channel on node 2");
-    topology
-        .declare_core(&channel)
-        .await
-        .expect("declaring the core topology on node 2");
-    topology
-        .declare_subscription(&channel, "fleet")
-        .await
-        .expect("declaring the subscription queue on node 2");
-    let _ = on_node_2.close(200, "declared".into()).await;
-
-    let env = builder.start().await;
-    let receiver = Receiver::start().await;
-    receiver.set_delay(Duration::from_millis(5));
-    env.subscribe(json!({
-        "id": "fleet",
-        "endpoint": receiver.url(),
-        "event_types": ["vehicle.*"],
-        "order": "strict",
-    }))
-    .await;
-
-    let before = numbered("a", "vehicle.moved", 200);
-    env.publish_events_amqp(&before).await;
-    receiver.wait_for_successes(40, DEADLINE).await;
-    let killed = KilledNode::kill(1);
+    let (env, receivers, want) = quorum_pipeline_with_2000_events(false).await;
+    let queue = env.topology.subscription_queue("fleet");
+    let leader: usize = cluster(&["leader", &queue])
+        .trim()
+        .parse()
+        .expect("scripts/cluster leader prints a node number");
+    receivers[0].wait_for_successes(100, DEADLINE).await;
+    let killed = KilledNode::kill(leader);
     let killed_at = std::time::Instant::now();
+    let delivered_at_kill = receivers[0].successes().len();
     assert!(
-        receiver.successes().len() < before.len(),
-        "every event arrived before node 1 died; the test needs more"
+        delivered_at_kill < PER_SUBSCRIPTION,
+        "every event arrived before node {leader} died; the test needs more"
     );
-    wait::until("both services to notice node 1 is gone", DEADLINE, || {
-        let lost = postline_tests::logs::lines_containing("lost the broker node");
-        async move {
-            let on_node_1 = lost
-                .iter()
-                .filter(|line| line.contains("127.0.0.1:5681"))
-                .count();
-            if on_node_1 >= 2 {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{on_node_1} 'lost the broker node' lines for node 1"
-                ))
-            }
-        }
-    })
-    .await;
-
-    // Published after the loss, over AMQP (through node 2) and over HTTP
-    // (ingest answers 503 until it has moved to another node).
-    let after = numbered("b", "vehicle.moved", 50);
-    env.publish_events_amqp(&after).await;
-    let http_id = wait::until("HTTP intake to accept again", DEADLINE, || async {
-        let (status, body) = env
-            .post_event(json!({"id": "c-00000", "type": "vehicle.moved", "payload": {}}))
-            .await;
-        match (status.as_u16(), body["ids"][0].as_str()) {
-            (202, Some(id)) => Ok(id.to_string()),
-            _ => Err(format!("{status} {body}")),
-        }
-    })
-    .await;
-    println!(
-        "node 1 killed: HTTP intake accepted again after {:?}",
-        killed_at.elapsed()
-    );
-
-    let mut want = ids_of(&before);
-    want.extend(ids_of(&after));
-    receiver
-        .wait_until("every event, after node 1 died", DEADLINE * 2, |got| {
-            let succeeded: Vec<_> = got.iter().filter(|r| r.succeeded()).cloned().collect();
-            collapse_adjacent(&ids(&succeeded)).len() > want.len()
+    // Delivery resumes on the remaining majority (a new leader, and the
+    // services on another node if they were on the dead one).
+    receivers[0]
+        .wait_until("deliveries to resume after the kill", DEADLINE * 2, |got| {
+            got.iter().filter(|r| r.succeeded()).count() > delivered_at_kill + 10
         })
         .await;
+    let resumed = killed_at.elapsed();
+    // The node comes back while the stream goes on.
+    drop(killed);
+    let restarted = killed_at.elapsed();
+    assert_all_delivered_in_order(&receivers, &want, "strict events across the leader's death")
+        .await;
     println!(
-        "node 1 killed: every event delivered {:?} after the kill",
+        "leader node {leader} of {queue} killed after {delivered_at_kill} deliveries: deliveries resumed after {resumed:?}; node back after {restarted:?}; all 2,000 events delivered {:?} after the kill",
         killed_at.elapsed()
     );
-    receiver.assert_no_more(QUIET).await;
-    // Nothing lost, nothing reordered; the event in flight when the node
-    // died may repeat right after itself. The HTTP event may land anywhere
-    // among the AMQP ones (the two intakes are independent).
-    let got = collapse_adjacent(&ids(&receiver.successes()));
-    let (http, amqp): (Vec<String>, Vec<String>) = got.into_iter().partition(|id| *id == http_id);
-    assert_eq!(http.len(), 1, "the HTTP event must arrive once");
-    assert_sequence("AMQP events across the loss of node 1", &amqp, &want);
     env.cleanup().await;
-    drop(killed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_delivery_replica_on_the_quorum_cluster_loses_and_reorders_nothing() {
+    let test = "killing_a_delivery_replica_on_the_quorum_cluster_loses_and_reorders_nothing";
+    if !cluster_is_running(test) {
+        return;
+    }
+    // Not while another test kills a node: this one needs every node up.
+    let _turn = NODE_LOSS.lock().await;
+    let (mut env, receivers, want) = quorum_pipeline_with_2000_events(true).await;
+    receivers[0].wait_for_successes(100, DEADLINE).await;
+    // The first replica is killed mid-stream, unacked messages and all; the
+    // other takes over each queue as its single active consumer.
+    env.abort_delivery();
+    let killed_at = std::time::Instant::now();
+    assert!(
+        receivers[0].successes().len() < PER_SUBSCRIPTION,
+        "every event arrived before the replica died; the test needs more"
+    );
+    assert_all_delivered_in_order(&receivers, &want, "strict events across a replica's death")
+        .await;
+    println!(
+        "delivery replica killed: all 2,000 events delivered {:?} after the kill",
+        killed_at.elapsed()
+    );
+    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
