@@ -254,6 +254,10 @@ async fn partners_see_and_operate_only_their_own_webhooks_in_a_real_browser() {
     failing.wait_for_successes(1, DEADLINE).await;
     let source = until_status(&browser, &blocked_url, "#status", "active").await;
     assert!(source.contains("a-1"), "the attempts list the event");
+    assert!(
+        source.contains("<td>order.created</td>"),
+        "the attempts list the event's type"
+    );
     screenshot(&browser, "07-subscription-recovered").await;
 
     // A PING from the page reaches the receiver (paused or not).

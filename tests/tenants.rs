@@ -778,3 +778,73 @@ async fn the_token_endpoint_answers_as_rfc_6749_says_and_slows_down_guessing() {
     assert!(!logs::captured().is_empty(), "log capture works");
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_carries_tenants_and_clients_and_an_import_brings_them_back_working() {
+    let env = TestEnv::start().await;
+    let receiver = Receiver::start().await;
+    let ((acme, acme_token), _) = two_tenants(&env).await;
+    let created = env
+        .create_subscription_as(
+            &acme_token,
+            json!({"id": "acme-kept", "endpoint": receiver.url(), "event_types": ["order.*"]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let export = env
+        .api(
+            Method::GET,
+            "/v1/admin/export",
+            postline_tests::api::Auth::Admin,
+            None,
+        )
+        .await;
+    assert_eq!(export.status, StatusCode::OK, "{}", export.text);
+    assert!(
+        !export.text.contains(&acme.secret),
+        "no client secret in an export"
+    );
+    let tenants: BTreeSet<&str> = export.json["tenants"]
+        .as_array()
+        .expect("tenants in the export")
+        .iter()
+        .filter_map(|t| t["tenant"]["id"].as_str())
+        .collect();
+    assert_eq!(tenants, BTreeSet::from(["acme", "globex"]));
+
+    // The tenant goes (with its clients, tokens and subscriptions)...
+    let deleted = env
+        .api(
+            Method::DELETE,
+            "/v1/tenants/acme",
+            postline_tests::api::Auth::Admin,
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.text);
+    let refused = env
+        .token_request(
+            &[("grant_type", "client_credentials")],
+            Some((&acme.id, &acme.secret)),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.text);
+    // ...and the import brings it back: the same client secret gets a token.
+    let imported = env
+        .api(
+            Method::POST,
+            "/v1/admin/import?force=true",
+            postline_tests::api::Auth::Admin,
+            Some(export.text.into_bytes()),
+        )
+        .await;
+    assert_eq!(imported.status, StatusCode::OK, "{}", imported.text);
+    assert_eq!(imported.json["tenants"], 2, "{}", imported.text);
+    let token = env.token_ok(&acme, None).await;
+    let shown = env
+        .call_as(&token, Method::GET, "/v1/subscriptions/acme-kept", None)
+        .await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.text);
+    env.cleanup().await;
+}

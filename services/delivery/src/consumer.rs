@@ -808,6 +808,7 @@ impl SubscriptionConsumer {
         AttemptRecord {
             at: Utc::now(),
             event_id: envelope.id.clone(),
+            event_type: envelope.event_type.clone(),
             attempt: number,
             status,
             error,

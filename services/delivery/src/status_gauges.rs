@@ -63,6 +63,14 @@ async fn refresh(
         let counts = state.parked_counts(chunk).await?;
         parked.extend(chunk.iter().zip(counts).filter(|(_, n)| *n > 0));
     }
+    // A disabled subscription keeps its block for when it is re-enabled; it
+    // counts as disabled, not blocked.
+    let is_disabled: std::collections::HashSet<&str> = subscriptions
+        .iter()
+        .filter(|s| s.spec.status == SubscriptionStatus::Disabled)
+        .map(|s| s.id())
+        .collect();
+    blocked.retain(|(id, _)| !is_disabled.contains(id.as_str()));
     let now = Utc::now();
     metrics.subscriptions_disabled.set(disabled as i64);
     metrics.subscriptions_blocked.set(blocked.len() as i64);

@@ -106,7 +106,9 @@ pub fn occurrences(
             }),
         });
     }
-    if let Some(block) = block {
+    // A disabled subscription keeps its block for when it is re-enabled: it
+    // is reported as disabled, not as blocked.
+    if let Some(block) = block.filter(|_| subscription.disabled.is_none()) {
         let blocked_for = (now - block.first_failure_at).to_std().unwrap_or_default();
         if blocked_for >= blocked_alert_after {
             found.push(Occurrence {
@@ -373,6 +375,40 @@ mod tests {
             Utc::now()
         )
         .is_empty());
+    }
+
+    #[test]
+    fn a_disabled_subscription_is_reported_disabled_not_blocked_by_the_block_it_keeps() {
+        let now = Utc::now();
+        let block = postline_shared::delivery_state::Block {
+            event_id: "e1".into(),
+            retry_id: "r1".into(),
+            attempts: 9,
+            next_attempt_at: now,
+            first_failure_at: now - chrono::TimeDelta::hours(2),
+            last_error: "receiver answered 500".into(),
+            envelope: "{}".into(),
+            incarnation: String::new(),
+        };
+        let blocked = occurrences(
+            &subscription(),
+            Some(&block),
+            &[],
+            Duration::from_secs(60),
+            now,
+        );
+        let types: Vec<_> = blocked.iter().map(|o| o.event_type).collect();
+        assert_eq!(types, ["postline.subscription.blocked"]);
+        let mut disabled = subscription();
+        disabled.disabled = Some(postline_shared::subscription::Disabled {
+            at: now,
+            reason: "retry policy exhausted".into(),
+            event_id: "e1".into(),
+            backlog_discarded: false,
+        });
+        let found = occurrences(&disabled, Some(&block), &[], Duration::from_secs(60), now);
+        let types: Vec<_> = found.iter().map(|o| o.event_type).collect();
+        assert_eq!(types, ["postline.subscription.disabled"]);
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub struct AttemptRecord {
     pub at: DateTime<Utc>,
     /// Event id.
     pub event_id: String,
+    /// Event type (empty in records written before it was kept).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub event_type: String,
     /// Attempt number of this event (1 for the first POST).
     pub attempt: u32,
     /// HTTP status, when the receiver answered.

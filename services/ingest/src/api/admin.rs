@@ -1,6 +1,7 @@
 //! Backup and recovery of Postline's state, under `/v1/admin/…` (admin token):
 //! `GET export` (every subscription as stored, secrets sealed, with its
-//! ordering block and parked events), `POST import` (restores an export and
+//! ordering block and parked events; every tenant with its OAuth clients,
+//! secrets only as their hashes), `POST import` (restores an export and
 //! writes a new installation marker, so services fail open again) and
 //! `POST reset-state` (declares a fresh start after a loss and names the
 //! strict subscriptions whose queued events may now be delivered out of order).
@@ -8,6 +9,8 @@
 use super::auth::require_bearer;
 use super::subscriptions::{admin_channel, close};
 use super::{ApiError, ApiState};
+use crate::tenants::store::{OAuthClient, TenantStoreError};
+use crate::tenants::Tenant;
 use axum::body::{to_bytes, Body};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -36,6 +39,19 @@ pub struct Export {
     pub installation: Option<Marker>,
     /// Every subscription.
     pub subscriptions: Vec<ExportedSubscription>,
+    /// Every tenant with its clients (absent in exports made before tenants).
+    #[serde(default)]
+    pub tenants: Vec<ExportedTenant>,
+}
+
+/// One tenant in an export.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExportedTenant {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// Its OAuth clients (secrets as argon2 hashes; tokens are not kept).
+    #[serde(default)]
+    pub clients: Vec<OAuthClient>,
 }
 
 /// One subscription in an export.
@@ -84,12 +100,26 @@ pub async fn export(
             parked,
         });
     }
-    tracing::info!(subscriptions = subscriptions.len(), "state exported");
+    let mut tenants = Vec::new();
+    for tenant in state.tenants.list().await.map_err(tenant_store)? {
+        let clients = state
+            .tenants
+            .clients(tenant.spec.id.as_str())
+            .await
+            .map_err(tenant_store)?;
+        tenants.push(ExportedTenant { tenant, clients });
+    }
+    tracing::info!(
+        subscriptions = subscriptions.len(),
+        tenants = tenants.len(),
+        "state exported"
+    );
     Ok(Json(Export {
         format: EXPORT_FORMAT.to_string(),
         exported_at: Utc::now(),
         installation: marker,
         subscriptions,
+        tenants,
     }))
 }
 
@@ -161,6 +191,14 @@ pub async fn import(
         parked += entry.parked.len();
         state.catalog.upsert(subscription.clone());
     }
+    // Tenants before the marker too: a subscription's tenant must exist.
+    for entry in &export.tenants {
+        state
+            .tenants
+            .restore(&entry.tenant, &entry.clients)
+            .await
+            .map_err(tenant_store)?;
+    }
     // Last: the marker tells every service the state is whole again.
     let marker = Marker::fresh();
     installation::write_marker(&mut state.redis.clone(), &state.keys, &marker)
@@ -176,6 +214,7 @@ pub async fn import(
     );
     Ok(Json(json!({
         "imported": checked.len(),
+        "tenants": export.tenants.len(),
         "blocks": blocks,
         "parked": parked,
         "installation": marker,
@@ -268,4 +307,9 @@ fn document_id(document: &Value) -> String {
 fn unavailable(error: installation::InstallationError) -> ApiError {
     tracing::error!(%error, "installation marker unavailable");
     ApiError::unavailable("redis unavailable; retry")
+}
+
+fn tenant_store(error: TenantStoreError) -> ApiError {
+    tracing::warn!(%error, "reading or writing tenants failed");
+    ApiError::unavailable("tenants could not be read or written; retry")
 }

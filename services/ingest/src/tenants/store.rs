@@ -153,6 +153,36 @@ impl TenantStore {
         Ok(())
     }
 
+    /// Puts back a tenant and its clients from a backup (as they were: the
+    /// clients' secrets keep working, their tokens are gone).
+    pub async fn restore(
+        &self,
+        tenant: &Tenant,
+        clients: &[OAuthClient],
+    ) -> Result<(), TenantStoreError> {
+        let id = tenant.spec.id.as_str();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .set(
+                self.keys.tenant(id),
+                serde_json::to_string(tenant).unwrap_or_default(),
+            )
+            .ignore()
+            .sadd(self.keys.tenant_ids(), id)
+            .ignore();
+        for client in clients {
+            pipe.set(
+                self.keys.oauth_client(&client.client_id),
+                serde_json::to_string(client).unwrap_or_default(),
+            )
+            .ignore()
+            .sadd(self.keys.tenant_clients(id), &client.client_id)
+            .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn()).await?;
+        Ok(())
+    }
+
     /// The tenant `id`, if it exists.
     pub async fn get(&self, id: &str) -> Result<Option<Tenant>, TenantStoreError> {
         let key = self.keys.tenant(id);

@@ -666,13 +666,14 @@ async fn detail(
         .recent_attempts(&id, 50)
         .await
         .unwrap_or_default();
-    body.push_str("<h2>Recent attempts</h2><table id=\"attempts\"><thead><tr><th>When</th><th>Event</th><th>Attempt</th><th>Outcome</th><th>Status or error</th><th>Duration</th></tr></thead><tbody>");
+    body.push_str("<h2>Recent attempts</h2><table id=\"attempts\"><thead><tr><th>When</th><th>Event</th><th>Type</th><th>Attempt</th><th>Outcome</th><th>Status or error</th><th>Duration</th></tr></thead><tbody>");
     for attempt in &attempts {
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ms</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ms</td></tr>",
             when(attempt.at, now),
             escape(&attempt.event_id),
+            escape(&attempt.event_type),
             attempt.attempt,
             escape(&attempt.outcome),
             escape(
