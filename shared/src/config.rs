@@ -49,6 +49,10 @@ pub struct CommonConfig {
     pub redis_url: String,
     /// Subscription queue type (`POSTLINE_QUEUE_TYPE`: classic|quorum).
     pub queue_type: QueueType,
+    /// With `quorum`: drain and delete the classic queues of an installation
+    /// moving from classic queues first (`POSTLINE_MIGRATE_FROM_CLASSIC`,
+    /// default false; see [`crate::migration`]).
+    pub migrate_from_classic: bool,
     /// Keys sealing secrets at rest (`POSTLINE_ENCRYPTION_KEY`, `POSTLINE_ENCRYPTION_OLD_KEYS`);
     /// every service reading subscriptions needs the same ring.
     pub encryption: KeyRing,
@@ -76,6 +80,7 @@ impl CommonConfig {
             amqp_url: amqp_urls_from_env()?,
             redis_url: env_or("POSTLINE_REDIS_URL", DEFAULT_REDIS_URL.to_string())?,
             queue_type: env_or("POSTLINE_QUEUE_TYPE", QueueType::Classic)?,
+            migrate_from_classic: env_or("POSTLINE_MIGRATE_FROM_CLASSIC", false)?,
             encryption: encryption_from_env()?,
             outbound: OutboundConfig::from_env()?,
         })
@@ -99,6 +104,7 @@ impl CommonConfig {
             amqp_url: default_amqp_nodes(),
             redis_url: DEFAULT_REDIS_URL.to_string(),
             queue_type: QueueType::Classic,
+            migrate_from_classic: false,
             encryption: KeyRing::development(),
             outbound: OutboundConfig::default(),
         }
@@ -107,6 +113,7 @@ impl CommonConfig {
     /// The AMQP names of this namespace.
     pub fn topology(&self) -> crate::topology::Topology {
         crate::topology::Topology::new(&self.namespace, self.queue_type)
+            .migrating_from_classic(self.migrate_from_classic)
     }
 
     /// The Redis keys of this namespace.

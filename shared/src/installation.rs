@@ -128,25 +128,23 @@ pub async fn broker_has_namespace(
     let connection = BrokerConnector::new(amqp_url.clone())
         .connect("state-check")
         .await?;
-    let channel = connection.create_channel().await?;
-    let declared = channel
-        .queue_declare(
-            topology.ingest_queue().as_str().into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
-        .await;
-    let exists = match declared {
-        Ok(_) => true,
-        Err(error) if connection.status().connected() => {
-            tracing::debug!(%error, "intake queue absent");
-            false
+    // An installation moving to quorum queues may still have only its
+    // classic intake queue.
+    let mut queues = vec![topology.ingest_queue()];
+    queues.extend(topology.legacy().map(|legacy| legacy.ingest_queue()));
+    let mut exists = false;
+    for queue in queues {
+        match crate::migration::depth(&connection, &queue).await {
+            Ok(found) => exists |= found.is_some(),
+            Err(error) => {
+                let _ = connection.close(200, "state check failed".into()).await;
+                return Err(error.into());
+            }
         }
-        Err(error) => return Err(error),
-    };
+    }
+    if !exists {
+        tracing::debug!("intake queue absent");
+    }
     let _ = tokio::time::timeout(
         Duration::from_secs(2),
         connection.close(200, "state check done".into()),

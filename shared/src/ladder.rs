@@ -43,6 +43,13 @@ pub const MAX_STEPS: usize = 32;
 pub const MAX_IMMEDIATE_PAUSE_MS: u64 = 30_000;
 /// Most immediate retries.
 pub const MAX_IMMEDIATE_RETRIES: u32 = 10;
+/// The delays (ms) a receiver's `Retry-After` wait is rounded up to (each
+/// a delay queue; see delivery's `decision::retry_after`).
+pub const RETRY_AFTER_STEPS_MS: [u64; 20] = [
+    100, 250, 500, 1_000, 2_000, 3_000, 5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000,
+    600_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 21_600_000, 86_400_000,
+];
+
 /// Default longest wait a receiver's `Retry-After` may ask for (1 hour).
 pub const DEFAULT_MAX_RETRY_AFTER_MS: u64 = HOUR_MS;
 /// Highest `max_retry_after_ms` an operator may set (1 day).

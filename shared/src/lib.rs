@@ -18,6 +18,7 @@ pub mod installation;
 pub mod keys;
 pub mod ladder;
 pub mod metrics;
+pub mod migration;
 pub mod ops;
 pub mod outbound;
 pub mod problem;

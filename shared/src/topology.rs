@@ -43,6 +43,7 @@ impl std::str::FromStr for QueueType {
 pub struct Topology {
     namespace: String,
     queue_type: QueueType,
+    migrating: bool,
 }
 
 impl Topology {
@@ -51,7 +52,15 @@ impl Topology {
         Self {
             namespace: namespace.to_string(),
             queue_type,
+            migrating: false,
         }
+    }
+
+    /// The same topology, which (if of quorum queues) first drains the
+    /// classic queues of the installation it replaces: see [`Self::legacy`].
+    pub fn migrating_from_classic(mut self, migrating: bool) -> Self {
+        self.migrating = migrating;
+        self
     }
 
     /// Topic exchange upstream systems publish events to (routing key = event type).
@@ -61,12 +70,12 @@ impl Topology {
 
     /// Intake queue consumed by ingest.
     pub fn ingest_queue(&self) -> String {
-        format!("{}.ingest", self.namespace)
+        self.queue_name(format!("{}.ingest", self.namespace))
     }
 
     /// Queue holding intake messages that could not be accepted, with the reason.
     pub fn rejected_queue(&self) -> String {
-        format!("{}.ingest.rejected", self.namespace)
+        self.queue_name(format!("{}.ingest.rejected", self.namespace))
     }
 
     /// Direct exchange routing event copies to subscription queues by subscription id.
@@ -82,12 +91,35 @@ impl Topology {
     /// The delay queue of one ladder step: messages wait `delay_ms`, then are
     /// dead-lettered back to their subscription queue.
     pub fn delay_queue(&self, delay_ms: u64) -> String {
-        format!("{}.delay.{delay_ms}", self.namespace)
+        self.queue_name(format!("{}.delay.{delay_ms}", self.namespace))
     }
 
     /// The queue of one subscription.
     pub fn subscription_queue(&self, subscription_id: &str) -> String {
-        format!("{}.sub.{subscription_id}", self.namespace)
+        self.queue_name(format!("{}.sub.{subscription_id}", self.namespace))
+    }
+
+    /// The queue type of this topology's queues.
+    pub fn queue_type(&self) -> QueueType {
+        self.queue_type
+    }
+
+    /// The classic topology a quorum installation is moving from (its queues
+    /// are drained first, then deleted; see [`crate::migration`]); `None`
+    /// unless this is a quorum topology told to migrate.
+    pub fn legacy(&self) -> Option<Topology> {
+        (self.queue_type == QueueType::Quorum && self.migrating)
+            .then(|| Topology::new(&self.namespace, QueueType::Classic))
+    }
+
+    /// A queue's name: quorum queues carry a `.q` suffix, because a queue
+    /// cannot change type and an installation moving from classic to quorum
+    /// queues has both for a while.
+    fn queue_name(&self, base: String) -> String {
+        match self.queue_type {
+            QueueType::Classic => base,
+            QueueType::Quorum => format!("{base}{QUORUM_SUFFIX}"),
+        }
     }
 
     /// Declares the exchanges and intake queues (idempotent; run after every connect).
@@ -236,18 +268,67 @@ impl Topology {
         channel
             .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
             .await?;
-        let mut binding = FieldTable::default();
-        binding.insert("x-match".into(), long_string("all"));
-        binding.insert(DELAY_HEADER.into(), long_string(&delay_ms.to_string()));
         channel
             .queue_bind(
                 queue.as_str().into(),
                 self.delay_exchange().into(),
                 "".into(),
                 QueueBindOptions::default(),
-                binding,
+                delay_binding(delay_ms),
             )
             .await
+    }
+
+    /// Stops routing new copies to the queues of `legacy` (the classic
+    /// topology this quorum one replaces): the intake queue, the queues of
+    /// `subscription_ids` and the delay queues of `delays_ms`. Their messages
+    /// stay, to be drained before the quorum queues are read (see
+    /// [`crate::migration`]). Missing queues are skipped.
+    pub async fn unbind_legacy(
+        legacy: &Topology,
+        connection: &lapin::Connection,
+        subscription_ids: &[String],
+        delays_ms: impl IntoIterator<Item = u64>,
+    ) -> Result<(), crate::migration::MigrationError> {
+        use crate::migration::{depth, unbind};
+        let intake = legacy.ingest_queue();
+        if depth(connection, &intake).await?.is_some() {
+            unbind(
+                connection,
+                &intake,
+                &legacy.ingest_exchange(),
+                "#",
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        for id in subscription_ids {
+            let queue = legacy.subscription_queue(id);
+            if depth(connection, &queue).await?.is_some() {
+                unbind(
+                    connection,
+                    &queue,
+                    &legacy.deliver_exchange(),
+                    id,
+                    FieldTable::default(),
+                )
+                .await?;
+            }
+        }
+        for delay_ms in delays_ms {
+            let queue = legacy.delay_queue(delay_ms);
+            if depth(connection, &queue).await?.is_some() {
+                unbind(
+                    connection,
+                    &queue,
+                    &legacy.delay_exchange(),
+                    "",
+                    delay_binding(delay_ms),
+                )
+                .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Declares the delay queue of every step in `delays_ms` (a retry
@@ -330,6 +411,9 @@ impl Topology {
     }
 }
 
+/// Suffix of every quorum queue's name (`postline.sub.acme.q`).
+pub const QUORUM_SUFFIX: &str = ".q";
+
 /// `x-delivery-limit` of quorum queues: finite (at-least-once dead-lettering
 /// needs one) and unreachable in practice.
 pub const QUORUM_DELIVERY_LIMIT: i32 = 1_000_000;
@@ -342,6 +426,14 @@ pub const DELAY_HEADER: &str = "postline-delay-ms";
 /// ms, as text). Delivery on an interval sends a copy at the first tick after it.
 pub const QUEUED_AT_HEADER: &str = "postline-queued-at";
 
+/// The binding of a delay queue to the delay exchange: its step, as text.
+fn delay_binding(delay_ms: u64) -> FieldTable {
+    let mut binding = FieldTable::default();
+    binding.insert("x-match".into(), long_string("all"));
+    binding.insert(DELAY_HEADER.into(), long_string(&delay_ms.to_string()));
+    binding
+}
+
 fn long_string(text: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(text))
 }
@@ -353,5 +445,38 @@ pub fn header_str(headers: Option<&FieldTable>, name: &str) -> Option<String> {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_queues_have_names_of_their_own_and_exchanges_are_shared() {
+        let classic = Topology::new("ns", QueueType::Classic);
+        let quorum = Topology::new("ns", QueueType::Quorum);
+        assert_eq!(classic.subscription_queue("acme"), "ns.sub.acme");
+        assert_eq!(quorum.subscription_queue("acme"), "ns.sub.acme.q");
+        assert_eq!(quorum.ingest_queue(), "ns.ingest.q");
+        assert_eq!(quorum.rejected_queue(), "ns.ingest.rejected.q");
+        assert_eq!(quorum.delay_queue(300), "ns.delay.300.q");
+        assert_eq!(classic.deliver_exchange(), quorum.deliver_exchange());
+        assert_eq!(classic.ingest_exchange(), quorum.ingest_exchange());
+    }
+
+    #[test]
+    fn only_a_quorum_topology_told_to_migrate_has_a_classic_one_to_drain() {
+        assert!(Topology::new("ns", QueueType::Quorum).legacy().is_none());
+        assert!(Topology::new("ns", QueueType::Classic)
+            .migrating_from_classic(true)
+            .legacy()
+            .is_none());
+        let legacy = Topology::new("ns", QueueType::Quorum)
+            .migrating_from_classic(true)
+            .legacy()
+            .expect("the classic topology");
+        assert_eq!(legacy.subscription_queue("acme"), "ns.sub.acme");
+        assert_eq!(legacy.queue_type(), QueueType::Classic);
     }
 }

@@ -286,6 +286,18 @@ impl TestEnv {
         self.redis.clone()
     }
 
+    /// Stops ingest cleanly and starts it again with [`TestEnv::ingest_config`]
+    /// as it is now (e.g. another queue type).
+    pub async fn restart_ingest(&mut self) {
+        if let Some(ingest) = self.ingest.take() {
+            ingest.cancel.cancel();
+            if tokio::time::timeout(DEADLINE, ingest.done).await.is_err() {
+                panic!("ingest did not stop within {DEADLINE:?}");
+            }
+        }
+        self.start_ingest().await;
+    }
+
     async fn start_ingest(&mut self) {
         let cancel = CancellationToken::new();
         let running = postline_ingest::start(self.ingest_config.clone(), cancel.clone())

@@ -28,6 +28,7 @@ use lapin::Connection;
 use postline_shared::broker::{self, ConfirmedPublisher, PublishError, SettleError};
 use postline_shared::delivery_state::semantics::Dropped;
 use postline_shared::delivery_state::{AttemptRecord, Block, DeliveryState, ParkedEvent};
+use postline_shared::migration;
 use postline_shared::redelivery::{Redelivery, RetryHeaders};
 use postline_shared::subscription::{
     Disabled, OrderMode, Subscription, SubscriptionStore, Tracking,
@@ -175,38 +176,122 @@ impl SubscriptionConsumer {
     ) -> Result<Ended, ConsumerError> {
         let settings = self.settings();
         let id = settings.id().to_string();
-        let window = pacing::prefetch_for(&settings, self.context.prefetch);
         let topology = &self.context.topology;
+        // An installation moving to quorum queues drains the subscription's
+        // classic queue first: everything in it precedes the quorum queue.
+        if let Some(legacy) = topology.legacy() {
+            let queue = legacy.subscription_queue(&id);
+            if migration::depth(connection, &queue)
+                .await
+                .map_err(lapin::Error::from)?
+                .is_some()
+            {
+                return self.drain_legacy(connection, &settings, &queue, stop).await;
+            }
+        }
+        let channel = within(connection.create_channel()).await?;
+        topology.declare_subscription(&channel, &id).await?;
+        let _ = channel.close(200, "declared".into()).await;
+        let outcome = self
+            .session(
+                connection,
+                &settings,
+                &topology.subscription_queue(&id),
+                stop,
+            )
+            .await;
+        if let Ok(Ended::Disabled { discard: true }) = outcome {
+            self.discard_backlog(connection, &id, &topology.subscription_queue(&id))
+                .await;
+        }
+        outcome
+    }
+
+    /// Consumes the classic queue `queue` of a subscription moving to a
+    /// quorum queue until it is empty and deleted, then ends the session so
+    /// the next one reads the quorum queue (see `postline_shared::migration`).
+    async fn drain_legacy(
+        &self,
+        connection: &Connection,
+        settings: &Subscription,
+        queue: &str,
+        stop: &CancellationToken,
+    ) -> Result<Ended, ConsumerError> {
+        let id = settings.id();
+        let (outcome, drained) =
+            migration::until_empty(connection, queue, stop, |until| async move {
+                self.session(connection, settings, queue, &until).await
+            })
+            .await;
+        if stop.is_cancelled() || !drained {
+            return outcome;
+        }
+        match outcome? {
+            // Drained: delete it (refused while a message or another
+            // replica's consumer is left), then go on with the quorum queue.
+            Ended::Stopped => {}
+            Ended::Disabled { discard: true } => {
+                self.discard_backlog(connection, id, queue).await;
+                let current = self.context.topology.subscription_queue(id);
+                self.discard_backlog(connection, id, &current).await;
+                return Ok(Ended::Disabled { discard: true });
+            }
+            other => return Ok(other),
+        }
+        let retired = migration::retire(connection, queue)
+            .await
+            .map_err(lapin::Error::from)?;
+        let now = Utc::now();
+        if retired == Some(false) {
+            return Ok(Ended::Wait {
+                until: now + migration::RECHECK,
+                progressed: true,
+            });
+        }
+        tracing::warn!(subscription = %id, %queue, "classic subscription queue drained and deleted; consuming the quorum one");
+        Ok(Ended::Wait {
+            until: now,
+            progressed: true,
+        })
+    }
+
+    /// One session on `queue`: a channel of its own, closed at the end, which
+    /// returns every message not settled to its place.
+    async fn session(
+        &self,
+        connection: &Connection,
+        settings: &Subscription,
+        queue: &str,
+        stop: &CancellationToken,
+    ) -> Result<Ended, ConsumerError> {
+        let id = settings.id();
+        let window = pacing::prefetch_for(settings, self.context.prefetch);
         let channel = within(connection.create_channel()).await?;
         channel
             .basic_qos(window, BasicQosOptions::default())
             .await?;
-        topology.declare_subscription(&channel, &id).await?;
         let mut consumer = channel
             .basic_consume(
-                topology.subscription_queue(&id).into(),
+                queue.into(),
                 "".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await?;
         if settings.spec.order == OrderMode::Strict {
-            self.reissue_lost_copy(&settings).await;
+            self.reissue_lost_copy(settings).await;
         }
         // An interval session delivers what was queued before the latest tick.
         let tick = settings.spec.interval_ms.map(Tick::now);
         let outcome = if settings.spec.order == OrderMode::None {
-            self.consume_unordered(&id, &mut consumer, tick, usize::from(window), stop)
+            self.consume_unordered(id, &mut consumer, tick, usize::from(window), stop)
                 .await
         } else {
-            self.consume_in_order(&id, &mut consumer, tick, stop).await
+            self.consume_in_order(id, &mut consumer, tick, stop).await
         };
         // Closing the channel returns every prefetched, unacked message to the
         // queue in its original position, so the next consumer resumes in order.
         let _ = channel.close(200, "consumer session over".into()).await;
-        if let Ok(Ended::Disabled { discard: true }) = outcome {
-            self.discard_backlog(connection, &id).await;
-        }
         outcome
     }
 
@@ -825,14 +910,11 @@ impl SubscriptionConsumer {
     /// Empties the queue of a subscription disabled with `discard_on_disable`.
     /// Copies waiting in delay queues are of the incarnation the disable
     /// ended, so they are dropped as stale when they come back.
-    async fn discard_backlog(&self, connection: &Connection, id: &str) {
+    async fn discard_backlog(&self, connection: &Connection, id: &str, queue: &str) {
         let purged = async {
             let channel = within(connection.create_channel()).await?;
             let purged = channel
-                .queue_purge(
-                    self.context.topology.subscription_queue(id).into(),
-                    QueuePurgeOptions::default(),
-                )
+                .queue_purge(queue.into(), QueuePurgeOptions::default())
                 .await;
             let _ = channel.close(200, "backlog discarded".into()).await;
             purged

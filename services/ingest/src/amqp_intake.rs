@@ -23,6 +23,7 @@ use postline_shared::broker::{
     self as broker, dead_letter_properties, ConfirmedPublisher, Outgoing, PendingConfirm,
     PublishError, SettleError,
 };
+use postline_shared::migration;
 use postline_shared::problem::Problem;
 use postline_shared::topology::Topology;
 use postline_shared::Envelope;
@@ -126,9 +127,74 @@ impl AmqpIntake {
         }
     }
 
-    /// Consumes until `stop` or a broker failure.
+    /// Consumes until `stop` or a broker failure: first what is left in the
+    /// classic intake queue of an installation moving to quorum queues,
+    /// then the intake queue.
     pub async fn run(
         &self,
+        connection: &Connection,
+        publisher: &ConfirmedPublisher,
+        stop: &CancellationToken,
+    ) -> Result<(), IntakeError> {
+        if let Some(legacy) = self.topology.legacy() {
+            self.drain_legacy(connection, publisher, &legacy.ingest_queue(), stop)
+                .await?;
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+        }
+        self.consume(&self.topology.ingest_queue(), connection, publisher, stop)
+            .await
+    }
+
+    /// Consumes the classic intake queue `queue` until it is empty and can
+    /// be deleted (every event in it was published before any in the quorum
+    /// intake queue, so it goes first; see `postline_shared::migration`).
+    async fn drain_legacy(
+        &self,
+        connection: &Connection,
+        publisher: &ConfirmedPublisher,
+        queue: &str,
+        stop: &CancellationToken,
+    ) -> Result<(), IntakeError> {
+        loop {
+            if migration::depth(connection, queue)
+                .await
+                .map_err(lapin::Error::from)?
+                .is_none()
+            {
+                return Ok(());
+            }
+            tracing::info!(%queue, "draining the classic intake queue before the quorum one");
+            let (consumed, _) =
+                migration::until_empty(connection, queue, stop, |until| async move {
+                    self.consume(queue, connection, publisher, &until).await
+                })
+                .await;
+            consumed?;
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            match migration::retire(connection, queue)
+                .await
+                .map_err(lapin::Error::from)?
+            {
+                Some(false) => {
+                    tracing::info!(%queue, "classic intake queue not empty or still consumed; draining on");
+                    tokio::time::sleep(migration::RECHECK).await;
+                }
+                _ => {
+                    tracing::warn!(%queue, "classic intake queue drained and deleted; consuming the quorum one");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Consumes `queue` until `stop` or a broker failure.
+    async fn consume(
+        &self,
+        queue: &str,
         connection: &Connection,
         publisher: &ConfirmedPublisher,
         stop: &CancellationToken,
@@ -140,7 +206,7 @@ impl AmqpIntake {
                 .await?;
             let consumer = channel
                 .basic_consume(
-                    self.topology.ingest_queue().into(),
+                    queue.into(),
                     "".into(),
                     BasicConsumeOptions::default(),
                     FieldTable::default(),

@@ -119,6 +119,8 @@ async fn prepare(
     // delay queue whose home node is down) closes its channel, and must not
     // keep intake from starting; a retry that still meets a missing delay
     // queue declares it then.
+    let mut legacy_delays = delays.clone();
+    legacy_delays.extend(postline_shared::ladder::RETRY_AFTER_STEPS_MS);
     let declared = match connection.create_channel().await {
         Ok(channel) => {
             let declared = topology.declare_delay_queues(&channel, delays).await;
@@ -129,6 +131,13 @@ async fn prepare(
     };
     if let Err(error) = declared {
         tracing::warn!(%error, "declaring the delay queues failed; each is declared when a retry first needs it");
+    }
+    // Moving from classic to quorum queues: the classic ones get no new
+    // copies from now on (before intake publishes anything); what they hold
+    // is drained first (see `postline_shared::migration`).
+    if let Some(legacy) = topology.legacy() {
+        let ids: Vec<String> = catalog.all().iter().map(|s| s.id().to_string()).collect();
+        Topology::unbind_legacy(&legacy, connection, &ids, legacy_delays).await?;
     }
     Ok(publisher)
 }

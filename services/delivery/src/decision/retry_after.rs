@@ -9,11 +9,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-/// The delays (ms) a `Retry-After` wait is rounded up to.
-pub const RETRY_AFTER_STEPS_MS: [u64; 20] = [
-    100, 250, 500, 1_000, 2_000, 3_000, 5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000,
-    600_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 21_600_000, 86_400_000,
-];
+pub use postline_shared::ladder::RETRY_AFTER_STEPS_MS;
 
 /// The earliest time the receiver asked to be called again, from its
 /// `Retry-After` value at `now`; `None` when the value is neither form. A

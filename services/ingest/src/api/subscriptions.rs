@@ -437,6 +437,13 @@ pub(super) async fn remove(state: &ApiState, id: &str) -> Result<Value, ApiError
     // a broker hiccup) still cleans up a queue left behind.
     let discarded = state.topology.delete_subscription(&channel, id).await;
     close(channel).await;
+    // Moving to quorum queues: the classic queue may still be there too.
+    if let Some(legacy) = state.topology.legacy() {
+        if let Ok(channel) = admin_channel(state).await {
+            let _ = legacy.delete_subscription(&channel, id).await;
+            close(channel).await;
+        }
+    }
     outcome?;
     if let Err(error) = state.delivery.forget(id).await {
         tracing::warn!(%error, subscription = %id, "removing the delivery records failed");
