@@ -20,7 +20,7 @@ pub const MAX_TYPE_LEN: usize = 255;
 pub const MAX_PAYLOAD_DEPTH: usize = 64;
 
 /// An event as a producer submits it: `{id?, type, operation?, timestamp?, payload}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IncomingEvent {
     /// Producer-chosen id; a UUIDv7 is assigned when absent.
@@ -36,6 +36,7 @@ pub struct IncomingEvent {
     #[serde(default)]
     pub timestamp: Option<String>,
     /// The event's data, any JSON, kept byte for byte.
+    #[schema(value_type = serde_json::Value)]
     pub payload: Box<RawValue>,
     /// The tenant whose subscriptions may receive it; none: the operator's only.
     #[serde(default)]

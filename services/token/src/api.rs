@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use postline_shared::problem::{parse_json, Problem};
+use postline_shared::problem::{parse_json, Problem, ProblemCode};
 use postline_shared::secret::Secret;
 use postline_shared::token_cache::Token;
 use serde::Deserialize;
@@ -45,11 +45,11 @@ pub struct TokenApiError {
 impl From<MintError> for TokenApiError {
     fn from(error: MintError) -> Self {
         let (status, code) = match &error {
-            MintError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            MintError::NoTokenMode { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "no_token_mode"),
-            MintError::Fetch(_) => (StatusCode::BAD_GATEWAY, "token_endpoint"),
-            MintError::LockTimeout => (StatusCode::GATEWAY_TIMEOUT, "refresh_timeout"),
-            MintError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            MintError::NotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::NotFound),
+            MintError::NoTokenMode { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::NoTokenMode),
+            MintError::Fetch(_) => (StatusCode::BAD_GATEWAY, ProblemCode::TokenEndpoint),
+            MintError::LockTimeout => (StatusCode::GATEWAY_TIMEOUT, ProblemCode::RefreshTimeout),
+            MintError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ProblemCode::Unavailable),
         };
         Self {
             status,

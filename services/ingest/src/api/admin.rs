@@ -15,7 +15,7 @@ use axum::Json;
 use chrono::Utc;
 use postline_shared::delivery_state::{Block, ParkedEvent};
 use postline_shared::installation::{self, Marker};
-use postline_shared::problem::Problem;
+use postline_shared::problem::{Problem, ProblemCode};
 use postline_shared::subscription::{OrderMode, Subscription};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -107,7 +107,7 @@ pub async fn import(
     refuse_if_installed(&state, force.force).await?;
     let bytes = to_bytes(body, MAX_IMPORT_BYTES).await.map_err(|_| {
         ApiError::invalid(Problem::whole(
-            "too_large",
+            ProblemCode::TooLarge,
             format!("an import is at most {MAX_IMPORT_BYTES} bytes"),
         ))
     })?;
@@ -234,7 +234,7 @@ async fn refuse_if_installed(state: &ApiState, force: bool) -> Result<(), ApiErr
         .map_err(|error| unavailable(error.into()))?;
     if present && !force {
         return Err(ApiError::conflict(
-            "state_present",
+            ProblemCode::StatePresent,
             "the installation marker is present: the state is not lost (add ?force=true to overwrite)",
         ));
     }

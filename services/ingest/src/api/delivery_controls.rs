@@ -12,7 +12,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use postline_shared::delivery_state::{ParkedEvent, StateError};
-use postline_shared::problem::Problem;
+use postline_shared::problem::{Problem, ProblemCode};
 use postline_shared::redelivery::Redelivery;
 use postline_shared::subscription::semantics::tick_after;
 use postline_shared::subscription::{Subscription, SubscriptionStatus};
@@ -160,7 +160,7 @@ pub async fn retry_now(
     let subscription = subscription(&state, &caller, &id, Scope::DeliveriesReplay).await?;
     let block = state.delivery.block(&id).await?.ok_or_else(|| {
         ApiError::conflict(
-            "not_blocked",
+            ProblemCode::NotBlocked,
             format!("subscription {id} is not waiting on a failed event"),
         )
     })?;
@@ -173,7 +173,7 @@ pub async fn retry_now(
         })?;
     if !swapped {
         return Err(ApiError::conflict(
-            "block_changed",
+            ProblemCode::BlockChanged,
             "the blocked event was attempted meanwhile; look at the state and retry",
         ));
     }

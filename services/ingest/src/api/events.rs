@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use postline_shared::problem::{parse_json, Problem};
+use postline_shared::problem::{parse_json, Problem, ProblemCode};
 use postline_shared::Envelope;
 use serde_json::value::RawValue;
 
@@ -39,7 +39,7 @@ pub async fn post_batch(
         return Err(reject(
             &state,
             Problem::whole(
-                "invalid_batch",
+                ProblemCode::InvalidBatch,
                 format!("a batch holds 1 to {} events", state.max_batch_events),
             ),
         ));
@@ -101,14 +101,14 @@ async fn read_limited(state: &ApiState, body: Body, limit: usize) -> Result<Byte
 
 fn too_large(size: usize, limit: usize) -> Problem {
     Problem::whole(
-        "too_large",
+        ProblemCode::TooLarge,
         format!("event is {size} bytes; the limit is {limit}"),
     )
 }
 
 fn too_large_unknown(limit: usize) -> Problem {
     Problem::whole(
-        "too_large",
+        ProblemCode::TooLarge,
         format!("request body exceeds the limit of {limit} bytes"),
     )
 }
@@ -117,7 +117,7 @@ fn reject(state: &ApiState, problem: Problem) -> ApiError {
     state
         .metrics
         .rejected
-        .with_label_values(&["http", problem.code])
+        .with_label_values(&["http", problem.code.as_str()])
         .inc();
     ApiError::invalid(problem)
 }

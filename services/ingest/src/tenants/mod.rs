@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use postline_shared::ladder::{
     PolicyKind, RetryPolicy, DEFAULT_GIVE_UP_AFTER_MS, DEFAULT_MAX_RETRY_AFTER_MS,
 };
-use postline_shared::problem::Problem;
+use postline_shared::problem::{Problem, ProblemCode};
 use postline_shared::subscription::{EventTypePattern, SubscriptionSpec, DEFAULT_TIMEOUT_MS};
 use postline_shared::tenant::TenantId;
 use serde::{Deserialize, Serialize};
@@ -207,7 +207,7 @@ pub fn check_event_types(allowed: &[String], event_types: &[String]) -> Result<(
 pub fn check_room(max_subscriptions: u32, existing: usize) -> Result<(), Problem> {
     if existing >= max_subscriptions as usize {
         return Err(Problem {
-            code: "limit_reached",
+            code: ProblemCode::LimitReached,
             field: Some("max_subscriptions".into()),
             message: format!(
                 "your tenant may have at most {max_subscriptions} subscriptions; delete one first"
@@ -236,7 +236,7 @@ pub fn operator_only(
 ) -> Result<(), Problem> {
     let refuse = |field: &str, message: String| {
         Err(Problem {
-            code: "operator_only",
+            code: ProblemCode::OperatorOnly,
             field: Some(field.to_string()),
             message,
         })
