@@ -60,6 +60,17 @@ pub struct Force {
 
 /// `GET /v1/admin/export`. Refused (503 `state_lost`) while the state is
 /// lost, so a scheduled export never overwrites a good backup with an empty one.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/export",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Every subscription as stored (secrets sealed), with its block and parked events", body = Object),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn export(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -97,6 +108,22 @@ pub async fn export(
 /// (it must open with the configured keys) before anything is written;
 /// then the queues are declared, the subscriptions, blocks and parked
 /// events written, and a new installation marker ends the lost state.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/import",
+    tag = "admin",
+    params(("force" = Option<bool>, Query, description = "Import although the state is present")),
+    request_body(content = Object, description = "An export"),
+    responses(
+        (status = 200, description = "Restored", body = super::openapi::Imported),
+        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
+        (status = 413, description = "`too_large`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn import(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -185,6 +212,19 @@ pub async fn import(
 /// `POST /v1/admin/reset-state`: declares a fresh start (a new marker) and
 /// names the strict subscriptions known to this process whose queues hold
 /// events but which have no block in Redis: their order may now be broken.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/reset-state",
+    tag = "admin",
+    params(("force" = Option<bool>, Query, description = "Reset although the state is present")),
+    responses(
+        (status = 200, description = "A fresh start declared", body = super::openapi::ResetDone),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn reset_state(
     State(state): State<ApiState>,
     headers: HeaderMap,

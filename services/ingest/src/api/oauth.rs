@@ -185,6 +185,19 @@ static DECOY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 /// `POST /oauth/token`.
+#[utoipa::path(
+    post,
+    path = "/oauth/token",
+    tag = "oauth",
+    request_body(content = super::openapi::TokenForm, content_type = "application/x-www-form-urlencoded", description = "The client authenticates with HTTP Basic or `client_id`/`client_secret` in the form"),
+    responses(
+        (status = 200, description = "An access token (`Cache-Control: no-store`)", body = super::openapi::TokenIssued),
+        (status = 400, description = "`invalid_request`, `unsupported_grant_type`, `invalid_scope`, `unauthorized_client`", body = super::openapi::OAuthErrorBody),
+        (status = 401, description = "`invalid_client` (with `WWW-Authenticate`)", body = super::openapi::OAuthErrorBody),
+        (status = 429, description = "`slow_down`: this client id failed too often; wait", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn token(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
     match issue(&state, &headers, &body).await {
         Ok(response) => response,

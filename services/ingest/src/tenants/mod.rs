@@ -31,7 +31,7 @@ pub const MAX_NAME_LEN: usize = 200;
 pub const TENANT_MIN_INTERVAL_MS: u64 = 60_000;
 
 /// Whether a tenant is served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TenantStatus {
     /// Its credentials work and its subscriptions deliver.
@@ -42,7 +42,7 @@ pub enum TenantStatus {
 }
 
 /// A tenant as the operator writes it (the create body).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantSpec {
     /// Id (the shape of a subscription id); events name it in `tenant`.
@@ -64,7 +64,7 @@ fn default_max_subscriptions() -> u32 {
 }
 
 /// A partial update of a tenant.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantPatch {
     /// New name.
@@ -98,7 +98,7 @@ impl TenantPatch {
 }
 
 /// A stored tenant.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tenant {
     /// What the operator configured.
     #[serde(flatten)]
