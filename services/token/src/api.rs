@@ -8,7 +8,7 @@
 
 use crate::minter::{MintError, Minter};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -37,6 +37,28 @@ pub struct TokenQuery {
     /// A staged subscription version (see `SubscriptionStore::stage`).
     #[serde(default)]
     pub staged: Option<String>,
+}
+
+impl TokenQuery {
+    /// Reads the query string; an unknown or repeated parameter is a 400
+    /// in the API's JSON error body (axum's query rejection answers in
+    /// plain text).
+    pub fn parse(query: Option<&str>) -> Result<Self, TokenApiError> {
+        let mut staged = None;
+        for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            let refused = |message: &str| TokenApiError {
+                status: StatusCode::BAD_REQUEST,
+                problem: Problem::field(name.to_string(), message.to_string()),
+            };
+            if name != "staged" {
+                return Err(refused("unknown query parameter"));
+            }
+            if staged.replace(value.into_owned()).is_some() {
+                return Err(refused("given more than once"));
+            }
+        }
+        Ok(Self { staged })
+    }
 }
 
 /// Every error answer: `{"error": {code, field?, message}}`.
@@ -141,7 +163,7 @@ pub fn router(minter: Arc<Minter>) -> Router {
     ),
     responses(
         (status = 200, description = "A usable token (cached, or fetched now)", body = Token),
-        (status = 400, description = "`invalid_field`: an unknown query parameter", body = ErrorBody),
+        (status = 400, description = "`invalid_field`: an unknown or repeated query parameter", body = ErrorBody),
         (status = 404, description = "`not_found`: no such subscription", body = ErrorBody),
         (status = 422, description = "`no_token_mode`: its receiver auth fetches no token", body = ErrorBody),
         (status = 502, description = "`token_endpoint`: the receiver's token endpoint failed", body = ErrorBody),
@@ -152,8 +174,9 @@ pub fn router(minter: Arc<Minter>) -> Router {
 async fn issue(
     State(minter): State<Arc<Minter>>,
     Path(id): Path<String>,
-    Query(query): Query<TokenQuery>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Token>, TokenApiError> {
+    let query = TokenQuery::parse(query.as_deref())?;
     Ok(Json(minter.token(&id, query.staged.as_deref()).await?))
 }
 
@@ -169,7 +192,7 @@ async fn issue(
     request_body = InvalidateRequest,
     responses(
         (status = 200, description = "A fresh token (the rejected one is dropped from the cache)", body = Token),
-        (status = 400, description = "`invalid_field`, `not_json`, `invalid_body`", body = ErrorBody),
+        (status = 400, description = "`invalid_field` (also an unknown or repeated query parameter), `not_json`, `invalid_body`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such subscription", body = ErrorBody),
         (status = 422, description = "`no_token_mode`: its receiver auth fetches no token", body = ErrorBody),
         (status = 502, description = "`token_endpoint`: the receiver's token endpoint failed", body = ErrorBody),
@@ -180,9 +203,10 @@ async fn issue(
 async fn invalidate(
     State(minter): State<Arc<Minter>>,
     Path(id): Path<String>,
-    Query(query): Query<TokenQuery>,
+    RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Json<Token>, TokenApiError> {
+    let query = TokenQuery::parse(query.as_deref())?;
     let request: InvalidateRequest = parse_json(&body).map_err(|problem| TokenApiError {
         status: StatusCode::BAD_REQUEST,
         problem,

@@ -9,7 +9,7 @@ use super::auth::require_bearer;
 use super::subscriptions::{admin_channel, close};
 use super::{ApiError, ApiState};
 use axum::body::{to_bytes, Body};
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use chrono::Utc;
@@ -51,11 +51,20 @@ pub struct ExportedSubscription {
     pub parked: Vec<ParkedEvent>,
 }
 
-/// `?force=true`: import or reset although the installation marker is present.
-#[derive(Debug, Default, Deserialize)]
-pub struct Force {
-    #[serde(default)]
-    force: bool,
+/// `?force=true`: import or reset although the installation marker is
+/// present. Anything but one `true` or `false` is a 400 naming `force`, in
+/// the API's JSON error body (axum's query rejection answers in plain text).
+fn force(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut given = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(name, _)| name == "force")
+        .map(|(_, value)| value.into_owned());
+    let refused = || ApiError::invalid(Problem::field("force", "must be `true` or `false`, given once"));
+    match (given.next(), given.next()) {
+        (None, _) => Ok(false),
+        (Some(value), None) if value == "true" => Ok(true),
+        (Some(value), None) if value == "false" => Ok(false),
+        _ => Err(refused()),
+    }
 }
 
 /// `GET /v1/admin/export`. Refused (503 `state_lost`) while the state is
@@ -127,11 +136,11 @@ pub async fn export(
 pub async fn import(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Query(force): Query<Force>,
+    RawQuery(query): RawQuery,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
-    refuse_if_installed(&state, force.force).await?;
+    refuse_if_installed(&state, force(query.as_deref())?).await?;
     let bytes = to_bytes(body, MAX_IMPORT_BYTES).await.map_err(|_| {
         ApiError::invalid(Problem::whole(
             ProblemCode::TooLarge,
@@ -219,6 +228,7 @@ pub async fn import(
     params(("force" = Option<bool>, Query, description = "Reset although the state is present")),
     responses(
         (status = 200, description = "A fresh start declared", body = super::openapi::ResetDone),
+        (status = 400, description = "`invalid_field`: `force` is not `true` or `false`", body = super::openapi::ErrorBody),
         (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
         (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
         (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
@@ -228,10 +238,10 @@ pub async fn import(
 pub async fn reset_state(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Query(force): Query<Force>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
-    refuse_if_installed(&state, force.force).await?;
+    refuse_if_installed(&state, force(query.as_deref())?).await?;
     let known = state.catalog.all();
     let mut at_risk = Vec::new();
     let link = super::broker(&state)?;

@@ -8,7 +8,8 @@
 //! those answers' shapes for the document only.
 
 use crate::tenants::audit::AuditEntry;
-use crate::tenants::Tenant;
+use crate::tenants::TenantStatus;
+use postline_shared::tenant::TenantId;
 use postline_shared::problem::{Problem, ProblemCode};
 use postline_shared::subscription::SubscriptionView;
 use serde::Serialize;
@@ -183,22 +184,35 @@ pub struct Rotated<'a> {
     pub secret: Option<String>,
 }
 
+/// A tenant as the API shows it (the create body's fields, and when).
+/// Spelled out rather than flattened: the create body's schema is closed
+/// (unknown fields are refused), so it cannot be extended by composition.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantShown {
+    /// Id.
+    pub id: TenantId,
+    /// Display name.
+    pub name: String,
+    /// Event-type patterns its subscriptions may ask for.
+    pub allowed_event_types: Vec<String>,
+    /// Most subscriptions it may have.
+    pub max_subscriptions: u32,
+    /// Active or suspended.
+    pub status: TenantStatus,
+    /// Creation time.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Last change.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// `PATCH` with `status: suspended`: the subscriptions it paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_subscriptions: Option<Vec<String>>,
+}
+
 /// `GET /v1/tenants`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TenantList {
     /// Every tenant.
-    pub tenants: Vec<Tenant>,
-}
-
-/// `PATCH /v1/tenants/{id}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TenantUpdated {
-    /// The tenant.
-    #[serde(flatten)]
-    pub tenant: Tenant,
-    /// With `status: suspended`: the subscriptions it paused.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub paused_subscriptions: Option<Vec<String>>,
+    pub tenants: Vec<TenantShown>,
 }
 
 /// `DELETE /v1/tenants/{id}`.

@@ -83,7 +83,7 @@ async fn audit(
     tag = "tenants",
     request_body = crate::tenants::TenantSpec,
     responses(
-        (status = 201, description = "Created", body = crate::tenants::Tenant),
+        (status = 201, description = "Created", body = super::openapi::TenantShown),
         (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
         (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
         (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
@@ -155,7 +155,7 @@ async fn own_or_admin(state: &ApiState, caller: &Caller, id: &str) -> Result<Ten
     tag = "tenants",
     params(("id" = String, Path, description = "Tenant id")),
     responses(
-        (status = 200, description = "The tenant (a tenant sees only itself)", body = crate::tenants::Tenant),
+        (status = 200, description = "The tenant (a tenant sees only itself)", body = super::openapi::TenantShown),
         (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
         (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
         (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
@@ -179,7 +179,7 @@ pub async fn get(
     params(("id" = String, Path, description = "Tenant id")),
     request_body = crate::tenants::TenantPatch,
     responses(
-        (status = 200, description = "Updated", body = super::openapi::TenantUpdated),
+        (status = 200, description = "Updated", body = super::openapi::TenantShown),
         (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
         (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
         (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),

@@ -98,7 +98,7 @@ impl TenantPatch {
 }
 
 /// A stored tenant.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tenant {
     /// What the operator configured.
     #[serde(flatten)]
