@@ -170,7 +170,9 @@ fn readme_endpoint_lists_and_the_documents_agree() {
     let section = api_section(&documents);
     let (start, end) = (
         readme.find(SECTION_START).unwrap_or_else(|| {
-            panic!("README.md has no generated API section; add the two marker lines and {REGENERATE}")
+            panic!(
+                "README.md has no generated API section; add the two marker lines and {REGENERATE}"
+            )
         }),
         readme.find(SECTION_END).expect("README.md: end marker"),
     );
@@ -196,7 +198,10 @@ fn readme_endpoint_lists_and_the_documents_agree() {
         "the README names endpoints the documents do not have: {unknown:?}"
     );
     let in_section = readme_table_operations(&section);
-    assert_eq!(in_section, documented, "the generated section lists every operation");
+    assert_eq!(
+        in_section, documented,
+        "the generated section lists every operation"
+    );
     for operation in [
         ("GET", "/v1/subscriptions/{id}/state"),
         ("POST", "/v1/admin/import"),
@@ -250,14 +255,22 @@ const ALL_PHASES: &str = "examples,coverage,fuzzing";
 
 /// One bounded schemathesis run against a served document; returns whether
 /// it passed and its output.
-async fn fuzz(program: &Path, run: &Run<'_>, document_url: &str, secrets: &[&str]) -> (bool, String) {
+async fn fuzz(
+    program: &Path,
+    run: &Run<'_>,
+    document_url: &str,
+    secrets: &[&str],
+) -> (bool, String) {
     let label = run.label;
     let dir = repo().join("target").join("schemathesis").join(label);
     std::fs::create_dir_all(&dir).expect("creating the report folder");
     let mut command = tokio::process::Command::new(program);
     command
         .current_dir(&dir)
-        .env("SCHEMATHESIS_HOOKS", repo().join("tests/openapi/no_secret_leaked.py"))
+        .env(
+            "SCHEMATHESIS_HOOKS",
+            repo().join("tests/openapi/no_secret_leaked.py"),
+        )
         .env("POSTLINE_FUZZ_SECRETS", secrets.join(","))
         .env("NO_COLOR", "1")
         .args(["run", document_url, "--checks", CHECKS])
@@ -296,13 +309,20 @@ async fn served(env: &TestEnv, base: &str, name: &str) {
         .send()
         .await
         .expect("GET /openapi.json");
-    assert_eq!(response.status(), 200, "{name}: served without authentication");
+    assert_eq!(
+        response.status(),
+        200,
+        "{name}: served without authentication"
+    );
     let served: Value = response.json().await.expect("JSON");
     let committed: Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("deploy/openapi").join(name)).expect("committed"),
     )
     .expect("JSON");
-    assert_eq!(served, committed, "{name}: the served document is the committed one");
+    assert_eq!(
+        served, committed,
+        "{name}: the served document is the committed one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,7 +347,11 @@ async fn schemathesis_finds_no_server_error_schema_violation_or_leaked_secret() 
     let client = env
         .create_client_ok(
             "acme",
-            &["subscriptions:read", "subscriptions:write", "deliveries:replay"],
+            &[
+                "subscriptions:read",
+                "subscriptions:write",
+                "deliveries:replay",
+            ],
         )
         .await;
     let tenant_token = env.token_ok(&client, None).await;

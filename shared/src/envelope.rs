@@ -28,12 +28,15 @@ pub struct IncomingEvent {
     pub id: Option<String>,
     /// Event type, e.g. `order.status_changed`.
     #[serde(rename = "type")]
+    #[schema(min_length = 1, max_length = 255, example = "order.created")]
     pub event_type: String,
     /// What happened to the entity (`created`, `updated`, …), passed through.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
     pub operation: Option<String>,
     /// When the event was generated (RFC 3339); intake time when absent.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub timestamp: Option<String>,
     /// The event's data, any JSON, kept byte for byte.
     #[schema(value_type = serde_json::Value)]

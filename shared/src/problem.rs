@@ -209,7 +209,10 @@ impl Problem {
         let inner = error.into_inner();
         let message = without_input_values(&strip_position(&inner.to_string()));
         if inner.is_syntax() || inner.is_eof() {
-            return Self::whole(ProblemCode::NotJson, format!("body is not valid JSON: {message}"));
+            return Self::whole(
+                ProblemCode::NotJson,
+                format!("body is not valid JSON: {message}"),
+            );
         }
         // The path already ends in an unknown field's name, but a missing field
         // is named only in the message text: lift it out to complete the path.
@@ -244,9 +247,12 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Pro
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T =
         serde_path_to_error::deserialize(&mut deserializer).map_err(Problem::from_json)?;
-    deserializer
-        .end()
-        .map_err(|e| Problem::whole(ProblemCode::NotJson, format!("trailing data after JSON: {e}")))?;
+    deserializer.end().map_err(|e| {
+        Problem::whole(
+            ProblemCode::NotJson,
+            format!("trailing data after JSON: {e}"),
+        )
+    })?;
     Ok(value)
 }
 

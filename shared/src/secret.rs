@@ -31,7 +31,9 @@ impl utoipa::PartialSchema for Secret {
         utoipa::openapi::schema::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
             .write_only(Some(true))
-            .description(Some("A secret value: accepted in requests, never shown in answers."))
+            .description(Some(
+                "A secret value: accepted in requests, never shown in answers.",
+            ))
             .into()
     }
 }

@@ -22,7 +22,9 @@ impl utoipa::PartialSchema for TenantId {
         utoipa::openapi::schema::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
             .pattern(Some("^[a-z0-9][a-z0-9_-]{0,63}$"))
-            .description(Some("A tenant id: 1 to 64 of a-z 0-9 _ -, starting with a letter or digit."))
+            .description(Some(
+                "A tenant id: 1 to 64 of a-z 0-9 _ -, starting with a letter or digit.",
+            ))
             .examples(["acme"])
             .into()
     }

@@ -79,10 +79,14 @@ impl From<MintError> for TokenApiError {
     fn from(error: MintError) -> Self {
         let (status, code) = match &error {
             MintError::NotFound(_) => (StatusCode::NOT_FOUND, ProblemCode::NotFound),
-            MintError::NoTokenMode { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::NoTokenMode),
+            MintError::NoTokenMode { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, ProblemCode::NoTokenMode)
+            }
             MintError::Fetch(_) => (StatusCode::BAD_GATEWAY, ProblemCode::TokenEndpoint),
             MintError::LockTimeout => (StatusCode::GATEWAY_TIMEOUT, ProblemCode::RefreshTimeout),
-            MintError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ProblemCode::Unavailable),
+            MintError::Unavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, ProblemCode::Unavailable)
+            }
         };
         Self {
             status,

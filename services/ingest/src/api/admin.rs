@@ -58,7 +58,12 @@ fn force(query: Option<&str>) -> Result<bool, ApiError> {
     let mut given = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .filter(|(name, _)| name == "force")
         .map(|(_, value)| value.into_owned());
-    let refused = || ApiError::invalid(Problem::field("force", "must be `true` or `false`, given once"));
+    let refused = || {
+        ApiError::invalid(Problem::field(
+            "force",
+            "must be `true` or `false`, given once",
+        ))
+    };
     match (given.next(), given.next()) {
         (None, _) => Ok(false),
         (Some(value), None) if value == "true" => Ok(true),

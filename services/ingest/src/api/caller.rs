@@ -11,8 +11,8 @@ use crate::tenants::store::Principal;
 use crate::tenants::TenantStatus;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use postline_shared::subscription::Subscription;
 use postline_shared::problem::ProblemCode;
+use postline_shared::subscription::Subscription;
 use postline_shared::tenant::TenantId;
 use subtle::ConstantTimeEq;
 

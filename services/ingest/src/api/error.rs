@@ -112,7 +112,10 @@ impl ApiError {
 
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, Problem::whole(ProblemCode::NotFound, message))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            Problem::whole(ProblemCode::NotFound, message),
+        )
     }
 
     /// 409 when the resource is not in a state that allows the request.

@@ -8,8 +8,8 @@ pub(crate) mod caller;
 pub(crate) mod delivery_controls;
 mod error;
 mod events;
-pub mod openapi;
 pub(crate) mod oauth;
+pub mod openapi;
 pub(crate) mod ping;
 mod secrets;
 pub(crate) mod subscriptions;
@@ -21,8 +21,6 @@ use crate::broker_link::{BrokerLink, LinkHandle};
 use crate::fanout::Fanout;
 use crate::metrics::IngestMetrics;
 use axum::Router;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use postline_shared::delivery_state::DeliveryState;
 use postline_shared::secret::Secret;
 use postline_shared::subscription::catalog::Catalog;
@@ -30,6 +28,8 @@ use postline_shared::subscription::SubscriptionStore;
 use postline_shared::token_client::TokenClient;
 use postline_shared::topology::Topology;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What every handler can reach.
 #[derive(Clone)]

@@ -161,7 +161,12 @@ pub fn parse_token_request(
 /// The client id and secret of a `Basic` authorization value, each
 /// form-urlencoded before encoding as RFC 6749 §2.3.1 asks.
 fn basic_credentials(value: &str) -> Result<(String, String), OAuthError> {
-    let failed = || OAuthError::new(ProblemCode::InvalidClient, "malformed HTTP Basic credentials");
+    let failed = || {
+        OAuthError::new(
+            ProblemCode::InvalidClient,
+            "malformed HTTP Basic credentials",
+        )
+    };
     let (scheme, encoded) = value.split_once(' ').ok_or_else(failed)?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(failed());
@@ -290,16 +295,20 @@ async fn issue(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Res
     )?;
     let client = check_client(state, &request.client_id, &request.client_secret)
         .await?
-        .map_err(|()| OAuthError::new(ProblemCode::InvalidClient, "client authentication failed"))?;
+        .map_err(|()| {
+            OAuthError::new(ProblemCode::InvalidClient, "client authentication failed")
+        })?;
     let tenant = state
         .tenants
         .get(client.tenant.as_str())
         .await
         .map_err(ApiError::from)?;
     if tenant.is_none_or(|t| t.spec.status != TenantStatus::Active) {
-        return Err(
-            OAuthError::new(ProblemCode::UnauthorizedClient, "this client's tenant is suspended").into(),
-        );
+        return Err(OAuthError::new(
+            ProblemCode::UnauthorizedClient,
+            "this client's tenant is suspended",
+        )
+        .into());
     }
     let scopes = narrow(&client.scopes, request.scope.as_deref()).map_err(|error| {
         OAuthError::new(

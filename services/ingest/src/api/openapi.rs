@@ -9,9 +9,9 @@
 
 use crate::tenants::audit::AuditEntry;
 use crate::tenants::TenantStatus;
-use postline_shared::tenant::TenantId;
 use postline_shared::problem::{Problem, ProblemCode};
 use postline_shared::subscription::SubscriptionView;
+use postline_shared::tenant::TenantId;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::openapi::security::{

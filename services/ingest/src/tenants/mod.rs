@@ -48,11 +48,14 @@ pub struct TenantSpec {
     /// Id (the shape of a subscription id); events name it in `tenant`.
     pub id: TenantId,
     /// Display name.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// Event-type patterns its subscriptions may ask for (`order.*`).
+    #[schema(min_items = 1, max_items = 100)]
     pub allowed_event_types: Vec<String>,
     /// Most subscriptions it may have.
     #[serde(default = "default_max_subscriptions")]
+    #[schema(maximum = 10000, default = 20)]
     pub max_subscriptions: u32,
     /// Active or suspended.
     #[serde(default)]
@@ -68,10 +71,13 @@ fn default_max_subscriptions() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct TenantPatch {
     /// New name.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     /// New allowed patterns.
+    #[schema(min_items = 1, max_items = 100)]
     pub allowed_event_types: Option<Vec<String>>,
     /// New limit.
+    #[schema(maximum = 10000)]
     pub max_subscriptions: Option<u32>,
     /// New status (`suspended` pauses its subscriptions).
     pub status: Option<TenantStatus>,
