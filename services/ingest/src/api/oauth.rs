@@ -351,6 +351,7 @@ mod tests {
         parse_token_request(auth, content_type, body.as_bytes())
             .unwrap_err()
             .error
+            .as_str()
     }
 
     #[test]
