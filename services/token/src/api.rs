@@ -147,8 +147,12 @@ pub fn document() -> utoipa::openapi::OpenApi {
     responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json", body = Object))
 )]
 async fn serve_openapi() -> Response {
-    Json(document()).into_response()
+    Json(&*SERVED).into_response()
 }
+
+/// The document as served, built once.
+static SERVED: std::sync::LazyLock<serde_json::Value> =
+    std::sync::LazyLock::new(|| serde_json::to_value(document()).unwrap_or_default());
 
 /// The `/v1/tokens` routes and `/openapi.json`.
 pub fn router(minter: Arc<Minter>) -> Router {

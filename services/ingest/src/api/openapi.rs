@@ -396,6 +396,33 @@ impl Modify for Security {
     }
 }
 
+/// Adds `verify` to the create and update bodies: it is read (and taken
+/// out) before the body is parsed as the subscription, so the types do not
+/// carry it, but their schemas are closed (unknown fields are refused).
+struct Verify;
+
+impl Modify for Verify {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+        use utoipa::openapi::RefOr;
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for name in ["SubscriptionSpec", "SubscriptionPatch"] {
+            if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) {
+                object.properties.insert(
+                    "verify".to_string(),
+                    ObjectBuilder::new()
+                        .schema_type(Type::Boolean)
+                        .default(Some(serde_json::Value::Bool(true)))
+                        .description(Some("`false` skips the PING (not stored)."))
+                        .into(),
+                );
+            }
+        }
+    }
+}
+
 /// The document's frame: info, security schemes, shared schemas.
 #[derive(OpenApi)]
 #[openapi(
@@ -424,9 +451,14 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut document = Frame::openapi();
     document.merge(super::documented_routes().into_openapi());
     document.merge(postline_shared::ops::openapi());
+    Verify.modify(&mut document);
     document.info.version = env!("CARGO_PKG_VERSION").to_string();
     document
 }
+
+/// The document as served, built once.
+static SERVED: std::sync::LazyLock<Value> =
+    std::sync::LazyLock::new(|| serde_json::to_value(document()).unwrap_or_default());
 
 /// `GET /openapi.json`.
 #[utoipa::path(
@@ -437,5 +469,5 @@ pub fn document() -> utoipa::openapi::OpenApi {
 )]
 pub async fn serve() -> axum::response::Response {
     use axum::response::IntoResponse;
-    axum::Json(document()).into_response()
+    axum::Json(&*SERVED).into_response()
 }
