@@ -79,7 +79,8 @@ pub enum ProblemCode {
 }
 
 impl ProblemCode {
-    /// Every code, in declaration order.
+    /// Every code, in declaration order (a new code goes here too: the
+    /// OpenAPI test compares this list with the documents).
     pub const ALL: [ProblemCode; 30] = [
         Self::InvalidField,
         Self::InvalidBody,
@@ -335,6 +336,12 @@ mod tests {
         );
         let number = parse_json::<Outer>(br#"{"name":12345678,"filters":[]}"#).unwrap_err();
         assert!(!number.message.contains("12345678"), "{number}");
+    }
+
+    #[test]
+    fn every_code_is_listed_once() {
+        let distinct: std::collections::HashSet<_> = ProblemCode::ALL.iter().collect();
+        assert_eq!(distinct.len(), ProblemCode::ALL.len());
     }
 
     #[test]
