@@ -20,7 +20,7 @@ pub const MAX_TYPE_LEN: usize = 255;
 pub const MAX_PAYLOAD_DEPTH: usize = 64;
 
 /// An event as a producer submits it: `{id?, type, operation?, timestamp?, payload}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IncomingEvent {
     /// Producer-chosen id; a UUIDv7 is assigned when absent.
@@ -28,14 +28,18 @@ pub struct IncomingEvent {
     pub id: Option<String>,
     /// Event type, e.g. `order.status_changed`.
     #[serde(rename = "type")]
+    #[schema(min_length = 1, max_length = 255, example = "order.created")]
     pub event_type: String,
     /// What happened to the entity (`created`, `updated`, …), passed through.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
     pub operation: Option<String>,
     /// When the event was generated (RFC 3339); intake time when absent.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub timestamp: Option<String>,
     /// The event's data, any JSON, kept byte for byte.
+    #[schema(value_type = serde_json::Value)]
     pub payload: Box<RawValue>,
     /// The tenant whose subscriptions may receive it; none: the operator's only.
     #[serde(default)]

@@ -56,7 +56,7 @@ pub const DEFAULT_MAX_RETRY_AFTER_MS: u64 = HOUR_MS;
 pub const MAX_MAX_RETRY_AFTER_MS: u64 = DAY_MS;
 
 /// The shape of a policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyKind {
     /// Immediate retries, then growing delays until the give-up age.
@@ -67,7 +67,7 @@ pub enum PolicyKind {
 }
 
 /// What happens when the policy is exhausted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum GiveUpRule {
     /// Deactivate the subscription; its backlog is kept (or discarded on request).
@@ -78,7 +78,7 @@ pub enum GiveUpRule {
 }
 
 /// What a `410 Gone` answer does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum GoneRule {
     /// Disable the subscription at once: the receiver said it is gone for good.
@@ -92,7 +92,7 @@ pub enum GoneRule {
 ///
 /// Fields that do not apply to the chosen `policy` are refused, so a typo
 /// cannot silently leave the defaults in force.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// `ladder` (default) or `fixed`.

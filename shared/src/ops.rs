@@ -89,10 +89,7 @@ pub fn router(readiness: Arc<Readiness>, registry: prometheus::Registry) -> Rout
     .map_err(|error| tracing::warn!(%error, "registering {STATE_LOST_METRIC} failed"))
     .ok();
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(OpsState {
@@ -103,6 +100,56 @@ pub fn router(readiness: Arc<Readiness>, registry: prometheus::Registry) -> Rout
         })
 }
 
+/// `/healthz`'s answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// Always `ok`.
+    status: String,
+}
+
+/// `/readyz`'s answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Ready {
+    /// Whether the service is ready.
+    ready: bool,
+    /// Whether the broker is connected.
+    broker: bool,
+    /// Whether Redis answers.
+    redis: bool,
+    /// `ok`, or `lost` while Redis has lost Postline's state.
+    state: String,
+}
+
+/// The OpenAPI description of these routes, to merge into a service's document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    #[derive(OpenApi)]
+    #[openapi(paths(healthz, readyz, metrics))]
+    struct Ops;
+    Ops::openapi()
+}
+
+/// The process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    responses((status = 200, description = "The process is up", body = Health))
+)]
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Whether the service is ready: broker and Redis reachable, state not lost.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "Not ready (`state`: `lost` while Redis lost the state)", body = Ready)
+    )
+)]
 async fn readyz(State(state): State<OpsState>) -> Response {
     let r = &state.readiness;
     let body = Json(serde_json::json!({
@@ -119,6 +166,13 @@ async fn readyz(State(state): State<OpsState>) -> Response {
     (status, body).into_response()
 }
 
+/// Prometheus metrics (`postline_*`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String))
+)]
 async fn metrics(State(state): State<OpsState>) -> Response {
     if let Some(ready) = &state.ready {
         ready.set(i64::from(state.readiness.is_ready()));

@@ -2,15 +2,172 @@
 //!
 //! One type serves the HTTP API (rendered as a 4xx JSON body) and the AMQP
 //! intake (rendered as the reason header of a dead-lettered message).
+//! [`ProblemCode`] lists every error code any Postline API answers with, so
+//! the OpenAPI documents can name them all.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// Every machine-readable error code of Postline's HTTP APIs (ingest's
+/// `{"error": {"code"}}` bodies, the OAuth token endpoint's RFC 6749 §5.2
+/// `error` values, the token service's errors) and of the AMQP intake's
+/// `postline-reject-code` header. The wire strings are the snake_case names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemCode {
+    /// A field is missing, unknown, mistyped or out of range (`field` names it);
+    /// with 409, the field's value is taken (an id that exists).
+    InvalidField,
+    /// The body as a whole does not fit (e.g. not an object).
+    InvalidBody,
+    /// The body is not JSON.
+    NotJson,
+    /// The body (or an event) is over the size limit (413).
+    TooLarge,
+    /// A batch is empty or has too many events.
+    InvalidBatch,
+    /// The endpoint failed the PING sent before a create or update (422).
+    PingFailed,
+    /// A URL leads to an address Postline may not call (422).
+    EndpointNotAllowed,
+    /// Something that cannot happen with well-formed data (500).
+    Internal,
+    /// Missing or invalid bearer token (401).
+    Unauthorized,
+    /// Only the operator's admin token may do this (403).
+    AdminOnly,
+    /// The caller's tenant is suspended (403).
+    TenantSuspended,
+    /// The token lacks the scope the request needs (403).
+    InsufficientScope,
+    /// A client id is slowed down after failed authentications (429).
+    SlowDown,
+    /// No such resource (404), or not the caller's.
+    NotFound,
+    /// The subscription changed while the request was checked (409); retry.
+    Changed,
+    /// The blocked event was attempted meanwhile (409).
+    BlockChanged,
+    /// The subscription is not blocked (409).
+    NotBlocked,
+    /// Redis lost Postline's state; restore or reset it first (503).
+    StateLost,
+    /// The state is present; `?force=true` to overwrite it (409).
+    StatePresent,
+    /// A dependency is down (503); retry.
+    Unavailable,
+    /// A tenant's limit (`max_subscriptions`) is reached (400).
+    LimitReached,
+    /// A tenant may not set this field or value (400).
+    OperatorOnly,
+    /// OAuth token endpoint: a malformed token request (400).
+    InvalidRequest,
+    /// OAuth token endpoint: client authentication failed (401).
+    InvalidClient,
+    /// OAuth token endpoint: a grant type other than `client_credentials` (400).
+    UnsupportedGrantType,
+    /// OAuth token endpoint: an unknown or not granted scope (400).
+    InvalidScope,
+    /// OAuth token endpoint: the client's tenant is suspended (400).
+    UnauthorizedClient,
+    /// Token service: the subscription's receiver auth fetches no token (422).
+    NoTokenMode,
+    /// Token service: the receiver's token endpoint failed (502).
+    TokenEndpoint,
+    /// Token service: another replica's refresh did not finish in time (504).
+    RefreshTimeout,
+}
+
+impl ProblemCode {
+    /// Every code, in declaration order (a new code goes here too: the
+    /// OpenAPI test compares this list with the documents).
+    pub const ALL: [ProblemCode; 30] = [
+        Self::InvalidField,
+        Self::InvalidBody,
+        Self::NotJson,
+        Self::TooLarge,
+        Self::InvalidBatch,
+        Self::PingFailed,
+        Self::EndpointNotAllowed,
+        Self::Internal,
+        Self::Unauthorized,
+        Self::AdminOnly,
+        Self::TenantSuspended,
+        Self::InsufficientScope,
+        Self::SlowDown,
+        Self::NotFound,
+        Self::Changed,
+        Self::BlockChanged,
+        Self::NotBlocked,
+        Self::StateLost,
+        Self::StatePresent,
+        Self::Unavailable,
+        Self::LimitReached,
+        Self::OperatorOnly,
+        Self::InvalidRequest,
+        Self::InvalidClient,
+        Self::UnsupportedGrantType,
+        Self::InvalidScope,
+        Self::UnauthorizedClient,
+        Self::NoTokenMode,
+        Self::TokenEndpoint,
+        Self::RefreshTimeout,
+    ];
+
+    /// The wire string (`invalid_field`, `not_found`, …).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidField => "invalid_field",
+            Self::InvalidBody => "invalid_body",
+            Self::NotJson => "not_json",
+            Self::TooLarge => "too_large",
+            Self::InvalidBatch => "invalid_batch",
+            Self::PingFailed => "ping_failed",
+            Self::EndpointNotAllowed => "endpoint_not_allowed",
+            Self::Internal => "internal",
+            Self::Unauthorized => "unauthorized",
+            Self::AdminOnly => "admin_only",
+            Self::TenantSuspended => "tenant_suspended",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::SlowDown => "slow_down",
+            Self::NotFound => "not_found",
+            Self::Changed => "changed",
+            Self::BlockChanged => "block_changed",
+            Self::NotBlocked => "not_blocked",
+            Self::StateLost => "state_lost",
+            Self::StatePresent => "state_present",
+            Self::Unavailable => "unavailable",
+            Self::LimitReached => "limit_reached",
+            Self::OperatorOnly => "operator_only",
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::UnauthorizedClient => "unauthorized_client",
+            Self::NoTokenMode => "no_token_mode",
+            Self::TokenEndpoint => "token_endpoint",
+            Self::RefreshTimeout => "refresh_timeout",
+        }
+    }
+}
+
+impl fmt::Display for ProblemCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ProblemCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A rejected input: a machine-readable code, the offending field, and a message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Stable code for programs, e.g. `invalid_field`, `not_json`, `too_large`.
-    pub code: &'static str,
+    pub code: ProblemCode,
     /// The field at fault as a path (`filters[0].pointer`), when one is to blame.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -22,14 +179,14 @@ impl Problem {
     /// A problem with one named field.
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            code: "invalid_field",
+            code: ProblemCode::InvalidField,
             field: Some(field.into()),
             message: message.into(),
         }
     }
 
     /// A problem with the input as a whole.
-    pub fn whole(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn whole(code: ProblemCode, message: impl Into<String>) -> Self {
         Self {
             code,
             field: None,
@@ -53,7 +210,10 @@ impl Problem {
         let inner = error.into_inner();
         let message = without_input_values(&strip_position(&inner.to_string()));
         if inner.is_syntax() || inner.is_eof() {
-            return Self::whole("not_json", format!("body is not valid JSON: {message}"));
+            return Self::whole(
+                ProblemCode::NotJson,
+                format!("body is not valid JSON: {message}"),
+            );
         }
         // The path already ends in an unknown field's name, but a missing field
         // is named only in the message text: lift it out to complete the path.
@@ -65,7 +225,7 @@ impl Problem {
         let field = match (named, path.as_str()) {
             (Some(name), "." | "") => name,
             (Some(name), parent) => format!("{parent}.{name}"),
-            (None, "." | "") => return Self::whole("invalid_body", message),
+            (None, "." | "") => return Self::whole(ProblemCode::InvalidBody, message),
             (None, path) => path.to_string(),
         };
         Self::field(field, message)
@@ -88,9 +248,12 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Pro
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T =
         serde_path_to_error::deserialize(&mut deserializer).map_err(Problem::from_json)?;
-    deserializer
-        .end()
-        .map_err(|e| Problem::whole("not_json", format!("trailing data after JSON: {e}")))?;
+    deserializer.end().map_err(|e| {
+        Problem::whole(
+            ProblemCode::NotJson,
+            format!("trailing data after JSON: {e}"),
+        )
+    })?;
     Ok(value)
 }
 
@@ -173,6 +336,22 @@ mod tests {
         );
         let number = parse_json::<Outer>(br#"{"name":12345678,"filters":[]}"#).unwrap_err();
         assert!(!number.message.contains("12345678"), "{number}");
+    }
+
+    #[test]
+    fn every_code_is_listed_once() {
+        let distinct: std::collections::HashSet<_> = ProblemCode::ALL.iter().collect();
+        assert_eq!(distinct.len(), ProblemCode::ALL.len());
+    }
+
+    #[test]
+    fn every_code_serializes_as_its_wire_string() {
+        for code in ProblemCode::ALL {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::Value::from(code.as_str())
+            );
+        }
     }
 
     #[test]

@@ -24,6 +24,22 @@ impl Secret {
     }
 }
 
+/// In the API documents a secret is a write-only string: requests carry it,
+/// answers never show it.
+impl utoipa::PartialSchema for Secret {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .write_only(Some(true))
+            .description(Some(
+                "A secret value: accepted in requests, never shown in answers.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Secret {}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")

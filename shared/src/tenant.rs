@@ -16,6 +16,22 @@ pub const MAX_TENANT_ID_LEN: usize = 64;
 #[serde(try_from = "String", into = "String")]
 pub struct TenantId(String);
 
+/// In the API documents a tenant id is a string of the shape [`TenantId::parse`] checks.
+impl utoipa::PartialSchema for TenantId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[a-z0-9][a-z0-9_-]{0,63}$"))
+            .description(Some(
+                "A tenant id: 1 to 64 of a-z 0-9 _ -, starting with a letter or digit.",
+            ))
+            .examples(["acme"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for TenantId {}
+
 impl TenantId {
     /// Validates `id`.
     pub fn parse(id: &str) -> Result<Self, String> {

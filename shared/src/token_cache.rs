@@ -19,9 +19,10 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 /// A bearer token and when to stop using it; also the token service's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Token {
     /// The token (sent as `Authorization: Bearer …`).
+    #[schema(value_type = String)]
     pub access_token: Secret,
     /// When the token must no longer be sent (the partner's expiry minus a safety margin).
     pub expires_at: DateTime<Utc>,

@@ -24,7 +24,7 @@ use postline_shared::broker::{
     PublishError, SettleError,
 };
 use postline_shared::migration;
-use postline_shared::problem::Problem;
+use postline_shared::problem::{Problem, ProblemCode};
 use postline_shared::topology::Topology;
 use postline_shared::Envelope;
 use std::collections::HashSet;
@@ -502,7 +502,7 @@ impl AmqpIntake {
     fn validate(&self, delivery: &Delivery) -> Verdict {
         let parsed = if delivery.data.len() > self.max_event_bytes {
             Err(Problem::whole(
-                "too_large",
+                ProblemCode::TooLarge,
                 format!(
                     "event is {} bytes; the limit is {}",
                     delivery.data.len(),
@@ -524,10 +524,10 @@ impl AmqpIntake {
         tracing::warn!(routing_key = %delivery.routing_key, %reason, "intake message rejected");
         self.metrics
             .rejected
-            .with_label_values(&["amqp", problem.code])
+            .with_label_values(&["amqp", problem.code.as_str()])
             .inc();
         dead_letter_properties(
-            problem.code,
+            problem.code.as_str(),
             &reason,
             &[(
                 "postline-original-routing-key",

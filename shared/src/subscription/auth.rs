@@ -32,7 +32,7 @@ const RESERVED_FORM_FIELDS: &[&str] = &[
 ];
 
 /// How requests to the receiver are authenticated.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ReceiverAuth {
     /// Nothing is sent.
@@ -69,7 +69,7 @@ pub enum ReceiverAuth {
 }
 
 /// Where an API key is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ApiKeyLocation {
     /// As a request header.
@@ -80,7 +80,7 @@ pub enum ApiKeyLocation {
 }
 
 /// How an OAuth2 client authenticates to the token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
     /// `Authorization: Basic` (RFC 6749 §2.3.1; every server must support it).
@@ -91,7 +91,7 @@ pub enum ClientAuth {
 }
 
 /// What a token server expects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenServerFormat {
     /// `POST {"username": …, "password": …}` as JSON; the token is read from `token_field`.
@@ -102,7 +102,7 @@ pub enum TokenServerFormat {
 }
 
 /// Settings of the OAuth2 client credentials mode.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientCredentials {
     /// The partner's token endpoint (http or https).
@@ -136,7 +136,7 @@ pub struct ClientCredentials {
 }
 
 /// Settings of the token server mode.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenServer {
     /// The partner's token URL (http or https).
@@ -188,7 +188,7 @@ pub struct TokenFields<'a> {
 
 /// What the API shows of a subscription's auth: the mode and every setting
 /// except the credentials themselves.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum ReceiverAuthView<'a> {
     /// Nothing is sent.

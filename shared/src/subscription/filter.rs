@@ -58,7 +58,7 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 /// A condition on one field of the event envelope, addressed by JSON pointer
 /// (`/payload/organisation_id`): the value equals one of `in`, or (with
 /// `exists`) the field is present or absent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     /// JSON pointer into `{id, type, operation, timestamp, payload}`.

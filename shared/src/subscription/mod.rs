@@ -40,7 +40,7 @@ pub const MAX_TIMEOUT_MS: u64 = 60_000;
 pub const MAX_ID_LEN: usize = 64;
 
 /// What the receiver gets as the request body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BodyMode {
     /// `{id, type, operation, timestamp, payload}`.
@@ -51,7 +51,7 @@ pub enum BodyMode {
 }
 
 /// Which responses count as delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum SuccessRule {
     /// Any 2xx status.
     #[default]
@@ -73,7 +73,7 @@ impl SuccessRule {
 }
 
 /// Delivery ordering for a subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderMode {
     /// Event N+1 is sent only after event N succeeded or was given up.
@@ -84,7 +84,7 @@ pub enum OrderMode {
 }
 
 /// Whether a subscription is being delivered to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SubscriptionStatus {
     /// Events are delivered.
@@ -97,7 +97,7 @@ pub enum SubscriptionStatus {
 }
 
 /// Encoding of a custom signature header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SignatureEncoding {
     /// Lowercase hex.
@@ -108,7 +108,7 @@ pub enum SignatureEncoding {
 }
 
 /// A partner-specific signature header: HMAC-SHA256 of the raw body with the first secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignatureHeader {
     /// Header name, e.g. `X-FacesWebhookSignature`.
@@ -119,14 +119,17 @@ pub struct SignatureHeader {
 }
 
 /// A subscription as an operator writes it (the create body).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionSpec {
     /// Name-like id (`acme_us`): lowercase letters, digits, `_` and `-`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$", example = "acme_us")]
     pub id: String,
     /// Where events are POSTed (http or https).
+    #[schema(format = "uri", example = "https://hooks.example.com/postline")]
     pub endpoint: String,
     /// Event types wanted: exact names or `*` wildcards.
+    #[schema(min_items = 1, example = json!(["order.*"]))]
     pub event_types: Vec<String>,
     /// All must match for an event to be delivered.
     #[serde(default)]
@@ -151,6 +154,7 @@ pub struct SubscriptionSpec {
     pub success: SuccessRule,
     /// Receiver timeout in milliseconds.
     #[serde(default = "default_timeout_ms")]
+    #[schema(minimum = 1, maximum = 60000, default = 10000)]
     pub timeout_ms: u64,
     /// Ordering guarantee.
     #[serde(default)]
@@ -169,6 +173,7 @@ pub struct SubscriptionSpec {
     pub completion: Option<Completion>,
     /// Deliver on epoch-aligned ticks this many ms apart instead of at once; off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1000, maximum = 86400000)]
     pub interval_ms: Option<u64>,
     /// At most so many POSTs a second to the receiver; unlimited when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,6 +181,7 @@ pub struct SubscriptionSpec {
     /// Order mode `none`: most POSTs in flight at once (default: the
     /// delivery service's prefetch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_in_flight: Option<u16>,
     /// The tenant it belongs to (receives only that tenant's events); none: the operator's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,10 +193,11 @@ fn default_timeout_ms() -> u64 {
 }
 
 /// A partial update: every field given replaces the stored one.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionPatch {
     /// New endpoint.
+    #[schema(format = "uri")]
     pub endpoint: Option<String>,
     /// New event types.
     pub event_types: Option<Vec<String>>,
@@ -209,6 +216,7 @@ pub struct SubscriptionPatch {
     /// New success rule.
     pub success: Option<SuccessRule>,
     /// New timeout.
+    #[schema(minimum = 1, maximum = 60000)]
     pub timeout_ms: Option<u64>,
     /// New order mode.
     pub order: Option<OrderMode>,
@@ -234,7 +242,7 @@ pub struct SubscriptionPatch {
 }
 
 /// Why and when delivery deactivated a subscription.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Disabled {
     /// When it was deactivated.
     pub at: DateTime<Utc>,
@@ -270,7 +278,7 @@ pub struct Subscription {
 }
 
 /// What the API shows of a subscription: everything but the secrets.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SubscriptionView<'a> {
     /// Id.
     pub id: &'a str,

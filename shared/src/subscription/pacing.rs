@@ -14,10 +14,11 @@ pub const MAX_IN_FLIGHT: u16 = 1_000;
 /// At most `per_second` POSTs a second, with up to `burst` sent back to back
 /// after a quiet spell (default 1: evenly spaced, so no window of one second
 /// ever sees more than `per_second`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Sustained rate, POSTs per second (1 to 10,000).
+    #[schema(minimum = 1, maximum = 10000)]
     pub per_second: u32,
     /// How many may go at once after a quiet spell (default 1).
     #[serde(default = "default_burst")]

@@ -32,7 +32,7 @@ fn default_ttl_secs() -> u64 {
 
 /// `dedup`: an event whose identity (the values at `fields`) was already
 /// delivered to the subscription within `ttl_secs` is not sent again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dedup {
     /// JSON pointers into the envelope, e.g. `/payload/order_id`, `/payload/status`.
@@ -45,7 +45,7 @@ pub struct Dedup {
 /// `completion`: once an event whose `field` is one of `terminal` was
 /// delivered for an entity (the value at `entity`), later events of that
 /// entity are dropped for `ttl_secs` after it was last seen.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Completion {
     /// JSON pointer to the entity's id, e.g. `/payload/order_id`.

@@ -12,13 +12,13 @@ use super::{ApiError, ApiState};
 use crate::tenants::store::{OAuthClient, TenantStoreError};
 use crate::tenants::Tenant;
 use axum::body::{to_bytes, Body};
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use chrono::Utc;
 use postline_shared::delivery_state::{Block, ParkedEvent};
 use postline_shared::installation::{self, Marker};
-use postline_shared::problem::Problem;
+use postline_shared::problem::{Problem, ProblemCode};
 use postline_shared::subscription::{OrderMode, Subscription};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -67,15 +67,40 @@ pub struct ExportedSubscription {
     pub parked: Vec<ParkedEvent>,
 }
 
-/// `?force=true`: import or reset although the installation marker is present.
-#[derive(Debug, Default, Deserialize)]
-pub struct Force {
-    #[serde(default)]
-    force: bool,
+/// `?force=true`: import or reset although the installation marker is
+/// present. Anything but one `true` or `false` is a 400 naming `force`, in
+/// the API's JSON error body (axum's query rejection answers in plain text).
+fn force(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut given = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(name, _)| name == "force")
+        .map(|(_, value)| value.into_owned());
+    let refused = || {
+        ApiError::invalid(Problem::field(
+            "force",
+            "must be `true` or `false`, given once",
+        ))
+    };
+    match (given.next(), given.next()) {
+        (None, _) => Ok(false),
+        (Some(value), None) if value == "true" => Ok(true),
+        (Some(value), None) if value == "false" => Ok(false),
+        _ => Err(refused()),
+    }
 }
 
 /// `GET /v1/admin/export`. Refused (503 `state_lost`) while the state is
 /// lost, so a scheduled export never overwrites a good backup with an empty one.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/export",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Every subscription as stored (secrets sealed), with its block and parked events", body = Object),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn export(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -127,17 +152,33 @@ pub async fn export(
 /// (it must open with the configured keys) before anything is written;
 /// then the queues are declared, the subscriptions, blocks and parked
 /// events written, and a new installation marker ends the lost state.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/import",
+    tag = "admin",
+    params(("force" = Option<bool>, Query, description = "Import although the state is present")),
+    request_body(content = Object, description = "An export"),
+    responses(
+        (status = 200, description = "Restored", body = super::openapi::Imported),
+        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
+        (status = 413, description = "`too_large`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn import(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Query(force): Query<Force>,
+    RawQuery(query): RawQuery,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
-    refuse_if_installed(&state, force.force).await?;
+    refuse_if_installed(&state, force(query.as_deref())?).await?;
     let bytes = to_bytes(body, MAX_IMPORT_BYTES).await.map_err(|_| {
         ApiError::invalid(Problem::whole(
-            "too_large",
+            ProblemCode::TooLarge,
             format!("an import is at most {MAX_IMPORT_BYTES} bytes"),
         ))
     })?;
@@ -224,13 +265,27 @@ pub async fn import(
 /// `POST /v1/admin/reset-state`: declares a fresh start (a new marker) and
 /// names the strict subscriptions known to this process whose queues hold
 /// events but which have no block in Redis: their order may now be broken.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/reset-state",
+    tag = "admin",
+    params(("force" = Option<bool>, Query, description = "Reset although the state is present")),
+    responses(
+        (status = 200, description = "A fresh start declared", body = super::openapi::ResetDone),
+        (status = 400, description = "`invalid_field`: `force` is not `true` or `false`", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn reset_state(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Query(force): Query<Force>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     require_bearer(&headers, &state.admin_token)?;
-    refuse_if_installed(&state, force.force).await?;
+    refuse_if_installed(&state, force(query.as_deref())?).await?;
     let known = state.catalog.all();
     let mut at_risk = Vec::new();
     let link = super::broker(&state)?;
@@ -273,7 +328,7 @@ async fn refuse_if_installed(state: &ApiState, force: bool) -> Result<(), ApiErr
         .map_err(|error| unavailable(error.into()))?;
     if present && !force {
         return Err(ApiError::conflict(
-            "state_present",
+            ProblemCode::StatePresent,
             "the installation marker is present: the state is not lost (add ?force=true to overwrite)",
         ));
     }

@@ -11,6 +11,7 @@ use crate::tenants::store::Principal;
 use crate::tenants::TenantStatus;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use postline_shared::problem::ProblemCode;
 use postline_shared::subscription::Subscription;
 use postline_shared::tenant::TenantId;
 use subtle::ConstantTimeEq;
@@ -69,7 +70,7 @@ impl Caller {
             Ok(())
         } else {
             Err(ApiError::forbidden(
-                "admin_only",
+                ProblemCode::AdminOnly,
                 "only the operator's admin token may do this",
             ))
         }
@@ -124,7 +125,7 @@ pub async fn check_tenant_active(state: &ApiState, tenant: &TenantId) -> Result<
     match found {
         None => Err(ApiError::unauthorized()),
         Some(t) if t.spec.status == TenantStatus::Suspended => Err(ApiError::forbidden(
-            "tenant_suspended",
+            ProblemCode::TenantSuspended,
             "this tenant is suspended; ask the operator",
         )),
         Some(_) => Ok(()),

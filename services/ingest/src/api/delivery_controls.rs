@@ -12,7 +12,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use postline_shared::delivery_state::{ParkedEvent, StateError};
-use postline_shared::problem::Problem;
+use postline_shared::problem::{Problem, ProblemCode};
 use postline_shared::redelivery::Redelivery;
 use postline_shared::subscription::semantics::tick_after;
 use postline_shared::subscription::{Subscription, SubscriptionStatus};
@@ -45,6 +45,20 @@ fn redelivery(state: &ApiState) -> Result<Redelivery, ApiError> {
 }
 
 /// `GET /v1/subscriptions/{id}/state`: where delivery stands.
+#[utoipa::path(
+    get,
+    path = "/v1/subscriptions/{id}/state",
+    tag = "delivery",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses(
+        (status = 200, description = "The delivery state", body = super::openapi::DeliveryStateShown),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:read"]))
+)]
 pub async fn show(
     State(state): State<ApiState>,
     caller: Caller,
@@ -130,6 +144,21 @@ pub async fn reenable_cleanup(state: &ApiState, before: &Subscription) -> Result
 }
 
 /// `POST /v1/subscriptions/{id}/enable`: re-enables a disabled (or paused) subscription.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions/{id}/enable",
+    tag = "delivery",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses(
+        (status = 200, description = "Re-enabled", body = super::openapi::SubscriptionShown),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:write"]))
+)]
 pub async fn enable(
     State(state): State<ApiState>,
     caller: Caller,
@@ -153,6 +182,21 @@ pub async fn enable(
 
 /// `POST /v1/subscriptions/{id}/retry`: the blocked event is tried now,
 /// skipping the rest of its wait.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions/{id}/retry",
+    tag = "delivery",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses(
+        (status = 200, description = "The blocked event is tried now", body = super::openapi::RetryingNow),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []), ("tenant_oauth" = ["deliveries:replay"]))
+)]
 pub async fn retry_now(
     State(state): State<ApiState>,
     caller: Caller,
@@ -161,7 +205,7 @@ pub async fn retry_now(
     let subscription = subscription(&state, &caller, &id, Scope::DeliveriesReplay).await?;
     let block = state.delivery.block(&id).await?.ok_or_else(|| {
         ApiError::conflict(
-            "not_blocked",
+            ProblemCode::NotBlocked,
             format!("subscription {id} is not waiting on a failed event"),
         )
     })?;
@@ -174,7 +218,7 @@ pub async fn retry_now(
         })?;
     if !swapped {
         return Err(ApiError::conflict(
-            "block_changed",
+            ProblemCode::BlockChanged,
             "the blocked event was attempted meanwhile; look at the state and retry",
         ));
     }
@@ -195,6 +239,20 @@ pub async fn retry_now(
 }
 
 /// `GET /v1/subscriptions/{id}/parked`: events given up with `skip`.
+#[utoipa::path(
+    get,
+    path = "/v1/subscriptions/{id}/parked",
+    tag = "delivery",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses(
+        (status = 200, description = "The parked events", body = super::openapi::ParkedList),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:read"]))
+)]
 pub async fn parked(
     State(state): State<ApiState>,
     caller: Caller,
@@ -212,6 +270,20 @@ pub async fn parked(
 }
 
 /// `POST /v1/subscriptions/{id}/parked/replay`: replays every parked event.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions/{id}/parked/replay",
+    tag = "delivery",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses(
+        (status = 200, description = "Every parked event queued again", body = super::openapi::Replayed),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []), ("tenant_oauth" = ["deliveries:replay"]))
+)]
 pub async fn replay_all(
     State(state): State<ApiState>,
     caller: Caller,
@@ -232,6 +304,20 @@ pub async fn replay_all(
 }
 
 /// `POST /v1/subscriptions/{id}/parked/{event_id}/replay`: replays one parked event.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions/{id}/parked/{event_id}/replay",
+    tag = "delivery",
+    params(("id" = String, Path, description = "Subscription id"), ("event_id" = String, Path, description = "Parked event id")),
+    responses(
+        (status = 200, description = "The event queued again", body = super::openapi::Replayed),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []), ("tenant_oauth" = ["deliveries:replay"]))
+)]
 pub async fn replay_one(
     State(state): State<ApiState>,
     caller: Caller,
@@ -308,6 +394,21 @@ fn attempts_limit(query: Option<&str>) -> Result<usize, ApiError> {
 }
 
 /// `GET /v1/subscriptions/{id}/attempts?limit=N`: recent attempts, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/subscriptions/{id}/attempts",
+    tag = "delivery",
+    params(("id" = String, Path, description = "Subscription id"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most attempts (default 100)")),
+    responses(
+        (status = 200, description = "The recent attempts, newest first", body = super::openapi::AttemptList),
+        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:read"]))
+)]
 pub async fn attempts(
     State(state): State<ApiState>,
     caller: Caller,

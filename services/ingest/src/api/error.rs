@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use postline_shared::problem::Problem;
+use postline_shared::problem::{Problem, ProblemCode};
 use postline_shared::subscription::StoreError;
 
 /// An error answer.
@@ -19,7 +19,7 @@ pub struct ApiError {
 impl ApiError {
     /// 400 (or 413 for `too_large`) for bad input.
     pub fn invalid(problem: Problem) -> Self {
-        let status = if problem.code == "too_large" {
+        let status = if problem.code == ProblemCode::TooLarge {
             StatusCode::PAYLOAD_TOO_LARGE
         } else {
             StatusCode::BAD_REQUEST
@@ -41,7 +41,7 @@ impl ApiError {
             detail: Some(("ping", ping)),
             ..Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                Problem::whole("ping_failed", message),
+                Problem::whole(ProblemCode::PingFailed, message),
             )
         }
     }
@@ -53,7 +53,7 @@ impl ApiError {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             Problem {
-                code: "endpoint_not_allowed",
+                code: ProblemCode::EndpointNotAllowed,
                 field: Some(field.to_string()),
                 message: message.into(),
             },
@@ -64,7 +64,7 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            Problem::whole("internal", message),
+            Problem::whole(ProblemCode::Internal, message),
         )
     }
 
@@ -72,12 +72,12 @@ impl ApiError {
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            Problem::whole("unauthorized", "missing or invalid bearer token"),
+            Problem::whole(ProblemCode::Unauthorized, "missing or invalid bearer token"),
         )
     }
 
     /// 403 with `code` (e.g. `admin_only`, `tenant_suspended`).
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn forbidden(code: ProblemCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, Problem::whole(code, message))
     }
 
@@ -86,7 +86,7 @@ impl ApiError {
         Self::new(
             StatusCode::FORBIDDEN,
             Problem::whole(
-                "insufficient_scope",
+                ProblemCode::InsufficientScope,
                 format!("this token lacks the scope {scope}"),
             ),
         )
@@ -96,7 +96,7 @@ impl ApiError {
     pub fn too_many(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::TOO_MANY_REQUESTS,
-            Problem::whole("slow_down", message),
+            Problem::whole(ProblemCode::SlowDown, message),
         )
     }
 
@@ -112,11 +112,14 @@ impl ApiError {
 
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, Problem::whole("not_found", message))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            Problem::whole(ProblemCode::NotFound, message),
+        )
     }
 
     /// 409 when the resource is not in a state that allows the request.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ProblemCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, Problem::whole(code, message))
     }
 
@@ -129,7 +132,7 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            Problem::whole("unavailable", message),
+            Problem::whole(ProblemCode::Unavailable, message),
         )
     }
 }
@@ -141,7 +144,7 @@ impl ApiError {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             Problem::whole(
-                "state_lost",
+                ProblemCode::StateLost,
                 "Postline's state in Redis was lost; an operator must restore it (POST /v1/admin/import) or declare a fresh start (POST /v1/admin/reset-state); retry with the same ids later",
             ),
         )
@@ -159,7 +162,7 @@ impl From<StoreError> for ApiError {
                 Problem::field("id", format!("subscription {id} already exists")),
             ),
             StoreError::Changed(id) => Self::conflict(
-                "changed",
+                ProblemCode::Changed,
                 format!("subscription {id} changed while this update was checked; retry"),
             ),
             StoreError::Invalid(problem) => Self::invalid(problem),

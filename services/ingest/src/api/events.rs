@@ -9,11 +9,25 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use postline_shared::problem::{parse_json, Problem};
+use postline_shared::problem::{parse_json, Problem, ProblemCode};
 use postline_shared::Envelope;
 use serde_json::value::RawValue;
 
 /// One event.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body = postline_shared::envelope::IncomingEvent,
+    responses(
+        (status = 202, description = "Accepted, after the broker confirmed every copy", body = super::openapi::Accepted),
+        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 413, description = "`too_large`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("producer_token" = []))
+)]
 pub async fn post_one(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -27,6 +41,20 @@ pub async fn post_one(
 }
 
 /// An array of events, validated all-or-nothing before anything is published.
+#[utoipa::path(
+    post,
+    path = "/v1/events/batch",
+    tag = "events",
+    request_body(content = Vec<postline_shared::envelope::IncomingEvent>, description = "1 to 1,000 events, validated whole before any is published"),
+    responses(
+        (status = 202, description = "Accepted, after the broker confirmed every copy", body = super::openapi::Accepted),
+        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 413, description = "`too_large`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("producer_token" = []))
+)]
 pub async fn post_batch(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -39,7 +67,7 @@ pub async fn post_batch(
         return Err(reject(
             &state,
             Problem::whole(
-                "invalid_batch",
+                ProblemCode::InvalidBatch,
                 format!("a batch holds 1 to {} events", state.max_batch_events),
             ),
         ));
@@ -101,14 +129,14 @@ async fn read_limited(state: &ApiState, body: Body, limit: usize) -> Result<Byte
 
 fn too_large(size: usize, limit: usize) -> Problem {
     Problem::whole(
-        "too_large",
+        ProblemCode::TooLarge,
         format!("event is {size} bytes; the limit is {limit}"),
     )
 }
 
 fn too_large_unknown(limit: usize) -> Problem {
     Problem::whole(
-        "too_large",
+        ProblemCode::TooLarge,
         format!("request body exceeds the limit of {limit} bytes"),
     )
 }
@@ -117,7 +145,7 @@ fn reject(state: &ApiState, problem: Problem) -> ApiError {
     state
         .metrics
         .rejected
-        .with_label_values(&["http", problem.code])
+        .with_label_values(&["http", problem.code.as_str()])
         .inc();
     ApiError::invalid(problem)
 }

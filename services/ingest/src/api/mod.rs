@@ -9,6 +9,7 @@ pub(crate) mod delivery_controls;
 mod error;
 mod events;
 pub(crate) mod oauth;
+pub mod openapi;
 pub(crate) mod ping;
 mod secrets;
 pub(crate) mod subscriptions;
@@ -19,7 +20,6 @@ pub use error::ApiError;
 use crate::broker_link::{BrokerLink, LinkHandle};
 use crate::fanout::Fanout;
 use crate::metrics::IngestMetrics;
-use axum::routing::{get, post};
 use axum::Router;
 use postline_shared::delivery_state::DeliveryState;
 use postline_shared::secret::Secret;
@@ -28,6 +28,8 @@ use postline_shared::subscription::SubscriptionStore;
 use postline_shared::token_client::TokenClient;
 use postline_shared::topology::Topology;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -86,72 +88,44 @@ fn broker(state: &ApiState) -> Result<BrokerLink, ApiError> {
         .ok_or_else(|| ApiError::unavailable("broker not connected; retry"))
 }
 
-/// The `/v1` routes.
+/// Every documented route: each handler registers at the path of its
+/// `#[utoipa::path]`, so the router and the OpenAPI document cannot differ.
+pub(crate) fn documented_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(events::post_one))
+        .routes(routes!(events::post_batch))
+        .routes(routes!(subscriptions::list, subscriptions::create))
+        .routes(routes!(
+            subscriptions::get,
+            subscriptions::update,
+            subscriptions::delete
+        ))
+        .routes(routes!(delivery_controls::show))
+        .routes(routes!(delivery_controls::enable))
+        .routes(routes!(delivery_controls::retry_now))
+        .routes(routes!(delivery_controls::parked))
+        .routes(routes!(delivery_controls::replay_all))
+        .routes(routes!(delivery_controls::replay_one))
+        .routes(routes!(delivery_controls::attempts))
+        .routes(routes!(secrets::rotate))
+        .routes(routes!(tenants::list, tenants::create))
+        .routes(routes!(tenants::get, tenants::update, tenants::delete))
+        .routes(routes!(tenants::list_clients, tenants::create_client))
+        .routes(routes!(tenants::delete_client))
+        .routes(routes!(tenants::audit_trail))
+        .routes(routes!(tenants::portal_link))
+        .routes(routes!(oauth::token))
+        .routes(routes!(admin::export))
+        .routes(routes!(admin::import))
+        .routes(routes!(admin::reset_state))
+        .routes(routes!(openapi::serve))
+}
+
+/// The `/v1` routes, `/oauth/token`, `/openapi.json` and the status page.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/v1/events", post(events::post_one))
-        .route("/v1/events/batch", post(events::post_batch))
-        .route(
-            "/v1/subscriptions",
-            get(subscriptions::list).post(subscriptions::create),
-        )
-        .route(
-            "/v1/subscriptions/{id}",
-            get(subscriptions::get)
-                .patch(subscriptions::update)
-                .delete(subscriptions::delete),
-        )
-        .route("/v1/subscriptions/{id}/state", get(delivery_controls::show))
-        .route(
-            "/v1/subscriptions/{id}/enable",
-            post(delivery_controls::enable),
-        )
-        .route(
-            "/v1/subscriptions/{id}/retry",
-            post(delivery_controls::retry_now),
-        )
-        .route(
-            "/v1/subscriptions/{id}/parked",
-            get(delivery_controls::parked),
-        )
-        .route(
-            "/v1/subscriptions/{id}/parked/replay",
-            post(delivery_controls::replay_all),
-        )
-        .route(
-            "/v1/subscriptions/{id}/parked/{event_id}/replay",
-            post(delivery_controls::replay_one),
-        )
-        .route(
-            "/v1/subscriptions/{id}/attempts",
-            get(delivery_controls::attempts),
-        )
-        .route(
-            "/v1/subscriptions/{id}/secrets/rotate",
-            post(secrets::rotate),
-        )
-        .route("/v1/tenants", get(tenants::list).post(tenants::create))
-        .route(
-            "/v1/tenants/{id}",
-            get(tenants::get)
-                .patch(tenants::update)
-                .delete(tenants::delete),
-        )
-        .route(
-            "/v1/tenants/{id}/clients",
-            get(tenants::list_clients).post(tenants::create_client),
-        )
-        .route(
-            "/v1/tenants/{id}/clients/{client_id}",
-            axum::routing::delete(tenants::delete_client),
-        )
-        .route("/v1/tenants/{id}/audit", get(tenants::audit_trail))
-        .route("/v1/tenants/{id}/portal-link", post(tenants::portal_link))
-        .route("/oauth/token", post(oauth::token))
+    let (documented, _) = documented_routes().split_for_parts();
+    documented
         .merge(crate::ui::router())
-        .route("/v1/admin/export", get(admin::export))
-        .route("/v1/admin/import", post(admin::import))
-        .route("/v1/admin/reset-state", post(admin::reset_state))
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
 }

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use postline_shared::problem::ProblemCode;
 use serde_json::json;
 use std::collections::HashMap;
 
@@ -39,13 +40,13 @@ pub struct TokenRequest {
 #[derive(Debug, PartialEq, Eq)]
 pub struct OAuthError {
     /// `invalid_request`, `invalid_client`, …
-    pub error: &'static str,
+    pub error: ProblemCode,
     /// For people.
     pub description: String,
 }
 
 impl OAuthError {
-    fn new(error: &'static str, description: impl Into<String>) -> Self {
+    fn new(error: ProblemCode, description: impl Into<String>) -> Self {
         Self {
             error,
             description: description.into(),
@@ -55,7 +56,7 @@ impl OAuthError {
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let status = if self.error == "invalid_client" {
+        let status = if self.error == ProblemCode::InvalidClient {
             StatusCode::UNAUTHORIZED
         } else {
             StatusCode::BAD_REQUEST
@@ -93,13 +94,13 @@ pub fn parse_token_request(
         });
     if !form_type {
         return Err(OAuthError::new(
-            "invalid_request",
+            ProblemCode::InvalidRequest,
             "the body must be application/x-www-form-urlencoded",
         ));
     }
     if body.len() > MAX_TOKEN_REQUEST_BYTES {
         return Err(OAuthError::new(
-            "invalid_request",
+            ProblemCode::InvalidRequest,
             "the request is too large",
         ));
     }
@@ -110,17 +111,17 @@ pub fn parse_token_request(
             .is_some()
         {
             return Err(OAuthError::new(
-                "invalid_request",
+                ProblemCode::InvalidRequest,
                 format!("parameter {name} is given more than once"),
             ));
         }
     }
     let grant_type = params
         .remove("grant_type")
-        .ok_or_else(|| OAuthError::new("invalid_request", "grant_type is missing"))?;
+        .ok_or_else(|| OAuthError::new(ProblemCode::InvalidRequest, "grant_type is missing"))?;
     if grant_type != "client_credentials" {
         return Err(OAuthError::new(
-            "unsupported_grant_type",
+            ProblemCode::UnsupportedGrantType,
             "only grant_type=client_credentials is supported",
         ));
     }
@@ -130,7 +131,7 @@ pub fn parse_token_request(
     let (client_id, client_secret, basic) = match (basic, body_id, body_secret) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
             return Err(OAuthError::new(
-                "invalid_request",
+                ProblemCode::InvalidRequest,
                 "authenticate with one method only: HTTP Basic or the body",
             ))
         }
@@ -138,14 +139,14 @@ pub fn parse_token_request(
         (None, Some(id), Some(secret)) => (id, secret, false),
         (None, _, _) => {
             return Err(OAuthError::new(
-                "invalid_client",
+                ProblemCode::InvalidClient,
                 "client authentication is missing",
             ))
         }
     };
     if client_id.is_empty() || client_secret.is_empty() {
         return Err(OAuthError::new(
-            "invalid_client",
+            ProblemCode::InvalidClient,
             "client authentication failed",
         ));
     }
@@ -160,7 +161,12 @@ pub fn parse_token_request(
 /// The client id and secret of a `Basic` authorization value, each
 /// form-urlencoded before encoding as RFC 6749 §2.3.1 asks.
 fn basic_credentials(value: &str) -> Result<(String, String), OAuthError> {
-    let failed = || OAuthError::new("invalid_client", "malformed HTTP Basic credentials");
+    let failed = || {
+        OAuthError::new(
+            ProblemCode::InvalidClient,
+            "malformed HTTP Basic credentials",
+        )
+    };
     let (scheme, encoded) = value.split_once(' ').ok_or_else(failed)?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(failed());
@@ -184,6 +190,19 @@ static DECOY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 /// `POST /oauth/token`.
+#[utoipa::path(
+    post,
+    path = "/oauth/token",
+    tag = "oauth",
+    request_body(content = super::openapi::TokenForm, content_type = "application/x-www-form-urlencoded", description = "The client authenticates with HTTP Basic or `client_id`/`client_secret` in the form"),
+    responses(
+        (status = 200, description = "An access token (`Cache-Control: no-store`)", body = super::openapi::TokenIssued),
+        (status = 400, description = "`invalid_request`, `unsupported_grant_type`, `invalid_scope`, `unauthorized_client`", body = super::openapi::OAuthErrorBody),
+        (status = 401, description = "`invalid_client` (with `WWW-Authenticate`)", body = super::openapi::OAuthErrorBody),
+        (status = 429, description = "`slow_down`: this client id failed too often; wait", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn token(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
     match issue(&state, &headers, &body).await {
         Ok(response) => response,
@@ -276,20 +295,24 @@ async fn issue(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Res
     )?;
     let client = check_client(state, &request.client_id, &request.client_secret)
         .await?
-        .map_err(|()| OAuthError::new("invalid_client", "client authentication failed"))?;
+        .map_err(|()| {
+            OAuthError::new(ProblemCode::InvalidClient, "client authentication failed")
+        })?;
     let tenant = state
         .tenants
         .get(client.tenant.as_str())
         .await
         .map_err(ApiError::from)?;
     if tenant.is_none_or(|t| t.spec.status != TenantStatus::Active) {
-        return Err(
-            OAuthError::new("unauthorized_client", "this client's tenant is suspended").into(),
-        );
+        return Err(OAuthError::new(
+            ProblemCode::UnauthorizedClient,
+            "this client's tenant is suspended",
+        )
+        .into());
     }
     let scopes = narrow(&client.scopes, request.scope.as_deref()).map_err(|error| {
         OAuthError::new(
-            "invalid_scope",
+            ProblemCode::InvalidScope,
             match error {
                 ScopeError::Unknown(_) => "the scope names an unknown scope".to_string(),
                 ScopeError::NotGranted(scope) => {
@@ -328,6 +351,7 @@ mod tests {
         parse_token_request(auth, content_type, body.as_bytes())
             .unwrap_err()
             .error
+            .as_str()
     }
 
     #[test]

@@ -25,12 +25,13 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// The optional rotation body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Rotation {
     /// The new secret; generated when absent.
     secret: Option<Secret>,
-    /// How long the replaced secrets keep signing (default 24 h).
+    /// How long the replaced secrets keep signing (default 24 h, at most 30 days).
+    #[schema(maximum = 2592000)]
     grace_secs: Option<u64>,
 }
 
@@ -57,6 +58,23 @@ impl Rotation {
 }
 
 /// `POST /v1/subscriptions/{id}/secrets/rotate`.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions/{id}/secrets/rotate",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    request_body(content = Option<Rotation>, description = "Optional: the new secret and the grace of the replaced ones"),
+    responses(
+        (status = 200, description = "Rotated; `secret` when generated", body = super::openapi::Rotated),
+        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:write"]))
+)]
 pub async fn rotate(
     State(state): State<ApiState>,
     caller: Caller,

@@ -216,6 +216,22 @@ pub(crate) async fn visible(
 }
 
 /// `POST /v1/subscriptions`.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions",
+    tag = "subscriptions",
+    request_body(content = postline_shared::subscription::SubscriptionSpec, description = "The subscription; `\"verify\": false` (not stored) skips the PING (operator only)"),
+    responses(
+        (status = 201, description = "Created, after the endpoint passed the PING", body = super::openapi::SubscriptionShown),
+        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
+        (status = 422, description = "`ping_failed` (with `ping`) or `endpoint_not_allowed`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:write"]))
+)]
 pub async fn create(
     State(state): State<ApiState>,
     caller: Caller,
@@ -314,6 +330,19 @@ pub(crate) async fn visible_list(
 }
 
 /// `GET /v1/subscriptions[?tenant=<id>]`.
+#[utoipa::path(
+    get,
+    path = "/v1/subscriptions",
+    tag = "subscriptions",
+    params(("tenant" = Option<String>, Query, description = "Only this tenant's subscriptions (empty: the operator's own)")),
+    responses(
+        (status = 200, description = "The subscriptions the caller may see", body = super::openapi::SubscriptionList),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:read"]))
+)]
 pub async fn list(
     State(state): State<ApiState>,
     caller: Caller,
@@ -328,6 +357,20 @@ pub async fn list(
 }
 
 /// `GET /v1/subscriptions/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/subscriptions/{id}",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses(
+        (status = 200, description = "The subscription, with its `backlog`", body = super::openapi::SubscriptionShown),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:read"]))
+)]
 pub async fn get(
     State(state): State<ApiState>,
     caller: Caller,
@@ -346,6 +389,24 @@ pub async fn get(
 }
 
 /// `PATCH /v1/subscriptions/{id}`.
+#[utoipa::path(
+    patch,
+    path = "/v1/subscriptions/{id}",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    request_body(content = postline_shared::subscription::SubscriptionPatch, description = "Only the fields sent change; `\"verify\": false` skips the PING"),
+    responses(
+        (status = 200, description = "Updated", body = super::openapi::SubscriptionShown),
+        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
+        (status = 422, description = "`ping_failed` (with `ping`) or `endpoint_not_allowed`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:write"]))
+)]
 pub async fn update(
     State(state): State<ApiState>,
     caller: Caller,
@@ -407,6 +468,20 @@ pub async fn update(
 }
 
 /// `DELETE /v1/subscriptions/{id}`: removes the subscription, its queue and backlog.
+#[utoipa::path(
+    delete,
+    path = "/v1/subscriptions/{id}",
+    tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses(
+        (status = 200, description = "Deleted with its queue and backlog", body = super::openapi::SubscriptionDeleted),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:write"]))
+)]
 pub async fn delete(
     State(state): State<ApiState>,
     caller: Caller,

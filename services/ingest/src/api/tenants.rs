@@ -77,6 +77,21 @@ async fn audit(
 }
 
 /// `POST /v1/tenants`.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants",
+    tag = "tenants",
+    request_body = crate::tenants::TenantSpec,
+    responses(
+        (status = 201, description = "Created", body = super::openapi::TenantShown),
+        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn create(
     State(state): State<ApiState>,
     caller: Caller,
@@ -103,6 +118,18 @@ pub async fn create(
 }
 
 /// `GET /v1/tenants`.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants",
+    tag = "tenants",
+    responses(
+        (status = 200, description = "Every tenant", body = super::openapi::TenantList),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let tenants: Vec<Value> = state.tenants.list().await?.iter().map(view).collect();
@@ -122,6 +149,20 @@ async fn own_or_admin(state: &ApiState, caller: &Caller, id: &str) -> Result<Ten
 }
 
 /// `GET /v1/tenants/{id}` (the operator, or the tenant itself).
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}",
+    tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id")),
+    responses(
+        (status = 200, description = "The tenant (a tenant sees only itself)", body = super::openapi::TenantShown),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:read"]))
+)]
 pub async fn get(
     State(state): State<ApiState>,
     caller: Caller,
@@ -131,6 +172,22 @@ pub async fn get(
 }
 
 /// `PATCH /v1/tenants/{id}`; suspending pauses every active subscription of the tenant.
+#[utoipa::path(
+    patch,
+    path = "/v1/tenants/{id}",
+    tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id")),
+    request_body = crate::tenants::TenantPatch,
+    responses(
+        (status = 200, description = "Updated", body = super::openapi::TenantShown),
+        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn update(
     State(state): State<ApiState>,
     caller: Caller,
@@ -193,6 +250,20 @@ pub async fn update(
 
 /// `DELETE /v1/tenants/{id}`: the tenant, its subscriptions (with their
 /// queues), its clients and their tokens.
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{id}",
+    tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id")),
+    responses(
+        (status = 200, description = "Deleted with its subscriptions, clients and tokens", body = super::openapi::TenantDeleted),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn delete(
     State(state): State<ApiState>,
     caller: Caller,
@@ -228,7 +299,7 @@ pub async fn delete(
 }
 
 /// The body of `POST /v1/tenants/{id}/clients`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewClient {
     /// Scopes of the client (default: all).
@@ -237,6 +308,22 @@ struct NewClient {
 }
 
 /// `POST /v1/tenants/{id}/clients`: issues a client; its secret is in this answer only.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/clients",
+    tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id")),
+    request_body(content = Option<NewClient>, description = "Scopes (default: all)"),
+    responses(
+        (status = 201, description = "Issued; `client_secret` in this answer only", body = super::openapi::ClientShown),
+        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn create_client(
     State(state): State<ApiState>,
     caller: Caller,
@@ -277,6 +364,20 @@ pub async fn create_client(
 }
 
 /// `GET /v1/tenants/{id}/clients` (never a secret).
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/clients",
+    tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id")),
+    responses(
+        (status = 200, description = "The tenant's clients (never a secret)", body = super::openapi::ClientList),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn list_clients(
     State(state): State<ApiState>,
     caller: Caller,
@@ -295,6 +396,20 @@ pub async fn list_clients(
 }
 
 /// `DELETE /v1/tenants/{id}/clients/{client_id}`: revokes the client and its tokens.
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{id}/clients/{client_id}",
+    tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id"), ("client_id" = String, Path, description = "Client id")),
+    responses(
+        (status = 200, description = "Revoked with every token it holds", body = super::openapi::ClientDeleted),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn delete_client(
     State(state): State<ApiState>,
     caller: Caller,
@@ -326,6 +441,21 @@ pub async fn delete_client(
 }
 
 /// `GET /v1/tenants/{id}/audit?limit=N` (the operator, or the tenant itself), newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/audit",
+    tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most entries (default 100)")),
+    responses(
+        (status = 200, description = "The audit trail, newest first", body = super::openapi::AuditList),
+        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:read"]))
+)]
 pub async fn audit_trail(
     State(state): State<ApiState>,
     caller: Caller,
@@ -357,17 +487,36 @@ pub async fn audit_trail(
 }
 
 /// The body of `POST /v1/tenants/{id}/portal-link`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewLink {
+    /// How long the link works (default 900 s).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3600)]
     ttl_secs: Option<u64>,
+    /// Scopes of the session it opens (default: all).
     #[serde(default)]
     scopes: Option<Vec<Scope>>,
 }
 
 /// `POST /v1/tenants/{id}/portal-link`: a one-time link into the tenant's
 /// status page, usable for `ttl_secs` (default 15 min, at most 1 h).
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/portal-link",
+    tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id")),
+    request_body(content = Option<NewLink>, description = "Optional: lifetime and scopes"),
+    responses(
+        (status = 201, description = "A one-time link into the tenant's status page", body = super::openapi::PortalLink),
+        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
+        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
+        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn portal_link(
     State(state): State<ApiState>,
     caller: Caller,

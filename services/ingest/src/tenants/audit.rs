@@ -18,7 +18,7 @@ pub const OPERATOR_STREAM: &str = "_operator";
 const FIELD: &str = "entry";
 
 /// One audited change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// When.
     pub at: DateTime<Utc>,

@@ -13,7 +13,19 @@ use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 /// What a tenant token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum Scope {
     /// Read its subscriptions, their state, attempts and parked events.
     #[serde(rename = "subscriptions:read")]

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use postline_shared::ladder::{
     PolicyKind, RetryPolicy, DEFAULT_GIVE_UP_AFTER_MS, DEFAULT_MAX_RETRY_AFTER_MS,
 };
-use postline_shared::problem::Problem;
+use postline_shared::problem::{Problem, ProblemCode};
 use postline_shared::subscription::{EventTypePattern, SubscriptionSpec, DEFAULT_TIMEOUT_MS};
 use postline_shared::tenant::TenantId;
 use serde::{Deserialize, Serialize};
@@ -31,7 +31,7 @@ pub const MAX_NAME_LEN: usize = 200;
 pub const TENANT_MIN_INTERVAL_MS: u64 = 60_000;
 
 /// Whether a tenant is served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TenantStatus {
     /// Its credentials work and its subscriptions deliver.
@@ -42,17 +42,20 @@ pub enum TenantStatus {
 }
 
 /// A tenant as the operator writes it (the create body).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantSpec {
     /// Id (the shape of a subscription id); events name it in `tenant`.
     pub id: TenantId,
     /// Display name.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// Event-type patterns its subscriptions may ask for (`order.*`).
+    #[schema(min_items = 1, max_items = 100)]
     pub allowed_event_types: Vec<String>,
     /// Most subscriptions it may have.
     #[serde(default = "default_max_subscriptions")]
+    #[schema(maximum = 10000, default = 20)]
     pub max_subscriptions: u32,
     /// Active or suspended.
     #[serde(default)]
@@ -64,14 +67,17 @@ fn default_max_subscriptions() -> u32 {
 }
 
 /// A partial update of a tenant.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantPatch {
     /// New name.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     /// New allowed patterns.
+    #[schema(min_items = 1, max_items = 100)]
     pub allowed_event_types: Option<Vec<String>>,
     /// New limit.
+    #[schema(maximum = 10000)]
     pub max_subscriptions: Option<u32>,
     /// New status (`suspended` pauses its subscriptions).
     pub status: Option<TenantStatus>,
@@ -207,7 +213,7 @@ pub fn check_event_types(allowed: &[String], event_types: &[String]) -> Result<(
 pub fn check_room(max_subscriptions: u32, existing: usize) -> Result<(), Problem> {
     if existing >= max_subscriptions as usize {
         return Err(Problem {
-            code: "limit_reached",
+            code: ProblemCode::LimitReached,
             field: Some("max_subscriptions".into()),
             message: format!(
                 "your tenant may have at most {max_subscriptions} subscriptions; delete one first"
@@ -236,7 +242,7 @@ pub fn operator_only(
 ) -> Result<(), Problem> {
     let refuse = |field: &str, message: String| {
         Err(Problem {
-            code: "operator_only",
+            code: ProblemCode::OperatorOnly,
             field: Some(field.to_string()),
             message,
         })
