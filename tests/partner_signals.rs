@@ -218,6 +218,14 @@ async fn a_rotated_secret_signs_beside_the_new_one_until_its_grace_ends() {
     assert_standard_webhooks(&after[1], "after", &[&new]);
     let (_, shown) = env.get_subscription("rotating").await;
     assert_eq!(shown["retiring_secrets_until"], json!([]), "{shown}");
+    // Ingest's clean-up (every 30 s) drops it from the stored document too.
+    let cleaned = env
+        .store()
+        .drop_retired_secrets("rotating")
+        .await
+        .expect("dropping the ended secret");
+    assert!(cleaned.retiring_secrets.is_empty());
+    assert_eq!(cleaned.spec.secrets[0].expose(), new);
     env.cleanup().await;
 }
 

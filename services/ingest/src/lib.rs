@@ -11,6 +11,7 @@ pub mod config;
 pub mod fanout;
 pub mod metrics;
 pub mod operator;
+mod secret_expiry;
 pub mod tenants;
 pub mod ui;
 
@@ -148,6 +149,11 @@ pub async fn start(
         )),
         _ => None,
     };
+    let secret_expiry = tokio::spawn(secret_expiry::run(
+        store.clone(),
+        catalog.clone(),
+        background.clone(),
+    ));
     let intake = amqp_intake::AmqpIntake::new(
         fanout.clone(),
         topology.clone(),
@@ -206,6 +212,7 @@ pub async fn start(
         background.cancel();
         let _ = sync.await;
         let _ = redis_watch.await;
+        let _ = secret_expiry.await;
         if let Some(notifier) = notifier {
             let _ = notifier.await;
         }

@@ -3,7 +3,8 @@
 //! grace ends, so a receiver can switch over without dropping a request.
 //!
 //! A retiring secret past its end signs nothing and is left out of the view;
-//! the store drops it from the document at the next write of the subscription.
+//! ingest drops it from the stored document soon after (and any write of the
+//! subscription does too).
 
 use super::Subscription;
 use crate::secret::Secret;
@@ -78,6 +79,14 @@ impl Subscription {
             .collect()
     }
 
+    /// Whether a retiring secret's grace has ended, so the stored document
+    /// should drop it (see ingest's `secret_expiry`).
+    pub fn has_retired_secrets(&self, now: DateTime<Utc>) -> bool {
+        self.retiring_secrets
+            .iter()
+            .any(|retiring| retiring.until <= now)
+    }
+
     /// When each retiring secret still in its grace stops signing.
     pub fn retiring_until(&self, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
         self.retiring_secrets
@@ -118,6 +127,8 @@ mod tests {
         let later = now + TimeDelta::seconds(61);
         assert_eq!(values(&s, later), ["new"]);
         assert!(s.retiring_until(later).is_empty());
+        assert!(!s.has_retired_secrets(now));
+        assert!(s.has_retired_secrets(later));
         s.drop_retired(later);
         assert!(s.retiring_secrets.is_empty());
     }

@@ -403,6 +403,12 @@ impl SubscriptionStore {
         .await
     }
 
+    /// Drops the retiring secrets whose grace has ended from the stored document.
+    pub async fn drop_retired_secrets(&self, id: &str) -> Result<Subscription, StoreError> {
+        // `modify` drops them from every document it writes.
+        self.modify(id, |_| {}).await
+    }
+
     /// Applies `change` to the stored subscription and stores the result if
     /// nothing else was stored meanwhile, reading again and re-applying it
     /// (a few times) when something was: a concurrent PATCH is never undone.
