@@ -356,18 +356,22 @@ impl Topology {
             QueueType::Classic => {
                 args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(1));
             }
-            QueueType::Quorum => {
-                args.insert("x-queue-type".into(), long_string("quorum"));
-                self.insert_at_least_once_dead_lettering(&mut args);
-                // Finite, as dead-lettering needs, and far above the number of
-                // times a held-back message can be handed back.
-                args.insert(
-                    "x-delivery-limit".into(),
-                    AMQPValue::LongInt(QUORUM_DELIVERY_LIMIT),
-                );
-            }
+            QueueType::Quorum => self.insert_consumed_quorum_arguments(&mut args),
         }
         args
+    }
+
+    /// A quorum queue that consumers hand messages back to: a finite
+    /// delivery limit (as dead-lettering needs, and far above the number of
+    /// times a held-back message can be handed back), past which messages go
+    /// to the rejected queue at least once.
+    fn insert_consumed_quorum_arguments(&self, args: &mut FieldTable) {
+        args.insert("x-queue-type".into(), long_string("quorum"));
+        self.insert_at_least_once_dead_lettering(args);
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(QUORUM_DELIVERY_LIMIT),
+        );
     }
 
     /// Arguments of the intake queue (single active consumer; replicated on
@@ -376,12 +380,7 @@ impl Topology {
         let mut args = FieldTable::default();
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
         if self.queue_type == QueueType::Quorum {
-            args.insert("x-queue-type".into(), long_string("quorum"));
-            self.insert_at_least_once_dead_lettering(&mut args);
-            args.insert(
-                "x-delivery-limit".into(),
-                AMQPValue::LongInt(QUORUM_DELIVERY_LIMIT),
-            );
+            self.insert_consumed_quorum_arguments(&mut args);
         }
         args
     }

@@ -223,13 +223,13 @@ impl SubscriptionConsumer {
                 self.session(connection, settings, queue, &until).await
             })
             .await;
-        if stop.is_cancelled() || !drained {
+        if stop.is_cancelled() {
             return outcome;
         }
         match outcome? {
             // Drained: delete it (refused while a message or another
             // replica's consumer is left), then go on with the quorum queue.
-            Ended::Stopped => {}
+            Ended::Stopped if drained => {}
             Ended::Disabled { discard: true } => {
                 self.discard_backlog(connection, id, queue).await;
                 let current = self.context.topology.subscription_queue(id);
