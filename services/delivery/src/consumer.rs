@@ -11,6 +11,7 @@
 //! `max_in_flight` POSTs run at once. Every POST first waits for the
 //! subscription's rate limit ([`crate::pacing`]).
 
+use crate::acks::Acks;
 use crate::attempt::{self, Attempt};
 use crate::connections::within;
 use crate::decision::{
@@ -20,12 +21,12 @@ use crate::interval::Tick;
 use crate::metrics::DeliveryMetrics;
 use crate::pacing::{self, Pacer};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueuePurgeOptions};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;
-use postline_shared::broker::{self, ConfirmedPublisher, PublishError, SettleError};
+use postline_shared::broker::{ConfirmedPublisher, PublishError};
 use postline_shared::delivery_state::semantics::Dropped;
 use postline_shared::delivery_state::{AttemptRecord, Block, DeliveryState, ParkedEvent};
 use postline_shared::migration;
@@ -122,6 +123,7 @@ pub(crate) enum Handled {
 /// where it stands.
 struct InHand<'a> {
     id: &'a str,
+    acks: &'a Acks,
     delivery: Option<&'a Delivery>,
     body: &'a [u8],
     envelope: &'a Envelope,
@@ -130,10 +132,10 @@ struct InHand<'a> {
 }
 
 impl InHand<'_> {
-    /// Acks the message it came in, if any (see [`ack`]).
+    /// Acks the message it came in, if any (see [`Acks::ack`]).
     async fn ack(&self) -> Result<(), ConsumerError> {
         match self.delivery {
-            Some(delivery) => ack(delivery).await,
+            Some(delivery) => self.acks.ack(delivery).await,
             None => Ok(()),
         }
     }
@@ -296,6 +298,8 @@ impl SubscriptionConsumer {
     }
 
     /// Strict order: one event at a time; a blocked event ends the session.
+    /// Acks are batched (see [`crate::acks`]) and flushed before waiting for
+    /// the next message and when the session ends.
     async fn consume_in_order(
         &self,
         id: &str,
@@ -303,18 +307,51 @@ impl SubscriptionConsumer {
         tick: Option<Tick>,
         stop: &CancellationToken,
     ) -> Result<Ended, ConsumerError> {
+        let acks = Acks::batched();
+        let ended = self
+            .consume_in_order_with(id, consumer, tick, &acks, stop)
+            .await;
+        // The messages settled so far are acked before the channel closes,
+        // whatever ended the session (a failed flush only means they come
+        // again, and are skipped as settled).
+        let flushed = acks.flush().await;
+        let ended = ended?;
+        flushed?;
+        Ok(ended)
+    }
+
+    async fn consume_in_order_with(
+        &self,
+        id: &str,
+        consumer: &mut lapin::Consumer,
+        tick: Option<Tick>,
+        acks: &Acks,
+        stop: &CancellationToken,
+    ) -> Result<Ended, ConsumerError> {
         let mut progressed = false;
         loop {
-            let delivery = tokio::select! {
-                biased;
-                _ = stop.cancelled() => return Ok(Ended::Stopped),
-                next = consumer.next() => match next {
-                    Some(Ok(delivery)) => delivery,
-                    Some(Err(error)) => return Err(error.into()),
-                    None => return Ok(Ended::Cancelled),
-                },
+            if stop.is_cancelled() {
+                return Ok(Ended::Stopped);
+            }
+            // A message already prefetched is taken at once; before waiting
+            // for one, the batch of acks goes out.
+            let next = match consumer.next().now_or_never() {
+                Some(next) => next,
+                None => {
+                    acks.flush().await?;
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return Ok(Ended::Stopped),
+                        next = consumer.next() => next,
+                    }
+                }
             };
-            match self.handle(id, delivery, tick, stop).await? {
+            let delivery = match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(error)) => return Err(error.into()),
+                None => return Ok(Ended::Cancelled),
+            };
+            match self.handle(id, delivery, tick, acks, stop).await? {
                 Handled::Done => progressed = true,
                 other => return Ok(other.ended(progressed)),
             }
@@ -353,7 +390,10 @@ impl SubscriptionConsumer {
                     Some(Ok(delivery)) => {
                         let worker = self.clone();
                         let (id, stop) = (id.to_string(), stop.clone());
-                        in_flight.spawn(async move { worker.handle(&id, delivery, tick, &stop).await });
+                        in_flight.spawn(async move {
+                            // Concurrent POSTs settle in any order: each acked on its own.
+                            worker.handle(&id, delivery, tick, &Acks::each(), &stop).await
+                        });
                     }
                     Some(Err(error)) => ending = Some(Err(error.into())),
                     None => ending = Some(Ok(Ended::Cancelled)),
@@ -376,6 +416,7 @@ impl SubscriptionConsumer {
         id: &str,
         delivery: Delivery,
         tick: Option<Tick>,
+        acks: &Acks,
         stop: &CancellationToken,
     ) -> Result<Handled, ConsumerError> {
         let context = &self.context;
@@ -398,7 +439,7 @@ impl SubscriptionConsumer {
                     .message_id()
                     .as_ref()
                     .map(|m| m.to_string());
-                self.drop_stale(id, &delivery, event_id.as_deref(), why)
+                self.drop_stale(id, acks, &delivery, event_id.as_deref(), why)
                     .await?;
                 return Ok(Handled::Done);
             }
@@ -407,18 +448,20 @@ impl SubscriptionConsumer {
         let envelope = match Envelope::from_wire(&delivery.data) {
             Ok(envelope) => envelope,
             Err(error) => {
-                self.dead_letter(id, &delivery, &error.to_string()).await?;
+                self.dead_letter(id, acks, &delivery, &error.to_string())
+                    .await?;
                 return Ok(Handled::Done);
             }
         };
         if let Some(why) = decision::screen_event(&subscription, &envelope) {
-            self.drop_stale(id, &delivery, Some(&envelope.id), why)
+            self.drop_stale(id, acks, &delivery, Some(&envelope.id), why)
                 .await?;
             return Ok(Handled::Done);
         }
         let tracking = Tracking::for_event(&subscription, &envelope);
         let hand = InHand {
             id,
+            acks,
             delivery: Some(&delivery),
             body: &delivery.data,
             envelope: &envelope,
@@ -445,7 +488,7 @@ impl SubscriptionConsumer {
                     tracing::info!(subscription = %id, event_id = %envelope.id, "already settled; skipping");
                     context.metrics.count(id, "duplicate_skipped");
                     // Safe to ack: a success (or give-up) for this event is already recorded.
-                    ack(&delivery).await?;
+                    acks.ack(&delivery).await?;
                     Ok(Handled::Done)
                 }
                 OnArrival::Drop { why, clear_block } => {
@@ -453,7 +496,7 @@ impl SubscriptionConsumer {
                     Ok(Handled::Done)
                 }
                 OnArrival::DropStale(why) => {
-                    self.drop_stale(id, &delivery, Some(&envelope.id), why)
+                    self.drop_stale(id, acks, &delivery, Some(&envelope.id), why)
                         .await?;
                     Ok(Handled::Done)
                 }
@@ -467,7 +510,7 @@ impl SubscriptionConsumer {
                         continue;
                     };
                     match self
-                        .attempt_blocked(&subscription, &block, history, stop)
+                        .attempt_blocked(&subscription, &block, history, acks, stop)
                         .await?
                     {
                         // The blocked event is settled: this message is next.
@@ -494,6 +537,7 @@ impl SubscriptionConsumer {
         subscription: &Subscription,
         block: &Block,
         history: History,
+        acks: &Acks,
         stop: &CancellationToken,
     ) -> Result<Handled, ConsumerError> {
         let id = subscription.id();
@@ -520,6 +564,7 @@ impl SubscriptionConsumer {
         let tracking = Tracking::for_event(subscription, &envelope);
         let hand = InHand {
             id,
+            acks,
             delivery: None,
             body: block.envelope.as_bytes(),
             envelope: &envelope,
@@ -557,6 +602,7 @@ impl SubscriptionConsumer {
     async fn drop_stale(
         &self,
         id: &str,
+        acks: &Acks,
         delivery: &Delivery,
         event_id: Option<&str>,
         why: Stale,
@@ -570,7 +616,7 @@ impl SubscriptionConsumer {
         // Safe to ack: the copy belongs to a life of the subscription that is
         // over, or the block names another copy of this event, confirmed in a
         // delay queue or at the head of the queue.
-        ack(delivery).await
+        acks.ack(delivery).await
     }
 
     /// Queues a fresh copy of a blocked event whose delayed copy is long
@@ -943,6 +989,7 @@ impl SubscriptionConsumer {
     async fn dead_letter(
         &self,
         id: &str,
+        acks: &Acks,
         delivery: &Delivery,
         reason: &str,
     ) -> Result<(), ConsumerError> {
@@ -958,7 +1005,7 @@ impl SubscriptionConsumer {
             )
             .await?;
         // Safe to ack: the message and its reason are confirmed in the rejected queue.
-        ack(delivery).await?;
+        acks.ack(delivery).await?;
         Ok(())
     }
 }
@@ -982,11 +1029,6 @@ impl Handled {
     }
 }
 
-/// Acks a message: call it only once the work the ack stands for is durable.
-async fn ack(delivery: &Delivery) -> Result<(), ConsumerError> {
-    settle(delivery, delivery.acker.ack(BasicAckOptions::default())).await
-}
-
 /// Hands a message back by leaving it unsettled: every caller ends the
 /// session next, and closing its channel returns each unsettled message to
 /// its place, in queue order, on classic and quorum queues alike. (A nack
@@ -998,19 +1040,6 @@ fn hand_back(delivery: &Delivery) {
         delivery_tag = delivery.delivery_tag,
         "handed back at the end of the session"
     );
-}
-
-/// Awaits an ack or nack of `delivery` (see [`broker::settle`]).
-async fn settle(
-    delivery: &Delivery,
-    settling: impl std::future::Future<Output = lapin::Result<bool>>,
-) -> Result<(), ConsumerError> {
-    broker::settle(&delivery.acker, settling)
-        .await
-        .map_err(|error| match error {
-            SettleError::Unsettled => ConsumerError::Unsettled,
-            SettleError::Broker(error) => ConsumerError::Broker(error),
-        })
 }
 
 /// Sleeps `pause`; returns true if `stop` fired first.

@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+mod acks;
 pub mod attempt;
 pub mod config;
 pub mod connections;
