@@ -28,7 +28,7 @@ use lapin::types::FieldTable;
 use lapin::Connection;
 use postline_shared::broker::{ConfirmedPublisher, PublishError};
 use postline_shared::delivery_state::semantics::Dropped;
-use postline_shared::delivery_state::{AttemptRecord, Block, DeliveryState, ParkedEvent};
+use postline_shared::delivery_state::{AttemptRecord, Block, DeliveryState, ParkedEvent, Precheck};
 use postline_shared::migration;
 use postline_shared::redelivery::{Redelivery, RetryHeaders};
 use postline_shared::subscription::{
@@ -329,33 +329,97 @@ impl SubscriptionConsumer {
         stop: &CancellationToken,
     ) -> Result<Ended, ConsumerError> {
         let mut progressed = false;
+        // The next message, taken while the current one was handled, with
+        // its delivery state read meanwhile (when that read still holds).
+        let mut carried: Option<(Delivery, Option<Precheck>)> = None;
         loop {
             if stop.is_cancelled() {
                 return Ok(Ended::Stopped);
             }
-            // A message already prefetched is taken at once; before waiting
-            // for one, the batch of acks goes out.
-            let next = match consumer.next().now_or_never() {
-                Some(next) => next,
-                None => {
-                    acks.flush().await?;
-                    tokio::select! {
-                        biased;
-                        _ = stop.cancelled() => return Ok(Ended::Stopped),
-                        next = consumer.next() => next,
-                    }
+            let (delivery, looked_ahead) = match carried.take() {
+                Some(carried) => carried,
+                None => match self.next_in_order(consumer, acks, stop).await? {
+                    Next::Message(delivery) => (*delivery, None),
+                    Next::Ended(ended) => return Ok(ended),
+                },
+            };
+            // A message already prefetched behind this one gets its delivery
+            // state read during this one's POST (one Redis round trip less).
+            let ahead = match consumer.next().now_or_never() {
+                Some(Some(Ok(next))) => Some(next),
+                Some(Some(Err(error))) => return Err(error.into()),
+                // Nothing prefetched, or the consumer ended: seen next round.
+                _ => None,
+            };
+            let Some(next) = ahead else {
+                match self
+                    .handle(id, delivery, tick, acks, looked_ahead, stop)
+                    .await?
+                {
+                    Handled::Done => progressed = true,
+                    other => return Ok(other.ended(progressed)),
                 }
+                continue;
             };
-            let delivery = match next {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(error)) => return Err(error.into()),
-                None => return Ok(Ended::Cancelled),
-            };
-            match self.handle(id, delivery, tick, acks, stop).await? {
+            let current_id = message_id(&delivery);
+            let (handled, next_state) = tokio::join!(
+                self.handle(id, delivery, tick, acks, looked_ahead, stop),
+                self.read_ahead(id, &next)
+            );
+            match handled? {
                 Handled::Done => progressed = true,
+                // `next` is handed back with the rest when the channel closes.
                 other => return Ok(other.ended(progressed)),
             }
+            let subscription = self.settings();
+            let holds = next_state.filter(|state| {
+                decision::lookahead_holds(
+                    &subscription,
+                    current_id.as_deref(),
+                    message_id(&next).as_deref(),
+                    state,
+                )
+            });
+            carried = Some((next, holds));
         }
+    }
+
+    /// The next message of a strict session; the batch of acks goes out
+    /// before waiting for one.
+    async fn next_in_order(
+        &self,
+        consumer: &mut lapin::Consumer,
+        acks: &Acks,
+        stop: &CancellationToken,
+    ) -> Result<Next, ConsumerError> {
+        let next = match consumer.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                acks.flush().await?;
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return Ok(Next::Ended(Ended::Stopped)),
+                    next = consumer.next() => next,
+                }
+            }
+        };
+        match next {
+            Some(Ok(delivery)) => Ok(Next::Message(Box::new(delivery))),
+            Some(Err(error)) => Err(error.into()),
+            None => Ok(Next::Ended(Ended::Cancelled)),
+        }
+    }
+
+    /// Reads the delivery state of a message ahead of its turn; `None` when
+    /// it cannot be (unreadable, Redis trouble): it is read again in turn.
+    async fn read_ahead(&self, id: &str, delivery: &Delivery) -> Option<Precheck> {
+        let envelope = Envelope::from_wire(&delivery.data).ok()?;
+        let tracking = Tracking::for_event(&self.settings(), &envelope);
+        self.context
+            .state
+            .precheck(id, &envelope.id, &tracking)
+            .await
+            .ok()
     }
 
     /// Order mode `none`: up to `limit` POSTs at once; a failing event goes
@@ -392,7 +456,7 @@ impl SubscriptionConsumer {
                         let (id, stop) = (id.to_string(), stop.clone());
                         in_flight.spawn(async move {
                             // Concurrent POSTs settle in any order: each acked on its own.
-                            worker.handle(&id, delivery, tick, &Acks::each(), &stop).await
+                            worker.handle(&id, delivery, tick, &Acks::each(), None, &stop).await
                         });
                     }
                     Some(Err(error)) => ending = Some(Err(error.into())),
@@ -417,6 +481,7 @@ impl SubscriptionConsumer {
         delivery: Delivery,
         tick: Option<Tick>,
         acks: &Acks,
+        looked_ahead: Option<Precheck>,
         stop: &CancellationToken,
     ) -> Result<Handled, ConsumerError> {
         let context = &self.context;
@@ -468,9 +533,15 @@ impl SubscriptionConsumer {
             tracking: &tracking,
             incarnation: &subscription.incarnation,
         };
+        // Read ahead of its turn (see `consume_in_order_with`), or now.
+        let mut looked_ahead = looked_ahead;
         // Decided again after a blocked event attempted first has settled.
         loop {
-            let precheck = match context.state.precheck(id, &envelope.id, &tracking).await {
+            let read = match looked_ahead.take() {
+                Some(precheck) => Ok(precheck),
+                None => context.state.precheck(id, &envelope.id, &tracking).await,
+            };
+            let precheck = match read {
                 Ok(precheck) => precheck,
                 Err(error) => {
                     tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "redis unavailable; handing the event back");
@@ -1040,6 +1111,24 @@ fn hand_back(delivery: &Delivery) {
         delivery_tag = delivery.delivery_tag,
         "handed back at the end of the session"
     );
+}
+
+/// What a strict session gets when it asks for the next message.
+enum Next {
+    /// A message (boxed: a delivery is large beside an `Ended`).
+    Message(Box<Delivery>),
+    /// The session ends (stopped, or the broker cancelled the consumer).
+    Ended(Ended),
+}
+
+/// The event id a copy carries in its properties (ingest sets it on every
+/// copy it fans out; re-published copies carry none).
+fn message_id(delivery: &Delivery) -> Option<String> {
+    delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.to_string())
 }
 
 /// Sleeps `pause`; returns true if `stop` fired first.

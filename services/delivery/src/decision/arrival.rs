@@ -149,6 +149,28 @@ pub fn reissue_on_session_start(block: Option<&Block>, now: DateTime<Utc>) -> bo
     block.is_some_and(|block| now > block.next_attempt_at + LOST_COPY_GRACE)
 }
 
+/// Whether the delivery state of the *next* message, read while the current
+/// one (`current_id`) was being handled, still holds once the current one is
+/// settled (handled without ending the session), so a strict session can
+/// read it during the current POST instead of after it.
+///
+/// It holds when nothing the current message's handling writes can change
+/// it: no dedup or completion rule (a delivery could make the next event a
+/// duplicate or complete its entity), no interval, no block (settling the
+/// current event can end one), and another event (a repeated copy of the
+/// same event must see its success).
+pub fn lookahead_holds(
+    subscription: &Subscription,
+    current_id: Option<&str>,
+    next_id: Option<&str>,
+    looked_ahead: &Precheck,
+) -> bool {
+    let spec = &subscription.spec;
+    let plain = spec.dedup.is_none() && spec.completion.is_none() && spec.interval_ms.is_none();
+    let other_event = matches!((current_id, next_id), (Some(a), Some(b)) if a != b);
+    plain && other_event && looked_ahead.block.is_none()
+}
+
 /// The decision for a message of `event_id` once its delivery state is known.
 pub fn on_precheck(
     subscription: &Subscription,
@@ -500,6 +522,29 @@ mod tests {
         ));
         let lost = block("e1", "r", now - LOST_COPY_GRACE - TimeDelta::seconds(1));
         assert!(reissue_on_session_start(Some(&lost), now));
+    }
+
+    #[test]
+    fn a_state_read_ahead_holds_only_when_settling_the_current_event_cannot_change_it() {
+        let plain = subscription("strict");
+        let clean = precheck(None);
+        assert!(lookahead_holds(&plain, Some("e1"), Some("e2"), &clean));
+        // The same event again must see the success of its first copy.
+        assert!(!lookahead_holds(&plain, Some("e1"), Some("e1"), &clean));
+        // Copies without an id (delayed, replayed) are read afresh.
+        assert!(!lookahead_holds(&plain, None, Some("e2"), &clean));
+        assert!(!lookahead_holds(&plain, Some("e1"), None, &clean));
+        // A block may end with the current event.
+        let blocked = precheck(Some(block("e1", "r", now())));
+        assert!(!lookahead_holds(&plain, Some("e1"), Some("e2"), &blocked));
+        // A delivery can make the next event a duplicate or complete its entity.
+        let mut dedup = subscription("strict");
+        dedup.spec.dedup =
+            serde_json::from_value(serde_json::json!({"fields": ["/payload/id"]})).unwrap();
+        assert!(!lookahead_holds(&dedup, Some("e1"), Some("e2"), &clean));
+        let mut interval = subscription("strict");
+        interval.spec.interval_ms = Some(60_000);
+        assert!(!lookahead_holds(&interval, Some("e1"), Some("e2"), &clean));
     }
 
     #[test]

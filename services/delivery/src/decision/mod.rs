@@ -92,6 +92,6 @@ pub mod retry_after;
 
 pub use after_attempt::{after_failure, AfterFailure, DisableCause, Failure};
 pub use arrival::{
-    on_precheck, reissue_on_session_start, screen, screen_event, Arrival, History, OnArrival,
-    Screened, Stale,
+    lookahead_holds, on_precheck, reissue_on_session_start, screen, screen_event, Arrival, History,
+    OnArrival, Screened, Stale,
 };
