@@ -73,6 +73,8 @@ pub struct Ceiling {
     pub per_sec: f64,
     /// Queues of the spread run.
     pub spread: usize,
+    /// Whether the queues were quorum queues (the cluster's ceiling, for g).
+    pub quorum: bool,
     /// What the broker alone allows for Postline's two hops in a row (a plain
     /// intake queue, then the spread over subscription-style queues):
     /// `1 / (1/plain + 1/spread)` messages per second.
@@ -92,6 +94,9 @@ pub struct CeilingSpec {
     pub prefetch: u16,
     /// Queues of the spread run (scenario b's subscriptions).
     pub spread: usize,
+    /// Quorum queues (declared as Postline declares them on a cluster:
+    /// single active consumer and a delivery limit, no priorities).
+    pub quorum: bool,
 }
 
 /// Measures the one-hop ceiling with both ack modes in queue `queue`
@@ -126,6 +131,7 @@ pub async fn measure(
         runs,
         per_sec,
         spread: spec.spread,
+        quorum: spec.quorum,
         two_hop_per_sec: spread_per_sec
             .filter(|&spread| spread > 0.0 && per_sec > 0.0)
             .map(|spread| 1.0 / (1.0 / per_sec + 1.0 / spread)),
@@ -185,9 +191,22 @@ async fn run_between(
         .await?;
     let mut arguments = FieldTable::default();
     let mut properties = BasicProperties::default().with_delivery_mode(2);
+    if spec.quorum {
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+    }
     if style != QueueStyle::Plain {
         arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-        arguments.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(1));
+        if spec.quorum {
+            arguments.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongInt(postline_shared::topology::QUORUM_DELIVERY_LIMIT),
+            );
+        } else {
+            arguments.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(1));
+        }
         let mut headers = FieldTable::default();
         headers.insert(
             "postline-event-type".into(),

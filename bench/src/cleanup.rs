@@ -7,7 +7,7 @@ use futures::StreamExt;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Channel, Connection, ConnectionProperties};
 use postline_shared::keys::RedisKeys;
-use postline_shared::topology::{QueueType, Topology};
+use postline_shared::topology::Topology;
 use redis::AsyncCommands;
 
 /// Deletes the namespace's core queues and exchanges, the queues of
@@ -18,9 +18,9 @@ pub async fn purge(
     subscription_ids: &[String],
     extra_queues: &[String],
 ) -> Result<(), BenchError> {
-    let topology = Topology::new(namespace, QueueType::Classic);
+    let topology = Topology::new(namespace, endpoints.queue_type);
     let connection =
-        Connection::connect(&endpoints.amqp_url, ConnectionProperties::default()).await?;
+        Connection::connect(endpoints.first_node(), ConnectionProperties::default()).await?;
     let mut queues = vec![topology.ingest_queue(), topology.rejected_queue()];
     queues.extend(
         subscription_ids

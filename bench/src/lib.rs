@@ -43,6 +43,8 @@ pub struct Endpoints {
     pub amqp_url: String,
     /// Redis URL (`POSTLINE_REDIS_URL`, default local).
     pub redis_url: String,
+    /// The services' queue type (classic, quorum on a cluster).
+    pub queue_type: postline_shared::topology::QueueType,
 }
 
 impl Endpoints {
@@ -63,13 +65,33 @@ impl Endpoints {
                 "POSTLINE_REDIS_URL",
                 postline_shared::config::DEFAULT_REDIS_URL,
             ),
+            queue_type: postline_shared::topology::QueueType::Classic,
+        }
+    }
+
+    /// The first broker node: what the bench's own connections (producer,
+    /// ceiling, clean-up) use; the services get every node.
+    pub fn first_node(&self) -> &str {
+        self.amqp_url
+            .split(',')
+            .next()
+            .unwrap_or(&self.amqp_url)
+            .trim()
+    }
+
+    /// The same Redis, with the broker nodes `urls` and quorum queues.
+    pub fn cluster(&self, urls: &str) -> Self {
+        Self {
+            amqp_url: urls.to_string(),
+            redis_url: self.redis_url.clone(),
+            queue_type: postline_shared::topology::QueueType::Quorum,
         }
     }
 }
 
 impl Endpoints {
     /// The services' shared settings for one measurement in `namespace`:
-    /// classic queues, and outbound calls allowed to the bench's receivers
+    /// this queue type, and outbound calls allowed to the bench's receivers
     /// on loopback ([`RECEIVER_NETWORK`]).
     pub fn common_config(
         &self,
@@ -81,7 +103,7 @@ impl Endpoints {
                 .parse()
                 .map_err(|e| BenchError::Invalid(format!("POSTLINE_AMQP_URL: {e}")))?,
             redis_url: self.redis_url.clone(),
-            queue_type: postline_shared::topology::QueueType::Classic,
+            queue_type: self.queue_type,
             ..postline_shared::CommonConfig::local(namespace)
         };
         common.outbound.allow_private_networks = vec![RECEIVER_NETWORK

@@ -59,6 +59,7 @@ async fn run(options: &Options) -> anyhow::Result<RunReport> {
         load_after: None,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         ceiling: None,
+        cluster_ceiling: None,
         pipelines: Vec::new(),
         startup: None,
         errors: Vec::new(),
@@ -72,13 +73,34 @@ async fn run(options: &Options) -> anyhow::Result<RunReport> {
             confirm_window: options.publish_window,
             prefetch: options.ceiling_prefetch,
             spread: options.subscriptions,
+            quorum: false,
         };
         let queue = format!("{}.ceiling", postline_bench::fresh_namespace());
         report.ceiling = Some(
-            ceiling::measure(&endpoints.amqp_url, &queue, &spec)
+            ceiling::measure(endpoints.first_node(), &queue, &spec)
                 .await
                 .context("measuring the broker ceiling")?,
         );
+    }
+    // g runs on the cluster, against the cluster's own ceiling (quorum queues).
+    let cluster = endpoints.cluster(&options.cluster_url);
+    if options.ceiling && options.scenarios.contains(&Scenario::G) {
+        eprintln!("measuring the cluster's ceiling (quorum queues) ...");
+        let spec = ceiling::CeilingSpec {
+            messages: options.ceiling_messages,
+            message_bytes: options.message_bytes,
+            confirm_window: options.publish_window,
+            prefetch: options.ceiling_prefetch,
+            spread: options.subscriptions,
+            quorum: true,
+        };
+        let queue = format!("{}.ceiling", postline_bench::fresh_namespace());
+        match ceiling::measure(cluster.first_node(), &queue, &spec).await {
+            Ok(ceiling) => report.cluster_ceiling = Some(ceiling),
+            Err(error) => report
+                .errors
+                .push(format!("g: measuring the cluster's ceiling: {error}")),
+        }
     }
     for &scenario in &options.scenarios {
         if scenario == Scenario::F {
@@ -93,9 +115,14 @@ async fn run(options: &Options) -> anyhow::Result<RunReport> {
             continue;
         };
         eprintln!("scenario {}: {} ...", spec.name, spec.title);
-        match pipeline::run(&endpoints, &spec).await {
+        let (on, against) = if scenario == Scenario::G {
+            (&cluster, &report.cluster_ceiling)
+        } else {
+            (&endpoints, &report.ceiling)
+        };
+        match pipeline::run(on, &spec).await {
             Ok(mut result) => {
-                if let Some(c) = &report.ceiling {
+                if let Some(c) = against {
                     result.set_ceiling(c);
                 }
                 eprintln!(

@@ -22,6 +22,9 @@ pub enum Scenario {
     E,
     /// (f) many subscriptions registered: delivery start-up time and memory.
     F,
+    /// (g) the layout of b on the three-node cluster with quorum queues,
+    /// against a ceiling measured on that cluster.
+    G,
 }
 
 impl Scenario {
@@ -41,10 +44,11 @@ impl Scenario {
                 "d" => chosen.push(Self::D),
                 "e" => chosen.push(Self::E),
                 "f" => chosen.push(Self::F),
+                "g" => chosen.push(Self::G),
                 "ceiling" => {}
                 other => {
                     return Err(BenchError::Invalid(format!(
-                        "unknown scenario {other:?} (a, b, c, d, e, f, all, ceiling)"
+                        "unknown scenario {other:?} (a, b, c, d, e, f, g, all, ceiling)"
                     )))
                 }
             }
@@ -102,7 +106,13 @@ pub struct Options {
     pub json: Option<PathBuf>,
     /// Exit non-zero when a target is missed (a failed check always does).
     pub enforce_targets: bool,
+    /// The cluster's node URLs for g (`--cluster-url`; default
+    /// `POSTLINE_BENCH_CLUSTER_URL`, else the nodes `scripts/cluster` runs).
+    pub cluster_url: String,
 }
+
+/// The nodes `scripts/cluster start` runs on this machine.
+pub const LOCAL_CLUSTER_URLS: &str = "amqp://guest:guest@127.0.0.1:5681/%2f,amqp://guest:guest@127.0.0.1:5682/%2f,amqp://guest:guest@127.0.0.1:5683/%2f";
 
 impl Default for Options {
     fn default() -> Self {
@@ -129,6 +139,10 @@ impl Default for Options {
             tuning: Tuning::default(),
             json: None,
             enforce_targets: false,
+            cluster_url: std::env::var("POSTLINE_BENCH_CLUSTER_URL")
+                .ok()
+                .filter(|urls| !urls.trim().is_empty())
+                .unwrap_or_else(|| LOCAL_CLUSTER_URLS.to_string()),
         }
     }
 }
@@ -140,7 +154,7 @@ postline-bench: the broker's own ceiling, then the whole Postline pipeline again
 USAGE: cargo run --release -p postline-bench -- [OPTIONS]
 
 Scenarios (default: a,b,e; the broker ceiling is always measured first unless --no-ceiling):
-  --scenario LIST        comma-separated: a,b,c,d,e,f or all
+  --scenario LIST        comma-separated: a,b,c,d,e,f,g, or all (a-f)
       a  1 strict subscription (AMQP intake)
       b  --subscriptions strict subscriptions, events spread across them
       c  fan-out: 1 event type to --fanout subscriptions
@@ -148,6 +162,8 @@ Scenarios (default: a,b,e; the broker ceiling is always measured first unless --
       e  fixed offered load (--rate events/s for --duration s), layout of b: latency
       f  --registered subscriptions, --active of them active: delivery as its own
          process, time until ready and delivering, resident memory
+      g  the layout of b on a RabbitMQ cluster with quorum queues (--cluster-url,
+         default the nodes of scripts/cluster), against a ceiling measured there
 
 Sizes:
   --events N             events of a, b, c and d (defaults 10000, 20000, 1000, 5000)
@@ -163,6 +179,7 @@ Sizes:
   --window N             outstanding publisher confirms (512)
   --prefetch N           ceiling consumer prefetch (256)
   --no-ceiling           skip the ceiling (ratios are then left out)
+  --cluster-url URLS     g's broker nodes, comma-separated (POSTLINE_BENCH_CLUSTER_URL)
 
 Services:
   --intake-prefetch N    ingest's POSTLINE_INTAKE_PREFETCH
@@ -198,6 +215,7 @@ impl Options {
                 "-h" | "--help" => return Ok(None),
                 "--scenario" | "--scenarios" => options.scenarios = Scenario::parse(&value()?)?,
                 "--no-ceiling" => options.ceiling = false,
+                "--cluster-url" => options.cluster_url = value()?,
                 "--events" => {
                     let n = number(&flag, &value()?)?;
                     options.events_a = n;
@@ -311,6 +329,13 @@ impl Options {
                 spec
             }
             Scenario::F => return None,
+            Scenario::G => base(
+                "g",
+                format!("{} strict subs, quorum cluster", self.subscriptions),
+                spread,
+                Intake::Amqp,
+                self.events_b,
+            ),
         })
     }
 
@@ -348,6 +373,17 @@ mod tests {
     fn scenarios_and_sizes() {
         let options = parse(&["--scenario", "b,a", "--events=500", "--no-ceiling"]);
         assert_eq!(options.scenarios, vec![Scenario::A, Scenario::B]);
+        // g (the cluster) only when asked: `all` must run where no cluster is.
+        assert_eq!(
+            parse(&["--scenario", "g,b"]).scenarios,
+            vec![Scenario::B, Scenario::G]
+        );
+        assert!(!Scenario::ALL.contains(&Scenario::G));
+        let cluster = parse(&["--cluster-url", "amqp://a/%2f,amqp://b/%2f"]);
+        assert_eq!(cluster.cluster_url, "amqp://a/%2f,amqp://b/%2f");
+        assert!(cluster
+            .pipeline(Scenario::G)
+            .is_some_and(|spec| spec.name == "g"));
         assert_eq!((options.events_a, options.events_b), (500, 500));
         assert!(!options.ceiling);
         assert_eq!(

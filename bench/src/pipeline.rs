@@ -315,7 +315,7 @@ async fn drive(
         Layout::FanOut { .. } => layout.plan(1),
     };
     producer::publish_amqp(
-        &endpoints.amqp_url,
+        endpoints.first_node(),
         &exchange,
         &warm_factory,
         &warm_plan,
@@ -355,7 +355,7 @@ async fn drive(
     let ingest_done = tokio::spawn(watch_ingest(services.ingest_url(), spec.events as f64));
     let mut producing = {
         let (factory, plan) = (factory.clone(), plan.clone());
-        let (amqp_url, exchange) = (endpoints.amqp_url.clone(), exchange.clone());
+        let (amqp_url, exchange) = (endpoints.first_node().to_string(), exchange.clone());
         let ingest_url = services.ingest_url();
         let intake = spec.intake;
         let (window, rate) = (spec.publish_window, spec.rate);

@@ -37,6 +37,8 @@ pub struct RunReport {
     pub command: String,
     /// The broker's one-hop ceiling.
     pub ceiling: Option<Ceiling>,
+    /// The cluster's ceiling with quorum queues (scenario g).
+    pub cluster_ceiling: Option<Ceiling>,
     /// Pipeline scenarios.
     pub pipelines: Vec<PipelineReport>,
     /// Scenario f.
@@ -148,35 +150,10 @@ impl RunReport {
             "ingest/all"
         );
         if let Some(c) = &self.ceiling {
-            for run in &c.runs {
-                let _ = writeln!(
-                    out,
-                    "{:<32} {:>8} {:>5} {:>7} {:>8} {:>9.0} {:>8}",
-                    format!(
-                        "ceiling: {} queue, {} B, ack {}",
-                        match run.queue {
-                            crate::ceiling::QueueStyle::Plain => "plain".to_string(),
-                            crate::ceiling::QueueStyle::Subscription => "sub-style".into(),
-                            crate::ceiling::QueueStyle::Spread(n) => format!("{n} sub-style"),
-                        },
-                        c.message_bytes,
-                        ack_label(run.ack)
-                    ),
-                    "amqp",
-                    "-",
-                    run.messages,
-                    "-",
-                    run.per_sec,
-                    format!("{:.0}%", 100.0 * run.per_sec / c.per_sec.max(1e-9)),
-                );
-            }
-            if let Some(bound) = c.two_hop_per_sec {
-                let _ = writeln!(
-                    out,
-                    "{:<32} {:>8} {:>5} {:>7} {:>8} {:>9.0}   (1 / (1/plain + 1/{}-queue spread))",
-                    "broker-only two-hop bound", "", c.spread, "", "", bound, c.spread
-                );
-            }
+            write_ceiling_rows(&mut out, "ceiling", "broker-only two-hop bound", c);
+        }
+        if let Some(c) = &self.cluster_ceiling {
+            write_ceiling_rows(&mut out, "cluster ceiling", "cluster two-hop bound", c);
         }
         for p in &self.pipelines {
             let _ = writeln!(
@@ -316,6 +293,40 @@ impl RunReport {
             let _ = writeln!(out, "ERROR {error}");
         }
         out
+    }
+}
+
+/// The rows of one ceiling measurement in the summary table.
+fn write_ceiling_rows(out: &mut String, label: &str, bound_label: &str, c: &Ceiling) {
+    for run in &c.runs {
+        let _ = writeln!(
+            out,
+            "{:<32} {:>8} {:>5} {:>7} {:>8} {:>9.0} {:>8}",
+            format!(
+                "{label}: {}{} queue, {} B, ack {}",
+                if c.quorum { "quorum " } else { "" },
+                match run.queue {
+                    crate::ceiling::QueueStyle::Plain => "plain".to_string(),
+                    crate::ceiling::QueueStyle::Subscription => "sub-style".into(),
+                    crate::ceiling::QueueStyle::Spread(n) => format!("{n} sub-style"),
+                },
+                c.message_bytes,
+                ack_label(run.ack)
+            ),
+            "amqp",
+            "-",
+            run.messages,
+            "-",
+            run.per_sec,
+            format!("{:.0}%", 100.0 * run.per_sec / c.per_sec.max(1e-9)),
+        );
+    }
+    if let Some(bound) = c.two_hop_per_sec {
+        let _ = writeln!(
+            out,
+            "{:<32} {:>8} {:>5} {:>7} {:>8} {:>9.0}   (1 / (1/plain + 1/{}-queue spread))",
+            bound_label, "", c.spread, "", "", bound, c.spread
+        );
     }
 }
 
