@@ -345,17 +345,20 @@ impl SubscriptionConsumer {
             };
             // A message already prefetched behind this one gets its delivery
             // state read during this one's POST (one Redis round trip less).
-            let ahead = match consumer.next().now_or_never() {
-                Some(Some(Ok(next))) => Some(next),
+            let (ahead, consumer_ended) = match consumer.next().now_or_never() {
+                Some(Some(Ok(next))) => (Some(next), false),
                 Some(Some(Err(error))) => return Err(error.into()),
-                // Nothing prefetched, or the consumer ended: seen next round.
-                _ => None,
+                // The broker cancelled the consumer: this message is the last.
+                Some(None) => (None, true),
+                // Nothing prefetched yet.
+                None => (None, false),
             };
             let Some(next) = ahead else {
                 match self
                     .handle(id, delivery, tick, acks, looked_ahead, stop)
                     .await?
                 {
+                    Handled::Done if consumer_ended => return Ok(Ended::Cancelled),
                     Handled::Done => progressed = true,
                     other => return Ok(other.ended(progressed)),
                 }
