@@ -66,17 +66,6 @@ async fn wait_last_error(env: &TestEnv, id: &str, needle: &str) -> String {
     .await
 }
 
-async fn metrics(env: &TestEnv, base_url: &str) -> String {
-    env.http()
-        .get(format!("{base_url}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
-
 /// The value of one sample line (`name{labels} value`) of a metrics page, 0 when absent.
 fn sample(page: &str, series: &str) -> f64 {
     page.lines()
@@ -450,7 +439,7 @@ async fn two_token_services_make_one_partner_call_per_refresh() {
     let mut fetched = 0.0;
     let mut waited = 0.0;
     for url in &urls {
-        let page = metrics(&env, url).await;
+        let page = env.metrics_page(url).await;
         fetched += sample(&page, r#"postline_token_fetches_total{outcome="success"}"#);
         waited += sample(&page, r#"postline_token_lock_waits_total{result="token"}"#);
     }
@@ -582,7 +571,7 @@ async fn a_401_refreshes_the_token_once_and_resends() {
         None,
         "the resend succeeded, so no failure was counted: {delivered:?}"
     );
-    let page = metrics(&env, &format!("http://{}", env.delivery_addr().unwrap())).await;
+    let page = env.delivery_metrics().await;
     assert_eq!(sample(&page, "postline_token_rejections_total"), 1.0);
 
     // A receiver refusing every token: each attempt is one request plus one

@@ -204,25 +204,14 @@ fn exported_names(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-async fn scrape(env: &TestEnv, base_url: &str) -> String {
-    let response = env
-        .http()
-        .get(format!("{base_url}/metrics"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {base_url}/metrics: {e}"));
-    assert_eq!(response.status(), StatusCode::OK, "{base_url}/metrics");
-    response.text().await.expect("metrics text")
-}
-
 /// `/metrics` of ingest, delivery and the token service, by service name.
 async fn scrape_all(env: &TestEnv) -> Vec<(&'static str, String)> {
     let delivery = format!("http://{}", env.delivery_addr().expect("delivery runs"));
     let token = env.token_service_urls().remove(0);
     vec![
-        ("ingest", scrape(env, env.ingest_url()).await),
-        ("delivery", scrape(env, &delivery).await),
-        ("token", scrape(env, &token).await),
+        ("ingest", env.metrics_page(env.ingest_url()).await),
+        ("delivery", env.metrics_page(&delivery).await),
+        ("token", env.metrics_page(&token).await),
     ]
 }
 

@@ -70,17 +70,6 @@ async fn wait_state(env: &TestEnv, lost: bool) {
     }
 }
 
-async fn metrics_text(env: &TestEnv, url: &str) -> String {
-    env.http()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
-
 async fn wait_blocked_on(env: &TestEnv, id: &str, event_id: &str) {
     env.wait_delivery_state(id, "the subscription blocked", |state| {
         state["blocked"]["event_id"] == event_id
@@ -208,13 +197,13 @@ async fn after_a_redis_loss_nothing_is_accepted_and_dropped_and_an_import_delive
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "state_lost", "{body}");
     assert!(
-        metrics_text(&env, env.ingest_url())
+        env.metrics_page(env.ingest_url())
             .await
             .contains("postline_state_lost 1"),
         "ingest reports the loss as a metric"
     );
     assert!(
-        metrics_text(&env, &delivery_url(&env))
+        env.metrics_page(&delivery_url(&env))
             .await
             .contains("postline_state_lost 1"),
         "delivery reports the loss as a metric"

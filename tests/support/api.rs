@@ -217,14 +217,19 @@ impl TestEnv {
     /// The delivery service's `/metrics` text.
     pub async fn delivery_metrics(&self) -> String {
         let addr = self.delivery_addr().expect("delivery is running");
-        self.http
-            .get(format!("http://{addr}/metrics"))
+        self.metrics_page(&format!("http://{addr}")).await
+    }
+
+    /// The `/metrics` page of the service at `base_url`, asserting 200.
+    pub async fn metrics_page(&self, base_url: &str) -> String {
+        let response = self
+            .http
+            .get(format!("{base_url}/metrics"))
             .send()
             .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics text")
+            .unwrap_or_else(|e| panic!("GET {base_url}/metrics: {e}"));
+        assert_eq!(response.status(), StatusCode::OK, "{base_url}/metrics");
+        response.text().await.expect("metrics text")
     }
 
     /// `PATCH /v1/subscriptions/{id}`.

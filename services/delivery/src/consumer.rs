@@ -502,11 +502,7 @@ impl SubscriptionConsumer {
                 return Ok(Handled::Wait(due));
             }
             Screened::DropStale(why) => {
-                let event_id = delivery
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|m| m.to_string());
+                let event_id = message_id(&delivery);
                 self.drop_stale(id, acks, &delivery, event_id.as_deref(), why)
                     .await?;
                 return Ok(Handled::Done);
@@ -621,14 +617,7 @@ impl SubscriptionConsumer {
                 // Written from a message that was read once: only a damaged
                 // Redis gets here. The body goes to the rejected queue.
                 tracing::error!(subscription = %id, event_id = %block.event_id, %error, "the blocked event's kept copy is unreadable; dead-lettering it");
-                self.publisher
-                    .dead_letter(
-                        &self.context.topology.rejected_queue(),
-                        block.envelope.as_bytes(),
-                        "invalid_envelope",
-                        &error.to_string(),
-                        &[("postline-subscription", id)],
-                    )
+                self.reject(id, block.envelope.as_bytes(), &error.to_string())
                     .await?;
                 let _ = self.context.state.clear_block(id).await;
                 return Ok(Handled::Done);
@@ -1069,17 +1058,24 @@ impl SubscriptionConsumer {
     ) -> Result<(), ConsumerError> {
         tracing::error!(subscription = %id, %reason, "unreadable message on a subscription queue; dead-lettering it");
         self.context.metrics.count(id, "invalid_message");
+        self.reject(id, &delivery.data, reason).await?;
+        // Safe to ack: the message and its reason are confirmed in the rejected queue.
+        acks.ack(delivery).await?;
+        Ok(())
+    }
+
+    /// Puts an unreadable event `body` of subscription `id` in the rejected
+    /// queue with `reason` (confirmed).
+    async fn reject(&self, id: &str, body: &[u8], reason: &str) -> Result<(), ConsumerError> {
         self.publisher
             .dead_letter(
                 &self.context.topology.rejected_queue(),
-                &delivery.data,
+                body,
                 "invalid_envelope",
                 reason,
                 &[("postline-subscription", id)],
             )
             .await?;
-        // Safe to ack: the message and its reason are confirmed in the rejected queue.
-        acks.ack(delivery).await?;
         Ok(())
     }
 }

@@ -51,10 +51,13 @@ async fn refresh(
     metrics: &DeliveryMetrics,
 ) -> Result<(), postline_shared::delivery_state::StateError> {
     let subscriptions = catalog.all();
-    let disabled = subscriptions
+    // A disabled subscription keeps its block for when it is re-enabled; it
+    // counts as disabled, not blocked.
+    let disabled: std::collections::HashSet<&str> = subscriptions
         .iter()
         .filter(|s| s.spec.status == SubscriptionStatus::Disabled)
-        .count();
+        .map(|s| s.id())
+        .collect();
     let ids: Vec<String> = subscriptions.iter().map(|s| s.id().to_string()).collect();
     let mut blocked = Vec::new();
     let mut parked = Vec::new();
@@ -63,16 +66,9 @@ async fn refresh(
         let counts = state.parked_counts(chunk).await?;
         parked.extend(chunk.iter().zip(counts).filter(|(_, n)| *n > 0));
     }
-    // A disabled subscription keeps its block for when it is re-enabled; it
-    // counts as disabled, not blocked.
-    let is_disabled: std::collections::HashSet<&str> = subscriptions
-        .iter()
-        .filter(|s| s.spec.status == SubscriptionStatus::Disabled)
-        .map(|s| s.id())
-        .collect();
-    blocked.retain(|(id, _)| !is_disabled.contains(id.as_str()));
+    blocked.retain(|(id, _)| !disabled.contains(id.as_str()));
     let now = Utc::now();
-    metrics.subscriptions_disabled.set(disabled as i64);
+    metrics.subscriptions_disabled.set(disabled.len() as i64);
     metrics.subscriptions_blocked.set(blocked.len() as i64);
     // Reset first so subscriptions no longer blocked (or parked) disappear.
     metrics.blocked_age.reset();
