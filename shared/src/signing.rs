@@ -46,15 +46,15 @@ impl SigningKey {
 }
 
 /// The `webhook-signature` value: one `v1,<base64>` per secret, space-separated.
-pub fn standard_webhooks_signature(
-    secrets: &[Secret],
+pub fn standard_webhooks_signature<'a>(
+    secrets: impl IntoIterator<Item = &'a Secret>,
     message_id: &str,
     timestamp: i64,
     body: &[u8],
 ) -> String {
     let timestamp = timestamp.to_string();
     secrets
-        .iter()
+        .into_iter()
         .filter_map(|secret| SigningKey::from_secret(secret).ok())
         .map(|key| {
             let digest = key.mac(&[

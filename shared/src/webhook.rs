@@ -49,7 +49,7 @@ impl WebhookRequest {
             headers.push(("webhook-timestamp".into(), unix_time.to_string()));
             headers.push((
                 "webhook-signature".into(),
-                standard_webhooks_signature(&signing, &envelope.id, unix_time, &body),
+                standard_webhooks_signature(signing, &envelope.id, unix_time, &body),
             ));
         }
         if let (Some(header), Some(secret)) = (&spec.signature_header, spec.secrets.first()) {

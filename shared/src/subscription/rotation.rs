@@ -65,16 +65,15 @@ impl Subscription {
 
     /// Every secret that signs at `now`: the configured ones first, then the
     /// retiring ones still in their grace.
-    pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<Secret> {
+    pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&Secret> {
         self.spec
             .secrets
             .iter()
-            .cloned()
             .chain(
                 self.retiring_secrets
                     .iter()
                     .filter(|retiring| retiring.until > now)
-                    .map(|retiring| retiring.secret.clone()),
+                    .map(|retiring| &retiring.secret),
             )
             .collect()
     }
