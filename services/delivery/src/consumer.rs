@@ -331,7 +331,7 @@ impl SubscriptionConsumer {
         let mut progressed = false;
         // The next message, taken while the current one was handled, with
         // its delivery state read meanwhile (when that read still holds).
-        let mut carried: Option<(Delivery, Option<Precheck>)> = None;
+        let mut carried: Option<(Delivery, Option<ReadAhead>)> = None;
         loop {
             if stop.is_cancelled() {
                 return Ok(Ended::Stopped);
@@ -375,13 +375,18 @@ impl SubscriptionConsumer {
                 other => return Ok(other.ended(progressed)),
             }
             let subscription = self.settings();
-            let holds = next_state.filter(|state| {
-                decision::lookahead_holds(
-                    &subscription,
-                    current_id.as_deref(),
-                    message_id(&next).as_deref(),
-                    state,
-                )
+            let next_id = message_id(&next);
+            let holds = next_state.map(|mut read| {
+                // The event stays read; its state only while it still holds.
+                read.precheck = read.precheck.filter(|state| {
+                    decision::lookahead_holds(
+                        &subscription,
+                        current_id.as_deref(),
+                        next_id.as_deref(),
+                        state,
+                    )
+                });
+                read
             });
             carried = Some((next, holds));
         }
@@ -413,16 +418,19 @@ impl SubscriptionConsumer {
         }
     }
 
-    /// Reads the delivery state of a message ahead of its turn; `None` when
-    /// it cannot be (unreadable, Redis trouble): it is read again in turn.
-    async fn read_ahead(&self, id: &str, delivery: &Delivery) -> Option<Precheck> {
+    /// Reads a message and its delivery state ahead of its turn; `None`
+    /// when it is unreadable (it is dead-lettered in turn), no state when
+    /// Redis failed (it is read again in turn).
+    async fn read_ahead(&self, id: &str, delivery: &Delivery) -> Option<ReadAhead> {
         let envelope = Envelope::from_wire(&delivery.data).ok()?;
         let tracking = Tracking::for_event(&self.settings(), &envelope);
-        self.context
+        let precheck = self
+            .context
             .state
             .precheck(id, &envelope.id, &tracking)
             .await
-            .ok()
+            .ok();
+        Some(ReadAhead { envelope, precheck })
     }
 
     /// Order mode `none`: up to `limit` POSTs at once; a failing event goes
@@ -484,7 +492,7 @@ impl SubscriptionConsumer {
         delivery: Delivery,
         tick: Option<Tick>,
         acks: &Acks,
-        looked_ahead: Option<Precheck>,
+        ahead: Option<ReadAhead>,
         stop: &CancellationToken,
     ) -> Result<Handled, ConsumerError> {
         let context = &self.context;
@@ -509,13 +517,17 @@ impl SubscriptionConsumer {
             }
             Screened::Check => {}
         }
-        let envelope = match Envelope::from_wire(&delivery.data) {
-            Ok(envelope) => envelope,
-            Err(error) => {
-                self.dead_letter(id, acks, &delivery, &error.to_string())
-                    .await?;
-                return Ok(Handled::Done);
-            }
+        // Read ahead of its turn (see `consume_in_order_with`), or now.
+        let (envelope, mut looked_ahead) = match ahead {
+            Some(ReadAhead { envelope, precheck }) => (envelope, precheck),
+            None => match Envelope::from_wire(&delivery.data) {
+                Ok(envelope) => (envelope, None),
+                Err(error) => {
+                    self.dead_letter(id, acks, &delivery, &error.to_string())
+                        .await?;
+                    return Ok(Handled::Done);
+                }
+            },
         };
         if let Some(why) = decision::screen_event(&subscription, &envelope) {
             self.drop_stale(id, acks, &delivery, Some(&envelope.id), why)
@@ -532,8 +544,6 @@ impl SubscriptionConsumer {
             tracking: &tracking,
             incarnation: &subscription.incarnation,
         };
-        // Read ahead of its turn (see `consume_in_order_with`), or now.
-        let mut looked_ahead = looked_ahead;
         // Decided again after a blocked event attempted first has settled.
         loop {
             let read = match looked_ahead.take() {
@@ -1110,6 +1120,14 @@ fn hand_back(delivery: &Delivery) {
         delivery_tag = delivery.delivery_tag,
         "handed back at the end of the session"
     );
+}
+
+/// A message read ahead of its turn, during the previous one's POST.
+struct ReadAhead {
+    /// The event, parsed.
+    envelope: Envelope,
+    /// Its delivery state, when it was read and still holds.
+    precheck: Option<Precheck>,
 }
 
 /// What a strict session gets when it asks for the next message.
