@@ -9,8 +9,8 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use postline_shared::encryption::KeyRing;
-use postline_shared::subscription::StoreError;
+use postline_shared::redis::subscription_store::StoreError;
+use postline_shared::runtime::encryption::KeyRing;
 use postline_tests::api::Auth;
 use postline_tests::events::{ids_of, numbered};
 use postline_tests::receiver::ids;
@@ -941,7 +941,7 @@ async fn key_rotation_reseals_every_secret_under_the_new_key() {
     let new_key = format!("k2:{}", BASE64.encode([42u8; 32]));
     let rotated = KeyRing::from_config(&new_key, "dev").expect("key ring");
     let client = redis::Client::open(env.common.redis_url.as_str()).unwrap();
-    let store = postline_shared::subscription::SubscriptionStore::new(
+    let store = postline_shared::redis::subscription_store::SubscriptionStore::new(
         env.redis(),
         client.clone(),
         env.keys.clone(),
@@ -970,7 +970,7 @@ async fn key_rotation_reseals_every_secret_under_the_new_key() {
 
     // The old key can now be dropped; without the new one nothing opens.
     let only_new = KeyRing::from_config(&new_key, "").unwrap();
-    let store_new = postline_shared::subscription::SubscriptionStore::new(
+    let store_new = postline_shared::redis::subscription_store::SubscriptionStore::new(
         env.redis(),
         client.clone(),
         env.keys.clone(),
@@ -981,7 +981,7 @@ async fn key_rotation_reseals_every_secret_under_the_new_key() {
         .await
         .expect("opened with the new key");
     assert_eq!(after.spec.auth.secret_values(), vec![password.as_str()]);
-    let old_only = postline_shared::subscription::SubscriptionStore::new(
+    let old_only = postline_shared::redis::subscription_store::SubscriptionStore::new(
         env.redis(),
         client,
         env.keys.clone(),

@@ -2,7 +2,7 @@
 //! first node that answers, skipping one that refuses, and events flow as
 //! with a single URL. (Losing a node of a real cluster: tests/cluster.rs.)
 
-use postline_shared::broker_nodes::BrokerNodes;
+use postline_shared::amqp::broker_nodes::BrokerNodes;
 use postline_tests::events::{assert_sequence, collapse_adjacent, ids_of, numbered};
 use postline_tests::receiver::ids;
 use postline_tests::{Receiver, TestEnv, DEADLINE, QUIET};

@@ -13,7 +13,7 @@
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Connection, ConnectionProperties};
-use postline_shared::topology::QueueType;
+use postline_shared::amqp::topology::QueueType;
 use postline_tests::amqp::AmqpClient;
 use postline_tests::events::{assert_sequence, collapse_adjacent, ids_of, numbered};
 use postline_tests::receiver::ids;

@@ -60,7 +60,7 @@ fn check(python: &Path, args: &[&str], repo: &Path) -> (bool, String) {
 /// The longest receiver timeout a subscription may set, in seconds: the
 /// services' grace period on SIGTERM must be longer.
 fn max_receiver_timeout_secs() -> String {
-    (postline_shared::subscription::MAX_TIMEOUT_MS.div_ceil(1000)).to_string()
+    (postline_shared::model::subscription::MAX_TIMEOUT_MS.div_ceil(1000)).to_string()
 }
 
 #[test]

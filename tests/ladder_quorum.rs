@@ -6,7 +6,7 @@
 #[path = "ladder/scenarios.rs"]
 mod scenarios;
 
-use postline_shared::topology::QueueType;
+use postline_shared::amqp::topology::QueueType;
 use postline_tests::{TestEnv, TestEnvBuilder};
 
 fn env_builder() -> TestEnvBuilder {

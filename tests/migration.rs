@@ -4,7 +4,7 @@
 //! blocked on the ladder; every event arrives once, in order, and the
 //! classic queues are drained and deleted.
 
-use postline_shared::topology::{QueueType, Topology};
+use postline_shared::amqp::topology::{QueueType, Topology};
 use postline_tests::events::{assert_sequence, collapse_adjacent, ids_of, numbered};
 use postline_tests::receiver::ids;
 use postline_tests::{wait, Receiver, TestEnv, DEADLINE, QUIET};

@@ -6,7 +6,7 @@
 //! Regenerate the committed documents and the README's generated API section
 //! with `POSTLINE_UPDATE_OPENAPI=1 cargo test -p postline-tests --test openapi`.
 
-use postline_shared::problem::ProblemCode;
+use postline_shared::model::problem::ProblemCode;
 use postline_tests::api::Auth;
 use postline_tests::env::TestEnv;
 use reqwest::Method;

@@ -359,7 +359,7 @@ async fn the_operator_endpoint_gets_each_operational_event_once_signed() {
     let mut builder = TestEnv::builder().redis_url(&redis.url());
     builder.ingest.operator = Some(postline_ingest::operator::OperatorConfig {
         url: operator.url(),
-        secret: postline_shared::secret::Secret::new(secret.clone()),
+        secret: postline_shared::model::secret::Secret::new(secret.clone()),
         blocked_alert_after: std::time::Duration::from_secs(1),
         scan_every: std::time::Duration::from_millis(100),
     });

@@ -202,7 +202,7 @@ async fn run_between(
         if spec.quorum {
             arguments.insert(
                 "x-delivery-limit".into(),
-                AMQPValue::LongInt(postline_shared::topology::QUORUM_DELIVERY_LIMIT),
+                AMQPValue::LongInt(postline_shared::amqp::topology::QUORUM_DELIVERY_LIMIT),
             );
         } else {
             arguments.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(1));

@@ -6,8 +6,8 @@ use crate::Endpoints;
 use futures::StreamExt;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Channel, Connection, ConnectionProperties};
-use postline_shared::keys::RedisKeys;
-use postline_shared::topology::Topology;
+use postline_shared::amqp::topology::Topology;
+use postline_shared::redis::keys::RedisKeys;
 use redis::AsyncCommands;
 
 /// Deletes the namespace's core queues and exchanges, the queues of

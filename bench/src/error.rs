@@ -11,7 +11,7 @@ pub enum BenchError {
     Redis(#[from] redis::RedisError),
     /// Writing subscriptions failed.
     #[error("subscription store: {0}")]
-    Store(#[from] postline_shared::subscription::StoreError),
+    Store(#[from] postline_shared::redis::subscription_store::StoreError),
     /// An HTTP call (intake, readiness) failed.
     #[error("http: {0}")]
     Http(#[from] reqwest::Error),

@@ -44,7 +44,7 @@ pub struct Endpoints {
     /// Redis URL (`POSTLINE_REDIS_URL`, default local).
     pub redis_url: String,
     /// The services' queue type (classic, quorum on a cluster).
-    pub queue_type: postline_shared::topology::QueueType,
+    pub queue_type: postline_shared::amqp::topology::QueueType,
 }
 
 impl Endpoints {
@@ -59,13 +59,13 @@ impl Endpoints {
         Self {
             amqp_url: var(
                 "POSTLINE_AMQP_URL",
-                postline_shared::config::DEFAULT_AMQP_URL,
+                postline_shared::runtime::config::DEFAULT_AMQP_URL,
             ),
             redis_url: var(
                 "POSTLINE_REDIS_URL",
-                postline_shared::config::DEFAULT_REDIS_URL,
+                postline_shared::runtime::config::DEFAULT_REDIS_URL,
             ),
-            queue_type: postline_shared::topology::QueueType::Classic,
+            queue_type: postline_shared::amqp::topology::QueueType::Classic,
         }
     }
 
@@ -84,7 +84,7 @@ impl Endpoints {
         Self {
             amqp_url: urls.to_string(),
             redis_url: self.redis_url.clone(),
-            queue_type: postline_shared::topology::QueueType::Quorum,
+            queue_type: postline_shared::amqp::topology::QueueType::Quorum,
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::receiver::ReceiverFarm;
 use crate::Endpoints;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
-use postline_shared::subscription::SubscriptionStore;
+use postline_shared::redis::subscription_store::SubscriptionStore;
 use postline_shared::{CommonConfig, Envelope};
 use serde::Serialize;
 use std::path::{Path, PathBuf};

@@ -1,39 +1,33 @@
 //! Postline's shared library: the wire formats, the AMQP topology, the Redis
 //! layout and the operational plumbing that the ingest, delivery and token
 //! services all rely on. Every module here is used by at least two services.
+//!
+//! The folders, from the bottom up (each uses only those above it in this list,
+//! [`runtime`] being used by all and using [`model`], [`amqp`] and [`redis`]
+//! only for readiness and configuration):
+//!
+//! - [`model`]: the data: envelope, subscription spec, retry policy, tenants,
+//!   secrets, validation problems. Pure, no I/O.
+//! - [`redis`]: state in Redis: key layout, subscription store and catalog,
+//!   delivery state (settled markers, blocks, parked events, attempt log),
+//!   bearer-token cache.
+//! - [`amqp`]: RabbitMQ: broker nodes and connections, confirmed publishing,
+//!   topology, redelivery through the retry ladder, migration to quorum.
+//! - [`outbound`]: calling partner URLs: the address guard and HTTP client,
+//!   building and signing the request, receiver credentials and bearer
+//!   tokens, one delivery attempt.
+//! - [`runtime`]: configuration, telemetry, metrics, the operational HTTP
+//!   surface and server, shutdown, encryption at rest, coalescing, the
+//!   installation marker.
 
 #![warn(missing_docs)]
 
-pub mod attempt;
-pub mod auth;
-pub mod broker;
-pub mod broker_nodes;
-pub mod coalesce;
-pub mod config;
-pub mod delivery_state;
-pub mod encryption;
-pub mod envelope;
-pub mod http_server;
-pub mod installation;
-pub mod keys;
-pub mod ladder;
-pub mod metrics;
-pub mod migration;
-pub mod ops;
+pub mod amqp;
+pub mod model;
 pub mod outbound;
-pub mod problem;
-pub mod redelivery;
-pub mod secret;
-pub mod shutdown;
-pub mod signing;
-pub mod subscription;
-pub mod telemetry;
-pub mod tenant;
-pub mod token_cache;
-pub mod token_client;
-pub mod topology;
-pub mod webhook;
+pub mod redis;
+pub mod runtime;
 
-pub use config::CommonConfig;
-pub use envelope::Envelope;
-pub use subscription::Subscription;
+pub use model::envelope::Envelope;
+pub use model::subscription::Subscription;
+pub use runtime::config::CommonConfig;

@@ -8,7 +8,7 @@
 //! priorities: the ordering protocol must not need them) by
 //! `tests/ladder_quorum.rs`.
 
-use postline_shared::topology::QueueType;
+use postline_shared::amqp::topology::QueueType;
 use postline_tests::events::{assert_sequence, collapse_adjacent, ids_of, numbered};
 use postline_tests::receiver::{describe, ids};
 use postline_tests::{wait, Receiver, Recorded, TestEnv, DEADLINE, QUIET};

@@ -53,8 +53,8 @@ impl AmqpClient {
     /// Connects to the first node of `urls` (one URL or a comma-separated
     /// list) that answers and opens a channel in confirm mode.
     pub async fn connect(urls: &str) -> anyhow::Result<Self> {
-        let nodes: postline_shared::broker_nodes::BrokerNodes = urls.parse()?;
-        let connection = postline_shared::broker_nodes::BrokerConnector::new(nodes.clone())
+        let nodes: postline_shared::amqp::broker_nodes::BrokerNodes = urls.parse()?;
+        let connection = postline_shared::amqp::broker_nodes::BrokerConnector::new(nodes.clone())
             .connect("tests")
             .await
             .with_context(|| format!("connecting to RabbitMQ at {nodes}"))?;

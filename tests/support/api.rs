@@ -4,7 +4,7 @@
 //! body is not JSON) and never asserts, so tests state what they expect.
 
 use crate::env::TestEnv;
-use postline_shared::ladder::RetryPolicy;
+use postline_shared::model::retry_policy::RetryPolicy;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::sync::LazyLock;

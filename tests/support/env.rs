@@ -7,11 +7,11 @@ use crate::amqp::{AmqpClient, GotMessage};
 use crate::{logs, namespace, wait, DEADLINE};
 use postline_delivery::DeliveryConfig;
 use postline_ingest::IngestConfig;
-use postline_shared::keys::RedisKeys;
+use postline_shared::amqp::topology::{QueueType, Topology};
+use postline_shared::model::secret::Secret;
 use postline_shared::outbound::OutboundConfig;
-use postline_shared::secret::Secret;
-use postline_shared::subscription::SubscriptionStore;
-use postline_shared::topology::{QueueType, Topology};
+use postline_shared::redis::keys::RedisKeys;
+use postline_shared::redis::subscription_store::SubscriptionStore;
 use postline_shared::CommonConfig;
 use postline_token::TokenConfig;
 use redis::aio::ConnectionManager;
@@ -125,7 +125,7 @@ impl TestEnvBuilder {
     /// Points the services and the test itself at the broker nodes `urls`
     /// (comma-separated, like `POSTLINE_AMQP_URL`).
     pub fn brokers(mut self, urls: &str) -> Self {
-        let nodes: postline_shared::broker_nodes::BrokerNodes = urls
+        let nodes: postline_shared::amqp::broker_nodes::BrokerNodes = urls
             .parse()
             .unwrap_or_else(|error| panic!("broker URLs {urls}: {error}"));
         self.ingest.common.amqp_url = nodes.clone();

@@ -4,7 +4,7 @@
 //! stderr when `POSTLINE_TEST_LOG` is set (its value, if it looks like a
 //! filter such as `debug` or `postline_delivery=trace`, replaces the default filter).
 
-use postline_shared::telemetry::without_payload_targets;
+use postline_shared::runtime::telemetry::without_payload_targets;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use tracing_subscriber::fmt::MakeWriter;

@@ -51,7 +51,7 @@ impl TcpProxy {
     }
 
     /// An AMQP URL through the proxy, as guest (a list of one node).
-    pub fn amqp_url(&self) -> postline_shared::broker_nodes::BrokerNodes {
+    pub fn amqp_url(&self) -> postline_shared::amqp::broker_nodes::BrokerNodes {
         let url = format!("amqp://guest:guest@{}/%2f", self.addr);
         url.parse()
             .unwrap_or_else(|error| panic!("the proxy's own URL: {error}"))

@@ -11,7 +11,7 @@ use crate::consumer::ConsumerError;
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use lapin::Acker;
-use postline_shared::broker::{self, SettleError};
+use postline_shared::amqp::broker::{self, SettleError};
 use std::sync::Mutex;
 
 /// Most messages one `multiple` ack settles.

@@ -1,12 +1,12 @@
 //! One delivery attempt: the event's request for the subscription as it is
 //! now, with its receiver auth, sent once and classified by the success rule.
-//! The work lives in `postline_shared::attempt`, so the PING that ingest sends
+//! The work lives in `postline_shared::outbound::attempt`, so the PING that ingest sends
 //! on create and update reaches the receiver, and is judged, exactly the same way.
 
-pub use postline_shared::attempt::{send, Attempt, AttemptError};
+pub use postline_shared::outbound::attempt::{send, Attempt, AttemptError};
 
-use postline_shared::subscription::Subscription;
-use postline_shared::token_client::TokenClient;
+use postline_shared::model::subscription::Subscription;
+use postline_shared::outbound::token_client::TokenClient;
 use postline_shared::Envelope;
 
 /// Delivers `envelope` to the stored `subscription` once (a 401 to a fetched
@@ -17,5 +17,5 @@ pub async fn deliver(
     subscription: &Subscription,
     envelope: &Envelope,
 ) -> Attempt {
-    postline_shared::attempt::deliver(client, tokens, subscription, envelope, None).await
+    postline_shared::outbound::attempt::deliver(client, tokens, subscription, envelope, None).await
 }

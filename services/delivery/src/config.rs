@@ -1,6 +1,6 @@
 //! Delivery settings from the environment.
 
-use postline_shared::config::{env_or, ConfigError};
+use postline_shared::runtime::config::{env_or, ConfigError};
 use postline_shared::CommonConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -58,8 +58,8 @@ impl DeliveryConfig {
             prefetch: 64,
             // Well under RabbitMQ's default channel_max of 2047.
             channels_per_connection: 1_000,
-            delivered_ttl_secs: postline_shared::delivery_state::DEFAULT_SETTLED_TTL_SECS,
-            attempt_log_cap: postline_shared::delivery_state::DEFAULT_ATTEMPT_LOG_CAP,
+            delivered_ttl_secs: postline_shared::redis::delivery_state::DEFAULT_SETTLED_TTL_SECS,
+            attempt_log_cap: postline_shared::redis::delivery_state::DEFAULT_ATTEMPT_LOG_CAP,
             token_url: "http://127.0.0.1:8082".to_string(),
             // One passive declare per subscription queue each time: modest.
             backlog_refresh: Duration::from_secs(15),

@@ -6,8 +6,8 @@
 //! own confirmed publisher for delayed copies and dead letters.
 
 use lapin::Connection;
-use postline_shared::broker::ConfirmedPublisher;
-use postline_shared::broker_nodes::{BrokerConnector, ConnectError};
+use postline_shared::amqp::broker::ConfirmedPublisher;
+use postline_shared::amqp::broker_nodes::{BrokerConnector, ConnectError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

@@ -26,16 +26,17 @@ use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;
-use postline_shared::broker::{ConfirmedPublisher, PublishError};
-use postline_shared::delivery_state::semantics::Dropped;
-use postline_shared::delivery_state::{AttemptRecord, Block, DeliveryState, ParkedEvent, Precheck};
-use postline_shared::migration;
-use postline_shared::redelivery::{Redelivery, RetryHeaders};
-use postline_shared::subscription::{
-    Disabled, OrderMode, Subscription, SubscriptionStore, Tracking,
+use postline_shared::amqp::broker::{ConfirmedPublisher, PublishError};
+use postline_shared::amqp::migration;
+use postline_shared::amqp::redelivery::{Redelivery, RetryHeaders};
+use postline_shared::amqp::topology::Topology;
+use postline_shared::model::subscription::{Disabled, OrderMode, Subscription, Tracking};
+use postline_shared::outbound::token_client::TokenClient;
+use postline_shared::redis::delivery_state::semantics_records::Dropped;
+use postline_shared::redis::delivery_state::{
+    AttemptRecord, Block, DeliveryState, ParkedEvent, Precheck,
 };
-use postline_shared::token_client::TokenClient;
-use postline_shared::topology::Topology;
+use postline_shared::redis::subscription_store::SubscriptionStore;
 use postline_shared::Envelope;
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,7 +212,7 @@ impl SubscriptionConsumer {
 
     /// Consumes the classic queue `queue` of a subscription moving to a
     /// quorum queue until it is empty and deleted, then ends the session so
-    /// the next one reads the quorum queue (see `postline_shared::migration`).
+    /// the next one reads the quorum queue (see `postline_shared::amqp::migration`).
     async fn drain_legacy(
         &self,
         connection: &Connection,

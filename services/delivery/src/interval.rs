@@ -11,8 +11,8 @@
 
 use chrono::{DateTime, Utc};
 use lapin::BasicProperties;
-use postline_shared::subscription::semantics::{tick_after, tick_at_or_before};
-use postline_shared::topology::{header_str, QUEUED_AT_HEADER};
+use postline_shared::amqp::topology::{header_str, QUEUED_AT_HEADER};
+use postline_shared::model::subscription::semantics::{tick_after, tick_at_or_before};
 
 /// The tick a session delivers for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl Tick {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use postline_shared::broker::string_headers;
+    use postline_shared::amqp::broker::string_headers;
 
     fn queued_at(ms: &str) -> BasicProperties {
         BasicProperties::default().with_headers(string_headers([(QUEUED_AT_HEADER, ms)]))

@@ -18,13 +18,13 @@ pub mod supervisor;
 pub use config::DeliveryConfig;
 
 use anyhow::Context;
-use postline_shared::delivery_state::DeliveryState;
-use postline_shared::http_server::{self, ServerLimits};
-use postline_shared::installation;
-use postline_shared::ops::{self, Readiness};
-use postline_shared::subscription::catalog;
-use postline_shared::subscription::SubscriptionStore;
-use postline_shared::token_client::{TokenClient, TokenClientMetrics};
+use postline_shared::outbound::token_client::{TokenClient, TokenClientMetrics};
+use postline_shared::redis::catalog;
+use postline_shared::redis::delivery_state::DeliveryState;
+use postline_shared::redis::subscription_store::SubscriptionStore;
+use postline_shared::runtime::http_server::{self, ServerLimits};
+use postline_shared::runtime::installation;
+use postline_shared::runtime::ops::{self, Readiness};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -109,7 +109,7 @@ pub async fn start(
         config.backlog_refresh,
         background.clone(),
     ));
-    let token_cache = postline_shared::token_cache::TokenCache::new(
+    let token_cache = postline_shared::redis::token_cache::TokenCache::new(
         redis.clone(),
         keys.clone(),
         common.encryption.clone(),
@@ -126,7 +126,7 @@ pub async fn start(
         store,
         client: postline_shared::outbound::OutboundClient::new(
             &common.outbound,
-            postline_shared::webhook::USER_AGENT,
+            postline_shared::outbound::webhook_request::USER_AGENT,
         )
         .context("building the HTTP client")?,
         tokens,

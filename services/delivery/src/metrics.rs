@@ -1,6 +1,8 @@
 //! Delivery's Prometheus metrics.
 
-use postline_shared::metrics::{counter_vec, gauge, gauge_vec, latency, latency_histogram};
+use postline_shared::runtime::metrics::{
+    counter_vec, gauge, gauge_vec, latency, latency_histogram,
+};
 use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 /// Counters, gauges and histograms of the delivery path.

@@ -8,7 +8,7 @@
 //! last prefetched message waits about a minute at most.
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use postline_shared::subscription::{OrderMode, RateLimit, Subscription};
+use postline_shared::model::subscription::{OrderMode, RateLimit, Subscription};
 use std::sync::{Arc, Mutex};
 
 /// Longest a prefetched message should wait for the limiter, in seconds.
@@ -64,7 +64,7 @@ pub fn prefetch_for(subscription: &Subscription, prefetch: u16) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use postline_shared::subscription::SubscriptionSpec;
+    use postline_shared::model::subscription::SubscriptionSpec;
 
     fn subscription(extra: serde_json::Value) -> Subscription {
         let mut spec = serde_json::json!({"id": "s", "endpoint": "https://example.com/", "event_types": ["a"]});

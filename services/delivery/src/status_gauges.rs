@@ -10,11 +10,11 @@
 use crate::metrics::DeliveryMetrics;
 use chrono::Utc;
 use lapin::{Channel, Connection};
-use postline_shared::broker_nodes::{BrokerConnector, BrokerNodes};
-use postline_shared::delivery_state::DeliveryState;
-use postline_shared::subscription::catalog::Catalog;
-use postline_shared::subscription::SubscriptionStatus;
-use postline_shared::topology::Topology;
+use postline_shared::amqp::broker_nodes::{BrokerConnector, BrokerNodes};
+use postline_shared::amqp::topology::Topology;
+use postline_shared::model::subscription::SubscriptionStatus;
+use postline_shared::redis::catalog::Catalog;
+use postline_shared::redis::delivery_state::DeliveryState;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +49,7 @@ async fn refresh(
     catalog: &Catalog,
     state: &DeliveryState,
     metrics: &DeliveryMetrics,
-) -> Result<(), postline_shared::delivery_state::StateError> {
+) -> Result<(), postline_shared::redis::delivery_state::StateError> {
     let subscriptions = catalog.all();
     // A disabled subscription keeps its block for when it is re-enabled; it
     // counts as disabled, not blocked.

@@ -5,10 +5,10 @@
 use crate::connections::{Connections, Placement};
 use crate::consumer::{ConsumerContext, Ended, SubscriptionConsumer};
 use crate::pacing::Pacer;
-use postline_shared::broker_nodes::{BrokerConnector, BrokerNodes};
-use postline_shared::ops::Readiness;
-use postline_shared::subscription::catalog::Catalog;
-use postline_shared::subscription::{Subscription, SubscriptionStatus};
+use postline_shared::amqp::broker_nodes::{BrokerConnector, BrokerNodes};
+use postline_shared::model::subscription::{Subscription, SubscriptionStatus};
+use postline_shared::redis::catalog::Catalog;
+use postline_shared::runtime::ops::Readiness;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

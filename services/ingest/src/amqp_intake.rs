@@ -19,13 +19,13 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Acker, Connection};
-use postline_shared::broker::{
+use postline_shared::amqp::broker::{
     self as broker, dead_letter_properties, ConfirmedPublisher, Outgoing, PendingConfirm,
     PublishError, SettleError,
 };
-use postline_shared::migration;
-use postline_shared::problem::{Problem, ProblemCode};
-use postline_shared::topology::Topology;
+use postline_shared::amqp::migration;
+use postline_shared::amqp::topology::Topology;
+use postline_shared::model::problem::{Problem, ProblemCode};
 use postline_shared::Envelope;
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -149,7 +149,7 @@ impl AmqpIntake {
 
     /// Consumes the classic intake queue `queue` until it is empty and can
     /// be deleted (every event in it was published before any in the quorum
-    /// intake queue, so it goes first; see `postline_shared::migration`).
+    /// intake queue, so it goes first; see `postline_shared::amqp::migration`).
     async fn drain_legacy(
         &self,
         connection: &Connection,

@@ -4,11 +4,11 @@
 //! the AMQP intake, and starts over with backoff whenever the connection fails.
 
 use crate::amqp_intake::AmqpIntake;
-use postline_shared::broker::ConfirmedPublisher;
-use postline_shared::broker_nodes::{BrokerConnector, BrokerNodes};
-use postline_shared::ops::Readiness;
-use postline_shared::subscription::catalog::Catalog;
-use postline_shared::topology::Topology;
+use postline_shared::amqp::broker::ConfirmedPublisher;
+use postline_shared::amqp::broker_nodes::{BrokerConnector, BrokerNodes};
+use postline_shared::amqp::topology::Topology;
+use postline_shared::redis::catalog::Catalog;
+use postline_shared::runtime::ops::Readiness;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -120,7 +120,7 @@ async fn prepare(
     // keep intake from starting; a retry that still meets a missing delay
     // queue declares it then.
     let mut legacy_delays = delays.clone();
-    legacy_delays.extend(postline_shared::ladder::RETRY_AFTER_STEPS_MS);
+    legacy_delays.extend(postline_shared::model::retry_policy::RETRY_AFTER_STEPS_MS);
     let declared = match connection.create_channel().await {
         Ok(channel) => {
             let declared = topology.declare_delay_queues(&channel, delays).await;
@@ -134,7 +134,7 @@ async fn prepare(
     }
     // Moving from classic to quorum queues: the classic ones get no new
     // copies from now on (before intake publishes anything); what they hold
-    // is drained first (see `postline_shared::migration`).
+    // is drained first (see `postline_shared::amqp::migration`).
     if let Some(legacy) = topology.legacy() {
         let ids: Vec<String> = catalog.all().iter().map(|s| s.id().to_string()).collect();
         Topology::unbind_legacy(&legacy, connection, &ids, legacy_delays).await?;

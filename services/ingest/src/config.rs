@@ -1,8 +1,8 @@
 //! Ingest settings from the environment.
 
-use postline_shared::config::{env_or, ConfigError};
-use postline_shared::http_server::ServerLimits;
-use postline_shared::secret::Secret;
+use postline_shared::model::secret::Secret;
+use postline_shared::runtime::config::{env_or, ConfigError};
+use postline_shared::runtime::http_server::ServerLimits;
 use postline_shared::CommonConfig;
 use std::net::SocketAddr;
 use std::time::Duration;

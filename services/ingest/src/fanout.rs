@@ -5,12 +5,12 @@
 use crate::metrics::IngestMetrics;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::BasicProperties;
-use postline_shared::broker::{ConfirmedPublisher, Outgoing, PendingConfirm, PublishError};
-use postline_shared::keys::RedisKeys;
-use postline_shared::ops::Readiness;
-use postline_shared::redelivery::INCARNATION_HEADER;
-use postline_shared::subscription::catalog::Catalog;
-use postline_shared::topology::{Topology, QUEUED_AT_HEADER};
+use postline_shared::amqp::broker::{ConfirmedPublisher, Outgoing, PendingConfirm, PublishError};
+use postline_shared::amqp::redelivery::INCARNATION_HEADER;
+use postline_shared::amqp::topology::{Topology, QUEUED_AT_HEADER};
+use postline_shared::redis::catalog::Catalog;
+use postline_shared::redis::keys::RedisKeys;
+use postline_shared::runtime::ops::Readiness;
 use postline_shared::Envelope;
 use redis::aio::ConnectionManager;
 use std::sync::Arc;

@@ -18,14 +18,14 @@ pub mod ui;
 pub use config::IngestConfig;
 
 use anyhow::Context;
-use postline_shared::delivery_state::DeliveryState;
-use postline_shared::http_server;
-use postline_shared::installation;
-use postline_shared::ops::{self, Readiness};
-use postline_shared::subscription::catalog;
-use postline_shared::subscription::SubscriptionStore;
-use postline_shared::token_cache::TokenCache;
-use postline_shared::token_client::{TokenClient, TokenClientMetrics};
+use postline_shared::outbound::token_client::{TokenClient, TokenClientMetrics};
+use postline_shared::redis::catalog;
+use postline_shared::redis::delivery_state::DeliveryState;
+use postline_shared::redis::subscription_store::SubscriptionStore;
+use postline_shared::redis::token_cache::TokenCache;
+use postline_shared::runtime::http_server;
+use postline_shared::runtime::installation;
+use postline_shared::runtime::ops::{self, Readiness};
 use std::net::SocketAddr;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -126,7 +126,7 @@ pub async fn start(
     let (link_tx, link_rx) = tokio::sync::watch::channel(None);
     let client = postline_shared::outbound::OutboundClient::new(
         &common.outbound,
-        postline_shared::webhook::USER_AGENT,
+        postline_shared::outbound::webhook_request::USER_AGENT,
     )
     .context("building the HTTP client")?;
     let notifier = match (config.operator.clone(), operator_subscription) {

@@ -1,6 +1,6 @@
 //! Ingest's Prometheus metrics.
 
-use postline_shared::metrics::{counter, counter_vec, latency_histogram};
+use postline_shared::runtime::metrics::{counter, counter_vec, latency_histogram};
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, Registry};
 
 /// Counters and histograms of the intake path.

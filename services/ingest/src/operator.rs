@@ -17,16 +17,17 @@
 
 use crate::broker_link::LinkHandle;
 use chrono::{DateTime, Utc};
-use postline_shared::delivery_state::DeliveryState;
-use postline_shared::envelope::Envelope;
-use postline_shared::keys::RedisKeys;
-use postline_shared::ops::Readiness;
+use postline_shared::amqp::topology::Topology;
+use postline_shared::model::envelope::Envelope;
+use postline_shared::model::secret::Secret;
+use postline_shared::model::subscription::{Subscription, SubscriptionSpec};
+use postline_shared::outbound::webhook_request::WebhookRequest;
 use postline_shared::outbound::OutboundClient;
-use postline_shared::secret::Secret;
-use postline_shared::subscription::catalog::Catalog;
-use postline_shared::subscription::{Subscription, SubscriptionSpec, SubscriptionStore};
-use postline_shared::topology::Topology;
-use postline_shared::webhook::WebhookRequest;
+use postline_shared::redis::catalog::Catalog;
+use postline_shared::redis::delivery_state::DeliveryState;
+use postline_shared::redis::keys::RedisKeys;
+use postline_shared::redis::subscription_store::SubscriptionStore;
+use postline_shared::runtime::ops::Readiness;
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -85,8 +86,8 @@ impl Occurrence {
 /// What one subscription's records call for (pure: the scan's decision).
 pub fn occurrences(
     subscription: &Subscription,
-    block: Option<&postline_shared::delivery_state::Block>,
-    parked: &[postline_shared::delivery_state::ParkedEvent],
+    block: Option<&postline_shared::redis::delivery_state::Block>,
+    parked: &[postline_shared::redis::delivery_state::ParkedEvent],
     blocked_alert_after: Duration,
     now: DateTime<Utc>,
 ) -> Vec<Occurrence> {
@@ -328,7 +329,7 @@ impl Notifier {
             let request =
                 WebhookRequest::build(&self.subscription, &envelope, Utc::now().timestamp());
             // Through the guarded client: bounded answer, no URL in errors.
-            let sent = postline_shared::attempt::send(
+            let sent = postline_shared::outbound::attempt::send(
                 &self.client,
                 &request,
                 self.subscription.spec.success,
@@ -380,7 +381,7 @@ mod tests {
     #[test]
     fn a_disabled_subscription_is_reported_disabled_not_blocked_by_the_block_it_keeps() {
         let now = Utc::now();
-        let block = postline_shared::delivery_state::Block {
+        let block = postline_shared::redis::delivery_state::Block {
             event_id: "e1".into(),
             retry_id: "r1".into(),
             attempts: 9,
@@ -400,7 +401,7 @@ mod tests {
         let types: Vec<_> = blocked.iter().map(|o| o.event_type).collect();
         assert_eq!(types, ["postline.subscription.blocked"]);
         let mut disabled = subscription();
-        disabled.disabled = Some(postline_shared::subscription::Disabled {
+        disabled.disabled = Some(postline_shared::model::subscription::Disabled {
             at: now,
             reason: "retry policy exhausted".into(),
             event_id: "e1".into(),

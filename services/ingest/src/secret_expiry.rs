@@ -1,10 +1,10 @@
 //! Rotated-out signing secrets leave the stored subscription by themselves:
 //! once their grace has ended they sign nothing (see
-//! `postline_shared::subscription::rotation`), and this task removes them
+//! `postline_shared::model::subscription::rotation`), and this task removes them
 //! from the stored document, so a secret no longer in use is not kept at all.
 
-use postline_shared::subscription::catalog::Catalog;
-use postline_shared::subscription::SubscriptionStore;
+use postline_shared::redis::catalog::Catalog;
+use postline_shared::redis::subscription_store::SubscriptionStore;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -12,9 +12,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use postline_shared::problem::{parse_json, Problem, ProblemCode};
-use postline_shared::secret::Secret;
-use postline_shared::token_cache::Token;
+use postline_shared::model::problem::{parse_json, Problem, ProblemCode};
+use postline_shared::model::secret::Secret;
+use postline_shared::redis::token_cache::Token;
 use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::OpenApi;
@@ -134,7 +134,7 @@ struct Frame;
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut document = Frame::openapi();
     document.merge(documented_routes().into_openapi());
-    document.merge(postline_shared::ops::openapi());
+    document.merge(postline_shared::runtime::ops::openapi());
     document.info.version = env!("CARGO_PKG_VERSION").to_string();
     document
 }

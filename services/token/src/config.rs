@@ -1,6 +1,6 @@
 //! Token service settings from the environment.
 
-use postline_shared::config::{env_or, ConfigError};
+use postline_shared::runtime::config::{env_or, ConfigError};
 use postline_shared::CommonConfig;
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -8,11 +8,11 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use postline_shared::outbound::{error_chain, OutboundClient, SendError};
-use postline_shared::secret::Secret;
-use postline_shared::subscription::{
+use postline_shared::model::secret::Secret;
+use postline_shared::model::subscription::{
     ClientAuth, ClientCredentials, ReceiverAuth, TokenFields, TokenServer, TokenServerFormat,
 };
+use postline_shared::outbound::{error_chain, OutboundClient, SendError};
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -286,7 +286,7 @@ fn parse_answer(
             fields.expires_in
         )));
     }
-    let max = postline_shared::subscription::MAX_TOKEN_LIFETIME_SECS as f64;
+    let max = postline_shared::model::subscription::MAX_TOKEN_LIFETIME_SECS as f64;
     Ok(Fetched {
         token: Secret::new(token),
         lifetime: Duration::from_secs_f64(lifetime_secs.min(max)),

@@ -14,11 +14,11 @@ pub mod minter;
 pub use config::TokenConfig;
 
 use anyhow::Context;
-use postline_shared::http_server::{self, ServerLimits};
-use postline_shared::ops::{self, Readiness};
 use postline_shared::outbound::OutboundClient;
-use postline_shared::subscription::SubscriptionStore;
-use postline_shared::token_cache::TokenCache;
+use postline_shared::redis::subscription_store::SubscriptionStore;
+use postline_shared::redis::token_cache::TokenCache;
+use postline_shared::runtime::http_server::{self, ServerLimits};
+use postline_shared::runtime::ops::{self, Readiness};
 use std::net::SocketAddr;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -52,8 +52,11 @@ pub async fn start(
         store,
         cache,
         redis.clone(),
-        OutboundClient::new(&common.outbound, postline_shared::webhook::USER_AGENT)
-            .context("building the HTTP client")?,
+        OutboundClient::new(
+            &common.outbound,
+            postline_shared::outbound::webhook_request::USER_AGENT,
+        )
+        .context("building the HTTP client")?,
         minter::Timing {
             fetch_timeout: config.fetch_timeout,
             expiry_margin: config.expiry_margin,
@@ -63,7 +66,7 @@ pub async fn start(
     );
     // The token service holds no queue and only caches, but it reports a
     // lost state like every service, so the whole installation shows unready.
-    let redis_watch = tokio::spawn(postline_shared::installation::watch(
+    let redis_watch = tokio::spawn(postline_shared::runtime::installation::watch(
         redis,
         common.keys(),
         common.amqp_url.clone(),

@@ -1,6 +1,6 @@
 //! The token service's Prometheus metrics.
 
-use postline_shared::metrics::{counter_vec, latency};
+use postline_shared::runtime::metrics::{counter_vec, latency};
 use prometheus::{Histogram, IntCounterVec, Registry};
 
 /// Counters and histograms of token minting and caching.

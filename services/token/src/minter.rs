@@ -12,11 +12,12 @@
 use crate::fetch::{self, FetchError, Fetched};
 use crate::metrics::TokenMetrics;
 use chrono::{DateTime, Utc};
-use postline_shared::coalesce::Coalesce;
+use postline_shared::model::secret::Secret;
+use postline_shared::model::subscription::ReceiverAuth;
 use postline_shared::outbound::OutboundClient;
-use postline_shared::secret::Secret;
-use postline_shared::subscription::{ReceiverAuth, StoreError, SubscriptionStore};
-use postline_shared::token_cache::{Token, TokenCache, TokenCacheError};
+use postline_shared::redis::subscription_store::{StoreError, SubscriptionStore};
+use postline_shared::redis::token_cache::{Token, TokenCache, TokenCacheError};
+use postline_shared::runtime::coalesce::Coalesce;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};

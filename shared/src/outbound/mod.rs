@@ -5,16 +5,25 @@
 //!   which the client then connects to (no DNS rebinding).
 //! - [`client`]: the guarded HTTP client with bounded answers, no redirects
 //!   and no ambient proxy.
+//! - [`webhook_request`]: building the request a receiver gets for one event
+//!   (pure), signed by [`signing`] and carrying the credentials
+//!   [`receiver_credentials`] applies, with bearer tokens from [`token_client`].
+//! - [`attempt`]: one attempt: build, authenticate, send, judge the answer.
 
+pub mod attempt;
 pub mod client;
 pub mod lookup;
 pub mod policy;
+pub mod receiver_credentials;
+pub mod signing;
+pub mod token_client;
+pub mod webhook_request;
 
 pub use client::{error_chain, read_bounded, BoundedBody, OutboundClient, SendError};
 pub use lookup::NameLookup;
 pub use policy::{AddressPolicy, NotAllowed};
 
-use crate::config::{env_or, ConfigError};
+use crate::runtime::env::{env_or, ConfigError};
 use ipnet::IpNet;
 
 /// Default bound of what is read from any answer.

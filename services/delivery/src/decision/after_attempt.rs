@@ -5,8 +5,8 @@
 
 use super::retry_after;
 use chrono::{DateTime, TimeDelta, Utc};
-use postline_shared::ladder::{GiveUpRule, GoneRule, NextStep, RetryPolicy};
-use postline_shared::subscription::{OrderMode, Subscription};
+use postline_shared::model::retry_policy::{GiveUpRule, GoneRule, NextStep, RetryPolicy};
+use postline_shared::model::subscription::{OrderMode, Subscription};
 use std::time::Duration;
 
 /// A failed attempt, as far as the decision needs it.
@@ -149,7 +149,7 @@ fn ms_i64(ms: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use postline_shared::subscription::SubscriptionSpec;
+    use postline_shared::model::subscription::SubscriptionSpec;
 
     fn subscription(order: &str, retry: serde_json::Value) -> Subscription {
         let spec: SubscriptionSpec = serde_json::from_value(serde_json::json!({

@@ -8,11 +8,11 @@
 //! [`on_precheck`] adds what Redis says about the event and the subscription.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use postline_shared::delivery_state::semantics::Dropped;
-use postline_shared::delivery_state::{Block, Precheck};
-use postline_shared::redelivery::RetryHeaders;
-use postline_shared::subscription::{OrderMode, Subscription};
-use postline_shared::tenant::may_receive;
+use postline_shared::amqp::redelivery::RetryHeaders;
+use postline_shared::model::subscription::{OrderMode, Subscription};
+use postline_shared::model::tenant::may_receive;
+use postline_shared::redis::delivery_state::semantics_records::Dropped;
+use postline_shared::redis::delivery_state::{Block, Precheck};
 use postline_shared::Envelope;
 
 /// How late a blocked event's delayed copy may be before it counts as lost
@@ -248,7 +248,7 @@ pub fn on_precheck(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use postline_shared::subscription::SubscriptionSpec;
+    use postline_shared::model::subscription::SubscriptionSpec;
 
     fn subscription(order: &str) -> Subscription {
         let spec: SubscriptionSpec = serde_json::from_value(serde_json::json!({
@@ -342,7 +342,7 @@ mod tests {
         };
         let operator = subscription("strict");
         let mut acme = subscription("strict");
-        acme.spec.tenant = Some(postline_shared::tenant::TenantId::parse("acme").unwrap());
+        acme.spec.tenant = Some(postline_shared::model::tenant::TenantId::parse("acme").unwrap());
         assert_eq!(screen_event(&operator, &envelope(None)), None);
         assert_eq!(
             screen_event(&operator, &envelope(Some("acme"))),

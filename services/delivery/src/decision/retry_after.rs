@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-pub use postline_shared::ladder::RETRY_AFTER_STEPS_MS;
+pub use postline_shared::model::retry_policy::RETRY_AFTER_STEPS_MS;
 
 /// The earliest time the receiver asked to be called again, from its
 /// `Retry-After` value at `now`; `None` when the value is neither form. A

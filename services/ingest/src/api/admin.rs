@@ -16,10 +16,10 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use chrono::Utc;
-use postline_shared::delivery_state::{Block, ParkedEvent};
-use postline_shared::installation::{self, Marker};
-use postline_shared::problem::{Problem, ProblemCode};
-use postline_shared::subscription::{OrderMode, Subscription};
+use postline_shared::model::problem::{Problem, ProblemCode};
+use postline_shared::model::subscription::{OrderMode, Subscription};
+use postline_shared::redis::delivery_state::{Block, ParkedEvent};
+use postline_shared::runtime::installation::{self, Marker};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -182,7 +182,8 @@ pub async fn import(
             format!("an import is at most {MAX_IMPORT_BYTES} bytes"),
         ))
     })?;
-    let export: Export = postline_shared::problem::parse_json(&bytes).map_err(ApiError::invalid)?;
+    let export: Export =
+        postline_shared::model::problem::parse_json(&bytes).map_err(ApiError::invalid)?;
     if export.format != EXPORT_FORMAT {
         return Err(ApiError::invalid(Problem::field(
             "format",

@@ -2,7 +2,7 @@
 
 use super::ApiError;
 use axum::http::HeaderMap;
-use postline_shared::secret::Secret;
+use postline_shared::model::secret::Secret;
 use subtle::ConstantTimeEq;
 
 /// Accepts the request only if it carries `Authorization: Bearer <expected>`.

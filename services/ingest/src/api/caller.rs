@@ -11,9 +11,9 @@ use crate::tenants::store::Principal;
 use crate::tenants::TenantStatus;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use postline_shared::problem::ProblemCode;
-use postline_shared::subscription::Subscription;
-use postline_shared::tenant::TenantId;
+use postline_shared::model::problem::ProblemCode;
+use postline_shared::model::subscription::Subscription;
+use postline_shared::model::tenant::TenantId;
 use subtle::ConstantTimeEq;
 
 /// The authenticated caller of a management request.

@@ -11,11 +11,11 @@ use crate::tenants::credentials::Scope;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use postline_shared::delivery_state::{ParkedEvent, StateError};
-use postline_shared::problem::{Problem, ProblemCode};
-use postline_shared::redelivery::Redelivery;
-use postline_shared::subscription::semantics::tick_after;
-use postline_shared::subscription::{Subscription, SubscriptionStatus};
+use postline_shared::amqp::redelivery::Redelivery;
+use postline_shared::model::problem::{Problem, ProblemCode};
+use postline_shared::model::subscription::semantics::tick_after;
+use postline_shared::model::subscription::{Subscription, SubscriptionStatus};
+use postline_shared::redis::delivery_state::{ParkedEvent, StateError};
 use serde_json::{json, Value};
 
 /// Most attempts one request may list.

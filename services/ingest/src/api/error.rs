@@ -5,8 +5,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use postline_shared::problem::{Problem, ProblemCode};
-use postline_shared::subscription::StoreError;
+use postline_shared::model::problem::{Problem, ProblemCode};
+use postline_shared::redis::subscription_store::StoreError;
 
 /// An error answer.
 #[derive(Debug)]

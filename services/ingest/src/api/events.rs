@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use postline_shared::problem::{parse_json, Problem, ProblemCode};
+use postline_shared::model::problem::{parse_json, Problem, ProblemCode};
 use postline_shared::Envelope;
 use serde_json::value::RawValue;
 
@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
     post,
     path = "/v1/events",
     tag = "events",
-    request_body = postline_shared::envelope::IncomingEvent,
+    request_body = postline_shared::model::envelope::IncomingEvent,
     responses(
         (status = 202, description = "Accepted, after the broker confirmed every copy", body = super::openapi::Accepted),
         (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
@@ -45,7 +45,7 @@ pub async fn post_one(
     post,
     path = "/v1/events/batch",
     tag = "events",
-    request_body(content = Vec<postline_shared::envelope::IncomingEvent>, description = "1 to 1,000 events, validated whole before any is published"),
+    request_body(content = Vec<postline_shared::model::envelope::IncomingEvent>, description = "1 to 1,000 events, validated whole before any is published"),
     responses(
         (status = 202, description = "Accepted, after the broker confirmed every copy", body = super::openapi::Accepted),
         (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),

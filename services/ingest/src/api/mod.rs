@@ -21,12 +21,12 @@ use crate::broker_link::{BrokerLink, LinkHandle};
 use crate::fanout::Fanout;
 use crate::metrics::IngestMetrics;
 use axum::Router;
-use postline_shared::delivery_state::DeliveryState;
-use postline_shared::secret::Secret;
-use postline_shared::subscription::catalog::Catalog;
-use postline_shared::subscription::SubscriptionStore;
-use postline_shared::token_client::TokenClient;
-use postline_shared::topology::Topology;
+use postline_shared::amqp::topology::Topology;
+use postline_shared::model::secret::Secret;
+use postline_shared::outbound::token_client::TokenClient;
+use postline_shared::redis::catalog::Catalog;
+use postline_shared::redis::delivery_state::DeliveryState;
+use postline_shared::redis::subscription_store::SubscriptionStore;
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -65,9 +65,9 @@ pub struct ApiState {
     /// Redis, for the installation marker.
     pub redis: redis::aio::ConnectionManager,
     /// Redis key names.
-    pub keys: postline_shared::keys::RedisKeys,
+    pub keys: postline_shared::redis::keys::RedisKeys,
     /// The service's readiness (the lost-state flag).
-    pub readiness: Arc<postline_shared::ops::Readiness>,
+    pub readiness: Arc<postline_shared::runtime::ops::Readiness>,
     /// Tenants, clients, tokens, sessions and portal links.
     pub tenants: crate::tenants::store::TenantStore,
     /// The audit trails.

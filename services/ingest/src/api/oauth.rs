@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use postline_shared::problem::ProblemCode;
+use postline_shared::model::problem::ProblemCode;
 use serde_json::json;
 use std::collections::HashMap;
 

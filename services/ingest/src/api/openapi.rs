@@ -9,9 +9,9 @@
 
 use crate::tenants::audit::AuditEntry;
 use crate::tenants::TenantStatus;
-use postline_shared::problem::{Problem, ProblemCode};
-use postline_shared::subscription::SubscriptionView;
-use postline_shared::tenant::TenantId;
+use postline_shared::model::problem::{Problem, ProblemCode};
+use postline_shared::model::subscription::SubscriptionView;
+use postline_shared::model::tenant::TenantId;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::openapi::security::{
@@ -99,11 +99,11 @@ pub struct DeliveryStateShown {
     /// The subscription.
     pub id: String,
     /// `active`, `paused` or `disabled`.
-    pub status: postline_shared::subscription::SubscriptionStatus,
+    pub status: postline_shared::model::subscription::SubscriptionStatus,
     /// Why and when it was disabled (`null` unless disabled).
-    pub disabled: Option<postline_shared::subscription::Disabled>,
+    pub disabled: Option<postline_shared::model::subscription::Disabled>,
     /// `strict` or `none`.
-    pub order: postline_shared::subscription::OrderMode,
+    pub order: postline_shared::model::subscription::OrderMode,
     /// The ordering block of a strict subscription waiting on its ladder:
     /// `{event_id, attempts, next_attempt_at, first_failure_at, last_error}`.
     #[schema(value_type = Option<Object>)]
@@ -292,7 +292,7 @@ pub struct TokenForm {
     /// The client id, when not sent with HTTP Basic.
     pub client_id: Option<String>,
     /// The client secret, when not sent with HTTP Basic.
-    #[schema(value_type = Option<postline_shared::secret::Secret>)]
+    #[schema(value_type = Option<postline_shared::model::secret::Secret>)]
     pub client_secret: Option<String>,
     /// Space-separated scopes narrowing the client's.
     pub scope: Option<String>,
@@ -450,7 +450,7 @@ struct Frame;
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut document = Frame::openapi();
     document.merge(super::documented_routes().into_openapi());
-    document.merge(postline_shared::ops::openapi());
+    document.merge(postline_shared::runtime::ops::openapi());
     Verify.modify(&mut document);
     document.info.version = env!("CARGO_PKG_VERSION").to_string();
     document

@@ -11,8 +11,8 @@
 
 use super::{ApiError, ApiState};
 use chrono::{SecondsFormat, Utc};
-use postline_shared::attempt::{self, Attempt, AttemptError};
-use postline_shared::subscription::Subscription;
+use postline_shared::model::subscription::Subscription;
+use postline_shared::outbound::attempt::{self, Attempt, AttemptError};
 use postline_shared::Envelope;
 use serde_json::{json, Value};
 

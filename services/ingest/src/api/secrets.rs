@@ -15,12 +15,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
 use chrono::TimeDelta;
-use postline_shared::problem::{parse_json, Problem};
-use postline_shared::secret::Secret;
-use postline_shared::signing::SigningKey;
-use postline_shared::subscription::rotation::{
+use postline_shared::model::problem::{parse_json, Problem};
+use postline_shared::model::secret::Secret;
+use postline_shared::model::subscription::rotation::{
     generate_secret, DEFAULT_GRACE_SECS, MAX_GRACE_SECS,
 };
+use postline_shared::outbound::signing::SigningKey;
 use serde::Deserialize;
 use serde_json::Value;
 

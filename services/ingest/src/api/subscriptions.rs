@@ -19,8 +19,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use postline_shared::problem::{parse_json, Problem};
-use postline_shared::subscription::{
+use postline_shared::model::problem::{parse_json, Problem};
+use postline_shared::model::subscription::{
     Subscription, SubscriptionPatch, SubscriptionSpec, SubscriptionStatus,
 };
 use serde_json::Value;
@@ -128,7 +128,7 @@ fn field_names(body: &[u8]) -> Vec<String> {
 /// The tenant `id` or a 400 naming `field` when there is none.
 async fn existing_tenant(
     state: &ApiState,
-    id: &postline_shared::tenant::TenantId,
+    id: &postline_shared::model::tenant::TenantId,
 ) -> Result<crate::tenants::Tenant, ApiError> {
     super::tenants::load(state, id.as_str())
         .await?
@@ -210,7 +210,9 @@ pub(crate) async fn visible(
     hidden(id)?;
     let subscription = state.store.get(id).await?;
     if !caller.can_see(&subscription) {
-        return Err(postline_shared::subscription::StoreError::NotFound(id.to_string()).into());
+        return Err(
+            postline_shared::redis::subscription_store::StoreError::NotFound(id.to_string()).into(),
+        );
     }
     Ok(subscription)
 }
@@ -220,7 +222,7 @@ pub(crate) async fn visible(
     post,
     path = "/v1/subscriptions",
     tag = "subscriptions",
-    request_body(content = postline_shared::subscription::SubscriptionSpec, description = "The subscription; `\"verify\": false` (not stored) skips the PING (operator only)"),
+    request_body(content = postline_shared::model::subscription::SubscriptionSpec, description = "The subscription; `\"verify\": false` (not stored) skips the PING (operator only)"),
     responses(
         (status = 201, description = "Created, after the endpoint passed the PING", body = super::openapi::SubscriptionShown),
         (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
@@ -246,7 +248,9 @@ pub async fn create(
     tenant_rules_for_create(&state, &caller, &mut spec, &fields).await?;
     check_destinations(&state, &spec).await?;
     if state.store.find(&spec.id).await?.is_some() {
-        return Err(postline_shared::subscription::StoreError::AlreadyExists(spec.id).into());
+        return Err(
+            postline_shared::redis::subscription_store::StoreError::AlreadyExists(spec.id).into(),
+        );
     }
     // The PING comes before anything is declared or stored, so a refused
     // subscription leaves no trace.
@@ -394,7 +398,7 @@ pub async fn get(
     path = "/v1/subscriptions/{id}",
     tag = "subscriptions",
     params(("id" = String, Path, description = "Subscription id")),
-    request_body(content = postline_shared::subscription::SubscriptionPatch, description = "Only the fields sent change; `\"verify\": false` skips the PING"),
+    request_body(content = postline_shared::model::subscription::SubscriptionPatch, description = "Only the fields sent change; `\"verify\": false` skips the PING"),
     responses(
         (status = 200, description = "Updated", body = super::openapi::SubscriptionShown),
         (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),

@@ -5,8 +5,8 @@
 
 use super::store::Principal;
 use chrono::{DateTime, Utc};
-use postline_shared::keys::RedisKeys;
-use postline_shared::tenant::TenantId;
+use postline_shared::model::tenant::TenantId;
+use postline_shared::redis::keys::RedisKeys;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamMaxlen, StreamRangeReply};
 use serde::{Deserialize, Serialize};

@@ -11,12 +11,14 @@ pub mod credentials;
 pub mod store;
 
 use chrono::{DateTime, Utc};
-use postline_shared::ladder::{
+use postline_shared::model::problem::{Problem, ProblemCode};
+use postline_shared::model::retry_policy::{
     PolicyKind, RetryPolicy, DEFAULT_GIVE_UP_AFTER_MS, DEFAULT_MAX_RETRY_AFTER_MS,
 };
-use postline_shared::problem::{Problem, ProblemCode};
-use postline_shared::subscription::{EventTypePattern, SubscriptionSpec, DEFAULT_TIMEOUT_MS};
-use postline_shared::tenant::TenantId;
+use postline_shared::model::subscription::{
+    EventTypePattern, SubscriptionSpec, DEFAULT_TIMEOUT_MS,
+};
+use postline_shared::model::tenant::TenantId;
 use serde::{Deserialize, Serialize};
 
 /// Default `max_subscriptions` of a new tenant.
@@ -316,7 +318,7 @@ fn check_retry(retry: &RetryPolicy) -> Result<(), (String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use postline_shared::problem::parse_json;
+    use postline_shared::model::problem::parse_json;
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()

@@ -7,8 +7,8 @@
 use super::credentials::{self, Scope};
 use super::{Tenant, TenantSpec};
 use chrono::{DateTime, Utc};
-use postline_shared::keys::RedisKeys;
-use postline_shared::tenant::TenantId;
+use postline_shared::model::tenant::TenantId;
+use postline_shared::redis::keys::RedisKeys;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};

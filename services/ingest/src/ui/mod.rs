@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use html::{button, csrf_field, escape, page, when, when_text, SubscriptionRow, Viewer};
-use postline_shared::subscription::{Subscription, SubscriptionStatus};
+use postline_shared::model::subscription::{Subscription, SubscriptionStatus};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::time::Duration;
@@ -450,7 +450,10 @@ async fn row(
     let block = state.delivery.block(id).await.ok().flatten();
     let attempts = state
         .delivery
-        .recent_attempts(id, postline_shared::delivery_state::DEFAULT_ATTEMPT_LOG_CAP)
+        .recent_attempts(
+            id,
+            postline_shared::redis::delivery_state::DEFAULT_ATTEMPT_LOG_CAP,
+        )
         .await
         .unwrap_or_default();
     let delivered_since = |age: chrono::Duration| {

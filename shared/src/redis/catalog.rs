@@ -1,0 +1,266 @@
+//! An in-memory view of every subscription, kept in sync with Redis.
+//!
+//! Ingest matches events against it; delivery reconciles its consumers with
+//! it. [`sync`] loads everything, then applies each announced change, and
+//! reloads in full after a lost pub/sub connection and periodically, so a
+//! missed announcement heals within one period. A full reload is refused
+//! while Redis has no installation marker: an emptied Redis is never taken
+//! for "no subscriptions" (see [`crate::runtime::installation`]).
+
+use crate::model::envelope::Envelope;
+use crate::model::subscription::Subscription;
+use crate::redis::subscription_store::{StoreError, SubscriptionStore};
+use futures::StreamExt;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often the catalog reloads in full even without announcements.
+pub const FULL_RELOAD_EVERY: Duration = Duration::from_secs(30);
+
+/// The current subscriptions by id.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    subscriptions: RwLock<HashMap<String, Arc<Subscription>>>,
+}
+
+impl Catalog {
+    /// An empty catalog.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Subscription>>> {
+        // A poisoned lock only means a panic elsewhere mid-update of a plain
+        // map; the data is still a consistent map, so keep serving it.
+        self.subscriptions.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Subscription>>> {
+        self.subscriptions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Inserts or replaces one subscription.
+    pub fn upsert(&self, subscription: Subscription) {
+        self.write()
+            .insert(subscription.id().to_string(), Arc::new(subscription));
+    }
+
+    /// Removes one subscription.
+    pub fn remove(&self, id: &str) {
+        self.write().remove(id);
+    }
+
+    /// Replaces everything; returns the ids that were added, removed, or
+    /// stored anew since (a full reload must not wake consumers whose
+    /// subscription did not change).
+    pub fn replace_all(&self, subscriptions: Vec<Subscription>) -> BTreeSet<String> {
+        let fresh: HashMap<String, Arc<Subscription>> = subscriptions
+            .into_iter()
+            .map(|s| (s.id().to_string(), Arc::new(s)))
+            .collect();
+        let mut current = self.write();
+        let changed = current
+            .iter()
+            .filter(|(id, old)| fresh.get(*id).is_none_or(|new| !same_version(old, new)))
+            .map(|(id, _)| id.clone())
+            .chain(
+                fresh
+                    .keys()
+                    .filter(|id| !current.contains_key(*id))
+                    .cloned(),
+            )
+            .collect();
+        *current = fresh;
+        changed
+    }
+
+    /// One subscription.
+    pub fn get(&self, id: &str) -> Option<Arc<Subscription>> {
+        self.read().get(id).cloned()
+    }
+
+    /// Every subscription.
+    pub fn all(&self) -> Vec<Arc<Subscription>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// How many subscriptions there are.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    /// The subscriptions that want `envelope`, sorted by id.
+    pub fn matching(
+        &self,
+        envelope: &Envelope,
+        tree: &serde_json::Value,
+    ) -> Vec<Arc<Subscription>> {
+        let mut wanted: Vec<_> = self
+            .read()
+            .values()
+            .filter(|s| s.wants(envelope, tree))
+            .cloned()
+            .collect();
+        wanted.sort_by(|a, b| a.id().cmp(b.id()));
+        wanted
+    }
+}
+
+/// Keeps `catalog` equal to the store until `cancel`, calling `changed(id)`
+/// after each id's new state is in the catalog. Returns after the first full
+/// load has been signalled through `loaded` (if given) and runs until cancelled.
+pub async fn sync(
+    store: SubscriptionStore,
+    catalog: Arc<Catalog>,
+    cancel: CancellationToken,
+    changed: impl Fn(&str) + Send + Sync,
+    loaded: Option<tokio::sync::oneshot::Sender<()>>,
+) {
+    let mut loaded = loaded;
+    let mut retry = Duration::from_millis(200);
+    while !cancel.is_cancelled() {
+        // Subscribe before loading so no change between the two is missed.
+        let changes = match store.changes().await {
+            Ok(changes) => changes,
+            Err(error) => {
+                tracing::warn!(%error, "subscribing to subscription changes failed");
+                pause(&cancel, &mut retry).await;
+                continue;
+            }
+        };
+        if let Err(error) = reload(&store, &catalog, &changed).await {
+            tracing::warn!(%error, "loading subscriptions failed");
+            pause(&cancel, &mut retry).await;
+            continue;
+        }
+        retry = Duration::from_millis(200);
+        if let Some(done) = loaded.take() {
+            let _ = done.send(());
+        }
+        let mut changes = std::pin::pin!(changes);
+        let mut full_reload = tokio::time::interval(FULL_RELOAD_EVERY);
+        full_reload.tick().await;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = full_reload.tick() => {
+                    if let Err(error) = reload(&store, &catalog, &changed).await {
+                        tracing::warn!(%error, "periodic subscription reload failed");
+                    }
+                }
+                change = changes.next() => {
+                    let Some(change) = change else {
+                        tracing::warn!("subscription change feed closed; resubscribing");
+                        break;
+                    };
+                    match store.find(&change.id).await {
+                        Ok(Some(subscription)) => catalog.upsert(subscription),
+                        Ok(None) => catalog.remove(&change.id),
+                        Err(error) => {
+                            tracing::warn!(%error, subscription = %change.id, "reloading a changed subscription failed");
+                            continue;
+                        }
+                    }
+                    changed(&change.id);
+                }
+            }
+        }
+    }
+}
+
+/// Spawns [`sync`] and waits until the catalog holds every subscription:
+/// matching or consuming against a half-loaded catalog would skip subscriptions.
+pub async fn start_sync(
+    store: SubscriptionStore,
+    cancel: CancellationToken,
+    changed: impl Fn(&str) + Send + Sync + 'static,
+) -> Result<(Arc<Catalog>, tokio::task::JoinHandle<()>), LoadAborted> {
+    let catalog = Catalog::new();
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(sync(
+        store,
+        catalog.clone(),
+        cancel,
+        changed,
+        Some(loaded_tx),
+    ));
+    loaded_rx.await.map_err(|_| LoadAborted)?;
+    Ok((catalog, task))
+}
+
+/// The catalog's first load was cancelled before it completed.
+#[derive(Debug, thiserror::Error)]
+#[error("loading subscriptions was cancelled before it completed")]
+pub struct LoadAborted;
+
+/// Whether two reads of a subscription are the same stored version: every
+/// store write sets `updated_at`, a re-create also a new incarnation.
+fn same_version(a: &Subscription, b: &Subscription) -> bool {
+    a.updated_at == b.updated_at && a.created_at == b.created_at && a.incarnation == b.incarnation
+}
+
+async fn reload(
+    store: &SubscriptionStore,
+    catalog: &Catalog,
+    changed: &(impl Fn(&str) + Send + Sync),
+) -> Result<(), StoreError> {
+    if !store.installed().await? {
+        tracing::error!(
+            kept = catalog.len(),
+            "installation marker missing in Redis: keeping the catalog as it was instead of reloading (state lost?)"
+        );
+        return Ok(());
+    }
+    let all = store.list().await?;
+    for id in catalog.replace_all(all) {
+        changed(&id);
+    }
+    Ok(())
+}
+
+async fn pause(cancel: &CancellationToken, retry: &mut Duration) {
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = tokio::time::sleep(*retry) => {}
+    }
+    *retry = (*retry * 2).min(Duration::from_secs(5));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::subscription::SubscriptionSpec;
+    use chrono::{TimeDelta, Utc};
+
+    fn subscription(id: &str) -> Subscription {
+        let spec: SubscriptionSpec = serde_json::from_value(serde_json::json!({
+            "id": id, "endpoint": "https://example.com/", "event_types": ["a"],
+        }))
+        .unwrap();
+        Subscription::new(spec, Utc::now())
+    }
+
+    #[test]
+    fn a_full_reload_reports_only_what_changed() {
+        let catalog = Catalog::new();
+        let (a, b, c) = (subscription("a"), subscription("b"), subscription("c"));
+        let first = catalog.replace_all(vec![a.clone(), b.clone()]);
+        assert_eq!(first, BTreeSet::from(["a".to_string(), "b".to_string()]));
+        assert!(catalog.replace_all(vec![a.clone(), b.clone()]).is_empty());
+        let mut b2 = b.clone();
+        b2.updated_at += TimeDelta::seconds(1);
+        let changed = catalog.replace_all(vec![a.clone(), b2, c]);
+        assert_eq!(changed, BTreeSet::from(["b".to_string(), "c".to_string()]));
+        let removed = catalog.replace_all(vec![subscription("c")]);
+        assert!(removed.contains("a") && removed.contains("b") && removed.contains("c"));
+    }
+}
