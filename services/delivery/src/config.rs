@@ -1,68 +1,104 @@
-//! Delivery settings from the environment.
+//! Delivery settings: one `clap` struct, read from `POSTLINE_…` variables (or
+//! the matching flags); `postline-delivery --help` lists every one with its
+//! default.
 
-use postline_shared::runtime::config::{env_or, ConfigError};
+use postline_shared::redis::delivery_state::{DEFAULT_ATTEMPT_LOG_CAP, DEFAULT_SETTLED_TTL_SECS};
+use postline_shared::runtime::config::{ConfigError, Validate};
+use postline_shared::runtime::env::secs;
 use postline_shared::CommonConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Everything the delivery service needs to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "postline-delivery",
+    version,
+    about = "Postline delivery: one ordered consumer per subscription queue, POSTing each event to its receiver and acking only after a final outcome.",
+    long_about = None
+)]
 pub struct DeliveryConfig {
-    /// Namespace, broker and Redis.
+    /// Namespace, broker, Redis, encryption and the outbound guard.
+    #[command(flatten)]
     pub common: CommonConfig,
-    /// Listen address of `/healthz`, `/readyz`, `/metrics` (`POSTLINE_DELIVERY_LISTEN`).
+    /// HTTP address of the ops endpoints (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(
+        long = "listen",
+        env = "POSTLINE_DELIVERY_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
     pub listen: SocketAddr,
-    /// Messages in flight from the broker per subscription consumer (`POSTLINE_DELIVERY_PREFETCH`).
+    /// AMQP prefetch per subscription consumer.
+    #[arg(
+        long = "prefetch",
+        env = "POSTLINE_DELIVERY_PREFETCH",
+        default_value_t = 64
+    )]
     pub prefetch: u16,
-    /// Most subscription consumers per broker connection; more connections
-    /// are opened as needed (`POSTLINE_CHANNELS_PER_CONNECTION`).
+    /// Subscription consumers (one channel each) per broker connection; more
+    /// connections are opened as needed (RabbitMQ allows 2047 channels per
+    /// connection by default).
+    #[arg(
+        long,
+        env = "POSTLINE_CHANNELS_PER_CONNECTION",
+        default_value_t = 1_000
+    )]
     pub channels_per_connection: usize,
-    /// How long a delivered (or given-up) marker is kept (`POSTLINE_DELIVERED_TTL_SECS`).
+    /// How long a delivered (or given-up) marker stops a second POST of the
+    /// same event (seconds: 8 days, longer than the ladder).
+    #[arg(long = "delivered-ttl-secs", value_name = "%s", env = "POSTLINE_DELIVERED_TTL_SECS", default_value_t = DEFAULT_SETTLED_TTL_SECS)]
     pub delivered_ttl_secs: u64,
-    /// About how many recent attempts each subscription's log keeps (`POSTLINE_ATTEMPT_LOG_CAP`).
+    /// About how many recent attempts each subscription's log keeps.
+    #[arg(long, env = "POSTLINE_ATTEMPT_LOG_CAP", default_value_t = DEFAULT_ATTEMPT_LOG_CAP)]
     pub attempt_log_cap: usize,
-    /// Base URL of the token service (`POSTLINE_TOKEN_URL`).
+    /// The token service, asked for receivers' bearer tokens on a cache miss.
+    #[arg(
+        long,
+        env = "POSTLINE_TOKEN_URL",
+        default_value = "http://127.0.0.1:8082"
+    )]
     pub token_url: String,
-    /// How often `postline_subscription_backlog` is read from the broker
-    /// (`POSTLINE_BACKLOG_REFRESH_SECS`).
+    /// How often `postline_subscription_backlog` is read from the broker (one
+    /// passive declare per subscription queue), in seconds.
+    #[arg(long = "backlog-refresh-secs", value_name = "%s", env = "POSTLINE_BACKLOG_REFRESH_SECS", default_value = "15", value_parser = secs)]
     pub backlog_refresh: Duration,
 }
 
+impl Validate for DeliveryConfig {
+    fn validate(mut self) -> Result<Self, ConfigError> {
+        self.common = self.common.validate()?;
+        Ok(self)
+    }
+}
+
 impl DeliveryConfig {
-    /// Reads the configuration from the environment.
+    /// Reads the configuration from the arguments and the environment;
+    /// `--help` prints every setting and exits.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let defaults = Self::local(CommonConfig::from_env()?);
-        Ok(Self {
-            listen: env_or("POSTLINE_DELIVERY_LISTEN", defaults.listen)?,
-            prefetch: env_or("POSTLINE_DELIVERY_PREFETCH", defaults.prefetch)?,
-            channels_per_connection: env_or(
-                "POSTLINE_CHANNELS_PER_CONNECTION",
-                defaults.channels_per_connection,
-            )?,
-            delivered_ttl_secs: env_or("POSTLINE_DELIVERED_TTL_SECS", defaults.delivered_ttl_secs)?,
-            attempt_log_cap: env_or("POSTLINE_ATTEMPT_LOG_CAP", defaults.attempt_log_cap)?,
-            token_url: env_or("POSTLINE_TOKEN_URL", defaults.token_url.clone())?,
-            backlog_refresh: Duration::from_secs(env_or(
-                "POSTLINE_BACKLOG_REFRESH_SECS",
-                defaults.backlog_refresh.as_secs(),
-            )?),
-            ..defaults
-        })
+        postline_shared::runtime::env::from_env()
     }
 
-    /// Defaults around `common`, ops endpoints on 127.0.0.1:8081.
+    /// The defaults around `common`, ops endpoints on 127.0.0.1:8081,
+    /// whatever the process's environment says.
     pub fn local(common: CommonConfig) -> Self {
-        Self {
-            common,
-            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
-            prefetch: 64,
-            // Well under RabbitMQ's default channel_max of 2047.
-            channels_per_connection: 1_000,
-            delivered_ttl_secs: postline_shared::redis::delivery_state::DEFAULT_SETTLED_TTL_SECS,
-            attempt_log_cap: postline_shared::redis::delivery_state::DEFAULT_ATTEMPT_LOG_CAP,
-            token_url: "http://127.0.0.1:8082".to_string(),
-            // One passive declare per subscription queue each time: modest.
-            backlog_refresh: Duration::from_secs(15),
+        match postline_shared::runtime::env::defaults::<Self>() {
+            Ok(defaults) => Self { common, ..defaults },
+            // Constant defaults that pass validation (the unit tests check them).
+            Err(error) => unreachable!("the default configuration is invalid: {error}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_documented_ones() {
+        let config = DeliveryConfig::local(CommonConfig::local("ns"));
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8081)));
+        assert_eq!(config.prefetch, 64);
+        assert_eq!(config.delivered_ttl_secs, 8 * 24 * 3600);
+        assert_eq!(config.backlog_refresh, Duration::from_secs(15));
     }
 }

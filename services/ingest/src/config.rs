@@ -1,7 +1,10 @@
-//! Ingest settings from the environment.
+//! Ingest settings: one `clap` struct, read from `POSTLINE_…` variables (or
+//! the matching flags); `postline-ingest --help` lists every one with its
+//! default.
 
 use postline_shared::model::secret::Secret;
-use postline_shared::runtime::config::{env_or, ConfigError};
+use postline_shared::runtime::config::{ConfigError, Validate};
+use postline_shared::runtime::env::secs;
 use postline_shared::runtime::http_server::ServerLimits;
 use postline_shared::CommonConfig;
 use std::net::SocketAddr;
@@ -13,140 +16,241 @@ pub const DEV_ADMIN_TOKEN: &str = "dev-admin-token";
 pub const DEV_PRODUCER_TOKEN: &str = "dev-producer-token";
 
 /// Everything the ingest service needs to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "postline-ingest",
+    version,
+    about = "Postline ingest: takes events (AMQP intake, POST /v1/events), fans them out to subscription queues, serves the management API and the status page.",
+    long_about = None
+)]
 pub struct IngestConfig {
-    /// Namespace, broker and Redis.
+    /// Namespace, broker, Redis, encryption and the outbound guard.
+    #[command(flatten)]
     pub common: CommonConfig,
-    /// HTTP listen address (`POSTLINE_INGEST_LISTEN`).
+    /// HTTP address: ingest API, management API, `/metrics`, `/healthz`, `/readyz`.
+    #[arg(
+        long = "listen",
+        env = "POSTLINE_INGEST_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
-    /// Bearer token for the management API (`POSTLINE_ADMIN_TOKEN`).
+    /// Bearer token of the management API (the default is logged as a
+    /// warning: set it in production).
+    #[arg(long, env = "POSTLINE_ADMIN_TOKEN", default_value = DEV_ADMIN_TOKEN, hide_env_values = true)]
     pub admin_token: Secret,
-    /// Bearer token for producers posting events (`POSTLINE_PRODUCER_TOKEN`).
+    /// Bearer token for `POST /v1/events` and `/v1/events/batch`; must differ
+    /// from the admin token.
+    #[arg(long, env = "POSTLINE_PRODUCER_TOKEN", default_value = DEV_PRODUCER_TOKEN, hide_env_values = true)]
     pub producer_token: Secret,
-    /// Largest accepted event, in bytes (`POSTLINE_MAX_EVENT_BYTES`).
+    /// Largest accepted event, in bytes (256 KiB); larger ones are rejected.
+    #[arg(long, env = "POSTLINE_MAX_EVENT_BYTES", default_value_t = 256 * 1024)]
     pub max_event_bytes: usize,
-    /// Largest batch request body (`POSTLINE_MAX_BATCH_BYTES`).
+    /// Largest `POST /v1/events/batch` body, in bytes.
+    #[arg(long, env = "POSTLINE_MAX_BATCH_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_batch_bytes: usize,
-    /// Most events in one batch (`POSTLINE_MAX_BATCH_EVENTS`).
+    /// Most events in one batch.
+    #[arg(long, env = "POSTLINE_MAX_BATCH_EVENTS", default_value_t = 1000)]
     pub max_batch_events: usize,
-    /// How long an accepted event id is remembered for idempotent intake (`POSTLINE_DEDUP_TTL_SECS`).
+    /// How long an accepted event id is remembered, so a re-sent event is not
+    /// published twice (seconds: 7 days).
+    #[arg(long = "dedup-ttl-secs", value_name = "%s", env = "POSTLINE_DEDUP_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub dedup_ttl_secs: u64,
-    /// Intake messages in flight from the broker (`POSTLINE_INTAKE_PREFETCH`): the
-    /// pipelined intake takes them as batches, so this bounds both the batch size
-    /// and the events held in memory (at most this many times `max_event_bytes`).
+    /// AMQP prefetch of the intake consumer: the pipelined intake takes what
+    /// it holds as one batch, so this bounds the batch and the events held in
+    /// memory (at most this many times the broker's `max_message_size`).
+    #[arg(long, env = "POSTLINE_INTAKE_PREFETCH", default_value_t = 512)]
     pub intake_prefetch: u16,
     /// Base URL of the token service, for PINGs to receivers that need a
-    /// bearer token (`POSTLINE_TOKEN_URL`).
+    /// bearer token.
+    #[arg(
+        long,
+        env = "POSTLINE_TOKEN_URL",
+        default_value = "http://127.0.0.1:8082"
+    )]
     pub token_url: String,
-    /// Bounds of the HTTP server: most concurrent connections
-    /// (`POSTLINE_MAX_CONNECTIONS`) and how long a request head may take,
-    /// which is also how long a kept-alive connection may idle
-    /// (`POSTLINE_HEADER_READ_TIMEOUT_MS`).
+    /// Bounds of the HTTP server.
+    #[command(flatten)]
     pub server: ServerLimits,
-    /// Operational events (`POSTLINE_OPERATOR_WEBHOOK_URL` and
-    /// `POSTLINE_OPERATOR_WEBHOOK_SECRET`; off when the URL is unset).
+    /// Where operational events go, as configured.
+    #[command(flatten)]
+    pub operator_webhook: OperatorWebhook,
+    /// Operational events, on when [`Self::operator_webhook`] has a URL; set
+    /// by [`Validate::validate`].
+    #[arg(skip)]
     pub operator: Option<crate::operator::OperatorConfig>,
-    /// Life of a tenant's access token (`POSTLINE_OAUTH_TOKEN_TTL_SECS`, default 1 h).
+    /// Life of a tenant's access token from `/oauth/token` (seconds).
+    #[arg(long = "oauth-token-ttl-secs", value_name = "%s", env = "POSTLINE_OAUTH_TOKEN_TTL_SECS", default_value = "3600", value_parser = secs)]
     pub oauth_token_ttl: Duration,
-    /// Status page: session life (`POSTLINE_UI_SESSION_TTL_SECS`, default 8 h)
-    /// and whether cookies are always `Secure` (`POSTLINE_UI_SECURE_COOKIES`).
-    pub ui: crate::ui::UiConfig,
+    /// Status page: session life and cookies.
+    #[command(flatten)]
+    pub ui: UiConfig,
+}
+
+/// Operational events (see the README, "Operational events").
+#[derive(Debug, Clone, clap::Args)]
+pub struct OperatorWebhook {
+    /// Where operational events go; off when unset.
+    #[arg(
+        long = "operator-webhook-url",
+        value_name = "%s",
+        env = "POSTLINE_OPERATOR_WEBHOOK_URL",
+        hide_env_values = true
+    )]
+    pub url: Option<String>,
+    /// `whsec_…` secret signing them (Standard Webhooks); required with the URL.
+    #[arg(
+        long = "operator-webhook-secret",
+        value_name = "%s",
+        env = "POSTLINE_OPERATOR_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub secret: Option<Secret>,
+    /// A strict subscription blocked this long is reported
+    /// (`postline.subscription.blocked`), in seconds.
+    #[arg(long = "blocked-alert-after-secs", value_name = "%s", env = "POSTLINE_BLOCKED_ALERT_AFTER_SECS", default_value = "3600", value_parser = secs)]
+    pub blocked_alert_after: Duration,
+    /// How often ingest looks for new operational events (seconds).
+    #[arg(long = "operator-scan-secs", value_name = "%s", env = "POSTLINE_OPERATOR_SCAN_SECS", default_value = "10", value_parser = secs)]
+    pub scan_every: Duration,
+}
+
+/// Status-page settings.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct UiConfig {
+    /// Life of a status-page session (seconds: 8 h).
+    #[arg(long = "ui-session-ttl-secs", value_name = "%s", env = "POSTLINE_UI_SESSION_TTL_SECS", default_value = "28800", value_parser = secs)]
+    pub session_ttl: Duration,
+    /// Always mark the status page's cookies `Secure` (set it when ingest is
+    /// reached over TLS); they are also when the request came over TLS
+    /// through a proxy (`X-Forwarded-Proto: https`).
+    #[arg(long = "ui-secure-cookies", env = "POSTLINE_UI_SECURE_COOKIES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub secure_cookies: bool,
+}
+
+impl Validate for IngestConfig {
+    fn validate(mut self) -> Result<Self, ConfigError> {
+        self.common = self.common.validate()?;
+        if self.admin_token == self.producer_token {
+            // One token for both would let every producer manage subscriptions.
+            return Err(ConfigError::redacted(
+                "POSTLINE_PRODUCER_TOKEN",
+                "must differ from POSTLINE_ADMIN_TOKEN",
+            ));
+        }
+        self.operator = self.operator_webhook.config()?;
+        Ok(self)
+    }
+}
+
+impl OperatorWebhook {
+    /// The operator's endpoint, or `None` when no URL is set.
+    fn config(&self) -> Result<Option<crate::operator::OperatorConfig>, ConfigError> {
+        let url = match self.url.as_deref().map(str::trim) {
+            Some(url) if !url.is_empty() => url.to_string(),
+            _ => return Ok(None),
+        };
+        let secret = match &self.secret {
+            Some(secret) if !secret.expose().trim().is_empty() => secret.clone(),
+            _ => return Err(ConfigError {
+                name: "POSTLINE_OPERATOR_WEBHOOK_SECRET".into(),
+                value: "<empty>".into(),
+                reason:
+                    "required with POSTLINE_OPERATOR_WEBHOOK_URL (operational events are signed)"
+                        .into(),
+            }),
+        };
+        Ok(Some(crate::operator::OperatorConfig {
+            url,
+            secret,
+            blocked_alert_after: self.blocked_alert_after,
+            scan_every: self.scan_every,
+        }))
+    }
 }
 
 impl IngestConfig {
-    /// Reads the configuration from the environment.
+    /// Reads the configuration from the arguments and the environment;
+    /// `--help` prints every setting and exits.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let defaults = Self::local(CommonConfig::from_env()?);
-        let config = Self {
-            listen: env_or("POSTLINE_INGEST_LISTEN", defaults.listen)?,
-            admin_token: Secret::new(env_or("POSTLINE_ADMIN_TOKEN", DEV_ADMIN_TOKEN.to_string())?),
-            producer_token: Secret::new(env_or(
-                "POSTLINE_PRODUCER_TOKEN",
-                DEV_PRODUCER_TOKEN.to_string(),
-            )?),
-            max_event_bytes: env_or("POSTLINE_MAX_EVENT_BYTES", defaults.max_event_bytes)?,
-            max_batch_bytes: env_or("POSTLINE_MAX_BATCH_BYTES", defaults.max_batch_bytes)?,
-            max_batch_events: env_or("POSTLINE_MAX_BATCH_EVENTS", defaults.max_batch_events)?,
-            dedup_ttl_secs: env_or("POSTLINE_DEDUP_TTL_SECS", defaults.dedup_ttl_secs)?,
-            intake_prefetch: env_or("POSTLINE_INTAKE_PREFETCH", defaults.intake_prefetch)?,
-            token_url: env_or("POSTLINE_TOKEN_URL", defaults.token_url.clone())?,
-            server: ServerLimits {
-                max_connections: env_or(
-                    "POSTLINE_MAX_CONNECTIONS",
-                    defaults.server.max_connections,
-                )?,
-                header_read_timeout: Duration::from_millis(env_or(
-                    "POSTLINE_HEADER_READ_TIMEOUT_MS",
-                    defaults.server.header_read_timeout.as_millis() as u64,
-                )?),
-            },
-            operator: operator_from_env()?,
-            oauth_token_ttl: Duration::from_secs(env_or(
-                "POSTLINE_OAUTH_TOKEN_TTL_SECS",
-                defaults.oauth_token_ttl.as_secs(),
-            )?),
-            ui: crate::ui::UiConfig {
-                session_ttl: Duration::from_secs(env_or(
-                    "POSTLINE_UI_SESSION_TTL_SECS",
-                    defaults.ui.session_ttl.as_secs(),
-                )?),
-                secure_cookies: env_or("POSTLINE_UI_SECURE_COOKIES", defaults.ui.secure_cookies)?,
-            },
-            ..defaults
-        };
-        if config.admin_token == config.producer_token {
-            // One token for both would let every producer manage subscriptions.
-            return Err(ConfigError {
-                name: "POSTLINE_PRODUCER_TOKEN".into(),
-                value: "<redacted>".into(),
-                reason: "must differ from POSTLINE_ADMIN_TOKEN".into(),
-            });
-        }
-        Ok(config)
+        postline_shared::runtime::env::from_env()
     }
 
-    /// Defaults around `common`, listening on 127.0.0.1:8080.
+    /// The defaults around `common`, listening on 127.0.0.1:8080, whatever
+    /// the process's environment says.
     pub fn local(common: CommonConfig) -> Self {
-        Self {
-            common,
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            admin_token: Secret::new(DEV_ADMIN_TOKEN),
-            producer_token: Secret::new(DEV_PRODUCER_TOKEN),
-            max_event_bytes: 256 * 1024,
-            max_batch_bytes: 16 * 1024 * 1024,
-            max_batch_events: 1000,
-            dedup_ttl_secs: 7 * 24 * 3600,
-            intake_prefetch: 512,
-            token_url: "http://127.0.0.1:8082".to_string(),
-            server: ServerLimits::default(),
-            operator: None,
-            oauth_token_ttl: Duration::from_secs(3600),
-            ui: crate::ui::UiConfig::default(),
+        match postline_shared::runtime::env::defaults::<Self>() {
+            Ok(defaults) => Self { common, ..defaults },
+            // Constant defaults that pass validation (the unit tests check them).
+            Err(error) => unreachable!("the default configuration is invalid: {error}"),
         }
     }
 }
 
-fn operator_from_env() -> Result<Option<crate::operator::OperatorConfig>, ConfigError> {
-    let url: String = env_or("POSTLINE_OPERATOR_WEBHOOK_URL", String::new())?;
-    if url.is_empty() {
-        return Ok(None);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postline_shared::runtime::env::from_args;
+
+    #[test]
+    fn the_defaults_are_the_documented_ones() {
+        let config = IngestConfig::local(CommonConfig::local("ns"));
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(config.admin_token.expose(), DEV_ADMIN_TOKEN);
+        assert_eq!(config.max_event_bytes, 262_144);
+        assert_eq!(config.dedup_ttl_secs, 604_800);
+        assert_eq!(config.server, ServerLimits::default());
+        assert_eq!(config.oauth_token_ttl, Duration::from_secs(3600));
+        assert_eq!(config.ui.session_ttl, Duration::from_secs(8 * 3600));
+        assert!(config.operator.is_none());
+        assert_eq!(config.common.namespace, "ns");
     }
-    let secret: String = env_or("POSTLINE_OPERATOR_WEBHOOK_SECRET", String::new())?;
-    if secret.is_empty() {
-        return Err(ConfigError {
-            name: "POSTLINE_OPERATOR_WEBHOOK_SECRET".into(),
-            value: "<empty>".into(),
-            reason: "required with POSTLINE_OPERATOR_WEBHOOK_URL (operational events are signed)"
-                .into(),
-        });
+
+    #[test]
+    fn one_token_for_admin_and_producer_is_refused_without_showing_it() {
+        let error = from_args::<IngestConfig>([
+            "--admin-token",
+            "same-token",
+            "--producer-token",
+            "same-token",
+        ])
+        .unwrap_err();
+        assert_eq!(error.name, "POSTLINE_PRODUCER_TOKEN");
+        assert!(!error.to_string().contains("same-token"), "{error}");
     }
-    Ok(Some(crate::operator::OperatorConfig {
-        url,
-        secret: Secret::new(secret),
-        blocked_alert_after: Duration::from_secs(env_or(
-            "POSTLINE_BLOCKED_ALERT_AFTER_SECS",
-            3600u64,
-        )?),
-        scan_every: Duration::from_secs(env_or("POSTLINE_OPERATOR_SCAN_SECS", 10u64)?),
-    }))
+
+    #[test]
+    fn an_operator_url_needs_its_secret() {
+        let error =
+            from_args::<IngestConfig>(["--operator-webhook-url", "http://ops.example/hook"])
+                .unwrap_err();
+        assert_eq!(error.name, "POSTLINE_OPERATOR_WEBHOOK_SECRET");
+        let config = from_args::<IngestConfig>([
+            "--operator-webhook-url",
+            "http://ops.example/hook",
+            "--operator-webhook-secret",
+            "whsec_c2VjcmV0",
+            "--operator-scan-secs",
+            "3",
+        ])
+        .unwrap();
+        let operator = config.operator.expect("operational events on");
+        assert_eq!(operator.scan_every, Duration::from_secs(3));
+        assert_eq!(operator.blocked_alert_after, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn durations_in_milliseconds_and_seconds_are_read_as_such() {
+        let config = from_args::<IngestConfig>([
+            "--header-read-timeout-ms",
+            "1500",
+            "--oauth-token-ttl-secs",
+            "60",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.server.header_read_timeout,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(config.oauth_token_ttl, Duration::from_secs(60));
+    }
 }

@@ -1,57 +1,80 @@
-//! Token service settings from the environment.
+//! Token service settings: one `clap` struct, read from `POSTLINE_…`
+//! variables (or the matching flags); `postline-token --help` lists every one
+//! with its default.
 
-use postline_shared::runtime::config::{env_or, ConfigError};
+use postline_shared::runtime::config::{ConfigError, Validate};
+use postline_shared::runtime::env::{millis, secs};
 use postline_shared::CommonConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Everything the token service needs to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "postline-token",
+    version,
+    about = "Postline token service: mints and caches the bearer tokens receivers require and serves them to delivery.",
+    long_about = None
+)]
 pub struct TokenConfig {
-    /// Namespace, Redis and the encryption keys.
+    /// Namespace, Redis, encryption and the outbound guard.
+    #[command(flatten)]
     pub common: CommonConfig,
-    /// HTTP listen address (`POSTLINE_TOKEN_LISTEN`); keep it internal.
+    /// HTTP address of the token service; keep it internal.
+    #[arg(
+        long = "listen",
+        env = "POSTLINE_TOKEN_LISTEN",
+        default_value = "127.0.0.1:8082"
+    )]
     pub listen: SocketAddr,
-    /// How long a partner's token endpoint has to answer (`POSTLINE_TOKEN_FETCH_TIMEOUT_MS`).
+    /// How long a partner's token endpoint has to answer (ms).
+    #[arg(long = "fetch-timeout-ms", value_name = "%s", env = "POSTLINE_TOKEN_FETCH_TIMEOUT_MS", default_value = "10000", value_parser = millis)]
     pub fetch_timeout: Duration,
-    /// How long before the partner's expiry a token stops being used
-    /// (`POSTLINE_TOKEN_EXPIRY_MARGIN_SECS`), for clock skew and requests in flight.
+    /// A token stops being used this long before the partner's expiry (seconds),
+    /// for clock skew and requests in flight.
+    #[arg(long = "expiry-margin-secs", value_name = "%s", env = "POSTLINE_TOKEN_EXPIRY_MARGIN_SECS", default_value = "30", value_parser = secs)]
     pub expiry_margin: Duration,
-    /// How long before that a token in use is replaced (`POSTLINE_TOKEN_REFRESH_AHEAD_SECS`);
-    /// at most a third of a token's usable life.
+    /// A token in use is replaced this long before it stops being used
+    /// (seconds; at most a third of its use).
+    #[arg(long = "refresh-ahead-secs", value_name = "%s", env = "POSTLINE_TOKEN_REFRESH_AHEAD_SECS", default_value = "60", value_parser = secs)]
     pub refresh_ahead: Duration,
 }
 
+impl Validate for TokenConfig {
+    fn validate(mut self) -> Result<Self, ConfigError> {
+        self.common = self.common.validate()?;
+        Ok(self)
+    }
+}
+
 impl TokenConfig {
-    /// Reads the configuration from the environment.
+    /// Reads the configuration from the arguments and the environment;
+    /// `--help` prints every setting and exits.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let defaults = Self::local(CommonConfig::from_env()?);
-        Ok(Self {
-            listen: env_or("POSTLINE_TOKEN_LISTEN", defaults.listen)?,
-            fetch_timeout: Duration::from_millis(env_or(
-                "POSTLINE_TOKEN_FETCH_TIMEOUT_MS",
-                defaults.fetch_timeout.as_millis() as u64,
-            )?),
-            expiry_margin: Duration::from_secs(env_or(
-                "POSTLINE_TOKEN_EXPIRY_MARGIN_SECS",
-                defaults.expiry_margin.as_secs(),
-            )?),
-            refresh_ahead: Duration::from_secs(env_or(
-                "POSTLINE_TOKEN_REFRESH_AHEAD_SECS",
-                defaults.refresh_ahead.as_secs(),
-            )?),
-            ..defaults
-        })
+        postline_shared::runtime::env::from_env()
     }
 
-    /// Defaults around `common`, listening on 127.0.0.1:8082.
+    /// The defaults around `common`, listening on 127.0.0.1:8082, whatever
+    /// the process's environment says.
     pub fn local(common: CommonConfig) -> Self {
-        Self {
-            common,
-            listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
-            fetch_timeout: Duration::from_secs(10),
-            expiry_margin: Duration::from_secs(30),
-            refresh_ahead: Duration::from_secs(60),
+        match postline_shared::runtime::env::defaults::<Self>() {
+            Ok(defaults) => Self { common, ..defaults },
+            // Constant defaults that pass validation (the unit tests check them).
+            Err(error) => unreachable!("the default configuration is invalid: {error}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_documented_ones() {
+        let config = TokenConfig::local(CommonConfig::local("ns"));
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8082)));
+        assert_eq!(config.fetch_timeout, Duration::from_secs(10));
+        assert_eq!(config.expiry_margin, Duration::from_secs(30));
+        assert_eq!(config.refresh_ahead, Duration::from_secs(60));
     }
 }

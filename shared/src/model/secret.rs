@@ -24,6 +24,14 @@ impl Secret {
     }
 }
 
+/// Any text is a secret; configuration reads secrets this way.
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Self::new(value))
+    }
+}
+
 /// In the API documents a secret is a write-only string: requests carry it,
 /// answers never show it.
 impl utoipa::PartialSchema for Secret {

@@ -23,88 +23,44 @@ pub use client::{error_chain, read_bounded, BoundedBody, OutboundClient, SendErr
 pub use lookup::NameLookup;
 pub use policy::{AddressPolicy, NotAllowed};
 
-use crate::runtime::env::{env_or, ConfigError};
+use crate::runtime::env::at_least_one;
 use ipnet::IpNet;
 
 /// Default bound of what is read from any answer.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// How outbound calls are guarded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct OutboundConfig {
-    /// Internal ranges that may be called anyway
-    /// (`POSTLINE_ALLOW_PRIVATE_NETWORKS`, comma-separated CIDRs, empty by default).
-    pub allow_private_networks: Vec<IpNet>,
-    /// Most bytes read from any answer (`POSTLINE_MAX_RESPONSE_BYTES`, 64 KiB).
+    /// Comma-separated CIDRs (e.g. `127.0.0.0/8,10.20.0.0/16`; a bare address
+    /// means just that address) that outbound calls may reach although they
+    /// are internal; empty allows none.
+    #[arg(long, env = "POSTLINE_ALLOW_PRIVATE_NETWORKS", default_value = "", value_parser = policy::parse_allowed)]
+    pub allow_private_networks: ::std::vec::Vec<IpNet>,
+    /// Most bytes read of any answer from a receiver or a token endpoint; the
+    /// rest is discarded by closing the connection.
+    #[arg(long, env = "POSTLINE_MAX_RESPONSE_BYTES", default_value_t = DEFAULT_MAX_RESPONSE_BYTES, value_parser = at_least_one)]
     pub max_response_bytes: usize,
-    /// Egress proxy for every outbound call (`POSTLINE_OUTBOUND_PROXY`);
-    /// the ambient `HTTP(S)_PROXY` variables are never used.
+    /// `http(s)://host:port` egress proxy for every call to a partner URL;
+    /// the ambient `HTTP_PROXY`/`HTTPS_PROXY` variables are never used.
+    #[arg(long = "outbound-proxy", value_name = "%s", env = "POSTLINE_OUTBOUND_PROXY", hide_env_values = true, value_parser = parse_proxy)]
     pub proxy: Option<url::Url>,
     /// How host names are resolved (the system's resolver; tests inject their own).
+    #[arg(skip)]
     pub lookup: NameLookup,
 }
 
-impl Default for OutboundConfig {
-    fn default() -> Self {
-        Self {
-            allow_private_networks: Vec::new(),
-            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-            proxy: None,
-            lookup: NameLookup::system(),
-        }
+/// Parses `POSTLINE_OUTBOUND_PROXY`: an http or https URL. The error never
+/// repeats it (a proxy URL may carry credentials).
+fn parse_proxy(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text.trim()).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be an http or https URL".into());
     }
+    Ok(url)
 }
 
 impl OutboundConfig {
-    /// Reads the settings from the environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let defaults = Self::default();
-        let refuse = |name: &str, value: String, reason: String| ConfigError {
-            name: name.into(),
-            value,
-            reason,
-        };
-        let allowed = std::env::var("POSTLINE_ALLOW_PRIVATE_NETWORKS").unwrap_or_default();
-        let allow_private_networks = policy::parse_allowed(&allowed)
-            .map_err(|reason| refuse("POSTLINE_ALLOW_PRIVATE_NETWORKS", allowed.clone(), reason))?;
-        let max_response_bytes: usize =
-            env_or("POSTLINE_MAX_RESPONSE_BYTES", defaults.max_response_bytes)?;
-        if max_response_bytes == 0 {
-            return Err(refuse(
-                "POSTLINE_MAX_RESPONSE_BYTES",
-                "0".into(),
-                "must be at least 1".into(),
-            ));
-        }
-        let proxy = match std::env::var("POSTLINE_OUTBOUND_PROXY") {
-            Ok(text) if !text.trim().is_empty() => {
-                let url = url::Url::parse(text.trim()).map_err(|e| {
-                    // A proxy URL may carry credentials: not echoed.
-                    refuse(
-                        "POSTLINE_OUTBOUND_PROXY",
-                        "<redacted>".into(),
-                        e.to_string(),
-                    )
-                })?;
-                if !matches!(url.scheme(), "http" | "https") {
-                    return Err(refuse(
-                        "POSTLINE_OUTBOUND_PROXY",
-                        "<redacted>".into(),
-                        "must be an http or https URL".into(),
-                    ));
-                }
-                Some(url)
-            }
-            _ => None,
-        };
-        Ok(Self {
-            allow_private_networks,
-            max_response_bytes,
-            proxy,
-            ..defaults
-        })
-    }
-
     /// Says once, at start, which internal ranges outbound calls may reach.
     pub fn log_policy(&self) {
         if self.allow_private_networks.is_empty() {

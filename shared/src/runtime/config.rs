@@ -3,32 +3,89 @@
 
 use crate::amqp::broker_nodes::BrokerNodes;
 use crate::amqp::topology::QueueType;
+use crate::model::secret::Secret;
 use crate::outbound::OutboundConfig;
 use crate::runtime::encryption::KeyRing;
-pub use crate::runtime::env::{env_or, ConfigError};
+pub use crate::runtime::env::{ConfigError, Validate};
 
 /// Settings shared by ingest, delivery and token.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct CommonConfig {
-    /// Prefix of every AMQP name and Redis key (`POSTLINE_NAMESPACE`).
+    /// Prefix of every exchange, queue and Redis key: 1 to 64 of letters,
+    /// digits, `_` and `-`. Several installations (or tests) can share one
+    /// broker and one Redis.
+    #[arg(long, env = "POSTLINE_NAMESPACE", default_value = "postline", value_parser = parse_namespace)]
     pub namespace: String,
-    /// Broker node URLs (`POSTLINE_AMQP_URL`: one URL, or a comma-separated
-    /// list of a cluster's nodes), checked.
+    /// RabbitMQ: one URL, or a comma-separated list of a cluster's nodes (a
+    /// service connects to the first that answers and moves to another when
+    /// its node dies; errors never show the URLs' passwords).
+    #[arg(long, env = "POSTLINE_AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true)]
     pub amqp_url: BrokerNodes,
-    /// Redis URL (`POSTLINE_REDIS_URL`).
+    /// Redis URL.
+    #[arg(long, env = "POSTLINE_REDIS_URL", default_value = DEFAULT_REDIS_URL, hide_env_values = true)]
     pub redis_url: String,
-    /// Subscription queue type (`POSTLINE_QUEUE_TYPE`: classic|quorum).
+    /// Queue type: `classic` (single node) or `quorum` (clusters, RabbitMQ
+    /// 3.10 or later); an installation keeps the type it started with.
+    #[arg(long, env = "POSTLINE_QUEUE_TYPE", default_value = "classic")]
     pub queue_type: QueueType,
-    /// With `quorum`: drain and delete the classic queues of an installation
-    /// moving from classic queues first (`POSTLINE_MIGRATE_FROM_CLASSIC`,
-    /// default false; see [`crate::amqp::migration`]).
+    /// With `quorum`: first drain and delete the classic queues of an
+    /// installation moving from classic queues (see the README, "Clusters and
+    /// Kubernetes", and `amqp::migration`).
+    #[arg(long, env = "POSTLINE_MIGRATE_FROM_CLASSIC", default_value_t = false, action = clap::ArgAction::Set)]
     pub migrate_from_classic: bool,
-    /// Keys sealing secrets at rest (`POSTLINE_ENCRYPTION_KEY`, `POSTLINE_ENCRYPTION_OLD_KEYS`);
-    /// every service reading subscriptions needs the same ring.
+    /// Encryption of secrets at rest (`POSTLINE_ENCRYPTION_KEY`,
+    /// `POSTLINE_ENCRYPTION_OLD_KEYS`).
+    #[command(flatten)]
+    pub encryption_keys: EncryptionKeys,
+    /// The key ring [`Self::encryption_keys`] make, set by
+    /// [`Validate::validate`]; every service reading subscriptions needs the same.
+    #[arg(skip = KeyRing::development())]
     pub encryption: KeyRing,
-    /// How calls to partner URLs are guarded (`POSTLINE_ALLOW_PRIVATE_NETWORKS`,
-    /// `POSTLINE_MAX_RESPONSE_BYTES`, `POSTLINE_OUTBOUND_PROXY`).
+    /// How calls to partner URLs are guarded.
+    #[command(flatten)]
     pub outbound: OutboundConfig,
+    /// Log lines as `text` or `json` (the filter is `RUST_LOG`, default `info`).
+    #[arg(
+        long,
+        env = "POSTLINE_LOG_FORMAT",
+        default_value = "text",
+        ignore_case = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// The keys sealing secrets at rest, as configured.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EncryptionKeys {
+    /// `<key id>:<base64 of 32 bytes>`: seals secrets in Redis; the same on
+    /// every service. Unset: the public built-in development key (logged as
+    /// a warning: set it in production).
+    #[arg(
+        long = "encryption-key",
+        env = "POSTLINE_ENCRYPTION_KEY",
+        value_name = "ID:KEY",
+        hide_env_values = true
+    )]
+    pub current: Option<Secret>,
+    /// Comma-separated `<key id>:<base64>` (or `dev`) that still open what
+    /// they sealed, for rotation.
+    #[arg(
+        long = "encryption-old-keys",
+        env = "POSTLINE_ENCRYPTION_OLD_KEYS",
+        value_name = "ID:KEY,…",
+        hide_env_values = true
+    )]
+    pub old: Option<Secret>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "lower")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Default broker URL: local RabbitMQ as guest.
@@ -36,26 +93,30 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Default Redis URL.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
-impl CommonConfig {
-    /// Reads the shared settings from the environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let namespace: String = env_or("POSTLINE_NAMESPACE", "postline".to_string())?;
-        validate_namespace(&namespace).map_err(|reason| ConfigError {
-            name: "POSTLINE_NAMESPACE".into(),
-            value: namespace.clone(),
-            reason,
-        })?;
+impl Validate for CommonConfig {
+    fn validate(mut self) -> Result<Self, ConfigError> {
+        self.encryption = self.encryption_keys.ring()?;
+        Ok(self)
+    }
+}
+
+/// [`CommonConfig`] alone as a command: its defaults, and its unit tests.
+#[derive(clap::Parser)]
+#[command(name = "postline")]
+struct CommonOnly {
+    #[command(flatten)]
+    common: CommonConfig,
+}
+
+impl Validate for CommonOnly {
+    fn validate(self) -> Result<Self, ConfigError> {
         Ok(Self {
-            namespace,
-            amqp_url: amqp_urls_from_env()?,
-            redis_url: env_or("POSTLINE_REDIS_URL", DEFAULT_REDIS_URL.to_string())?,
-            queue_type: env_or("POSTLINE_QUEUE_TYPE", QueueType::Classic)?,
-            migrate_from_classic: env_or("POSTLINE_MIGRATE_FROM_CLASSIC", false)?,
-            encryption: encryption_from_env()?,
-            outbound: OutboundConfig::from_env()?,
+            common: self.common.validate()?,
         })
     }
+}
 
+impl CommonConfig {
     /// Logs a warning for each development default still in use, and which
     /// internal ranges outbound calls may reach; call once at start-up.
     pub fn warn_about_defaults(&self) {
@@ -67,16 +128,16 @@ impl CommonConfig {
         }
     }
 
-    /// Local defaults under `namespace` (tests give each run its own).
+    /// The defaults under `namespace` (tests give each run its own),
+    /// whatever the process's environment says.
     pub fn local(namespace: &str) -> Self {
-        Self {
-            namespace: namespace.to_string(),
-            amqp_url: default_amqp_nodes(),
-            redis_url: DEFAULT_REDIS_URL.to_string(),
-            queue_type: QueueType::Classic,
-            migrate_from_classic: false,
-            encryption: KeyRing::development(),
-            outbound: OutboundConfig::default(),
+        match crate::runtime::env::defaults::<CommonOnly>() {
+            Ok(only) => Self {
+                namespace: namespace.to_string(),
+                ..only.common
+            },
+            // Constant defaults that parse (the unit tests check them).
+            Err(error) => unreachable!("the default configuration is invalid: {error}"),
         }
     }
 
@@ -92,23 +153,34 @@ impl CommonConfig {
     }
 }
 
-/// The broker nodes from `POSTLINE_AMQP_URL`, or the local default. An error
-/// names the variable and what is wrong, never the value (URLs carry passwords).
-fn amqp_urls_from_env() -> Result<BrokerNodes, ConfigError> {
-    match std::env::var("POSTLINE_AMQP_URL") {
-        Ok(value) if !value.trim().is_empty() => parse_amqp_urls(&value),
-        _ => Ok(default_amqp_nodes()),
+impl EncryptionKeys {
+    /// The key ring: the current key and the old ones, or the development
+    /// key. An error names the variable, never its value (key material).
+    pub fn ring(&self) -> Result<KeyRing, ConfigError> {
+        let text = |key: &Option<Secret>| {
+            key.as_ref()
+                .map(|key| key.expose().trim().to_string())
+                .unwrap_or_default()
+        };
+        let (current, previous) = (text(&self.current), text(&self.old));
+        if current.is_empty() {
+            if !previous.is_empty() {
+                return Err(ConfigError::redacted(
+                    "POSTLINE_ENCRYPTION_OLD_KEYS",
+                    "set POSTLINE_ENCRYPTION_KEY too: old keys only open, the current key seals",
+                ));
+            }
+            return Ok(KeyRing::development());
+        }
+        KeyRing::from_config(&current, &previous).map_err(|error| {
+            let name = if KeyRing::from_config(&current, "").is_err() {
+                "POSTLINE_ENCRYPTION_KEY"
+            } else {
+                "POSTLINE_ENCRYPTION_OLD_KEYS"
+            };
+            ConfigError::redacted(name, error.to_string())
+        })
     }
-}
-
-fn parse_amqp_urls(value: &str) -> Result<BrokerNodes, ConfigError> {
-    value.parse().map_err(
-        |error: crate::amqp::broker_nodes::BrokerNodesError| ConfigError {
-            name: "POSTLINE_AMQP_URL".into(),
-            value: "<redacted>".into(),
-            reason: error.to_string(),
-        },
-    )
 }
 
 /// [`DEFAULT_AMQP_URL`] as a list of one.
@@ -120,44 +192,14 @@ pub fn default_amqp_nodes() -> BrokerNodes {
     }
 }
 
-/// The key ring from `POSTLINE_ENCRYPTION_KEY` (current) and
-/// `POSTLINE_ENCRYPTION_OLD_KEYS` (still opened), or the development key.
-fn encryption_from_env() -> Result<KeyRing, ConfigError> {
-    let current = std::env::var("POSTLINE_ENCRYPTION_KEY").unwrap_or_default();
-    let previous = std::env::var("POSTLINE_ENCRYPTION_OLD_KEYS").unwrap_or_default();
-    // The values are key material: errors name the variable, never its value.
-    let refuse = |name: &str, reason: String| ConfigError {
-        name: name.to_string(),
-        value: "<redacted>".into(),
-        reason,
-    };
-    if current.trim().is_empty() {
-        if !previous.trim().is_empty() {
-            return Err(refuse(
-                "POSTLINE_ENCRYPTION_OLD_KEYS",
-                "set POSTLINE_ENCRYPTION_KEY too: old keys only open, the current key seals".into(),
-            ));
-        }
-        return Ok(KeyRing::development());
-    }
-    KeyRing::from_config(&current, &previous).map_err(|error| {
-        let name = if KeyRing::from_config(&current, "").is_err() {
-            "POSTLINE_ENCRYPTION_KEY"
-        } else {
-            "POSTLINE_ENCRYPTION_OLD_KEYS"
-        };
-        refuse(name, error.to_string())
-    })
-}
-
-fn validate_namespace(namespace: &str) -> Result<(), String> {
+fn parse_namespace(namespace: &str) -> Result<String, String> {
     let ok = !namespace.is_empty()
         && namespace.len() <= 64
         && namespace
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ok {
-        Ok(())
+        Ok(namespace.to_string())
     } else {
         Err("use 1 to 64 of letters, digits, _ and -".into())
     }
@@ -176,16 +218,25 @@ pub async fn connect_redis(
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str]) -> Result<CommonConfig, ConfigError> {
+        crate::runtime::env::from_args::<CommonOnly>(args).map(|only| only.common)
+    }
+
     #[test]
     fn the_default_broker_is_one_local_node() {
         let nodes = default_amqp_nodes();
         assert_eq!(nodes.len(), 1);
         assert_eq!(nodes.url(0), Some(DEFAULT_AMQP_URL));
+        let defaults = CommonConfig::local("ns");
+        assert_eq!(defaults.amqp_url.to_env_value(), DEFAULT_AMQP_URL);
+        assert_eq!(defaults.namespace, "ns");
+        assert!(defaults.encryption.is_development());
+        assert_eq!(defaults.queue_type, QueueType::Classic);
     }
 
     #[test]
     fn a_bad_broker_list_names_the_variable_but_not_the_password() {
-        let error = parse_amqp_urls("amqp://u:pw1@n1/%2f,http://u:pw2@n2/").unwrap_err();
+        let error = parse(&["--amqp-url", "amqp://u:pw1@n1/%2f,http://u:pw2@n2/"]).unwrap_err();
         let message = error.to_string();
         assert!(message.contains("POSTLINE_AMQP_URL"), "{message}");
         assert!(message.contains("entry 2"), "{message}");
@@ -197,8 +248,39 @@ mod tests {
 
     #[test]
     fn a_broker_list_parses_into_its_nodes() {
-        let nodes = parse_amqp_urls("amqp://u:p@n1:5681/%2f,amqp://u:p@n2:5682/%2f").unwrap();
-        assert_eq!(nodes.len(), 2);
-        assert_eq!(nodes.label(1), Some("amqp://n2:5682/%2f"));
+        let common = parse(&[
+            "--amqp-url",
+            "amqp://u:p@n1:5681/%2f,amqp://u:p@n2:5682/%2f",
+        ])
+        .unwrap();
+        assert_eq!(common.amqp_url.len(), 2);
+        assert_eq!(common.amqp_url.label(1), Some("amqp://n2:5682/%2f"));
+    }
+
+    #[test]
+    fn a_namespace_outside_the_rules_is_refused_by_name() {
+        let error = parse(&["--namespace", "a:b"]).unwrap_err();
+        assert_eq!(error.name, "POSTLINE_NAMESPACE");
+        assert_eq!(error.value, "a:b");
+        assert!(error.reason.contains("letters, digits"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_queue_type_is_refused_by_name() {
+        let error = parse(&["--queue-type", "stream"]).unwrap_err();
+        assert_eq!(error.name, "POSTLINE_QUEUE_TYPE");
+        let common = parse(&["--queue-type", "quorum", "--migrate-from-classic", "true"]).unwrap();
+        assert_eq!(common.queue_type, QueueType::Quorum);
+        assert!(common.migrate_from_classic);
+    }
+
+    #[test]
+    fn old_keys_without_a_current_key_are_refused_without_their_value() {
+        let error = parse(&["--encryption-old-keys", "k1:c2VjcmV0"]).unwrap_err();
+        assert_eq!(error.name, "POSTLINE_ENCRYPTION_OLD_KEYS");
+        assert!(!error.to_string().contains("c2VjcmV0"), "{error}");
+        let error = parse(&["--encryption-key", "k1:c2VjcmV0"]).unwrap_err();
+        assert_eq!(error.name, "POSTLINE_ENCRYPTION_KEY");
+        assert!(!error.to_string().contains("c2VjcmV0"), "{error}");
     }
 }

@@ -30,12 +30,16 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// The bounds of one server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct ServerLimits {
-    /// Most connections served at once.
+    /// Most HTTP connections served at once; further ones wait in the listen
+    /// backlog until a slot frees.
+    #[arg(long, env = "POSTLINE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
-    /// How long a request head (or the next one on a kept-alive connection)
-    /// may take to arrive, and how long a request body may stall.
+    /// How long a client has to send a request head (ms), how long a
+    /// kept-alive connection may idle, and how long a request body may
+    /// stall; then the connection is closed.
+    #[arg(long = "header-read-timeout-ms", value_name = "%s", env = "POSTLINE_HEADER_READ_TIMEOUT_MS", default_value = "10000", value_parser = crate::runtime::env::millis)]
     pub header_read_timeout: Duration,
 }
 
@@ -93,4 +97,27 @@ pub async fn serve(
         });
     }
     graceful.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Only {
+        #[command(flatten)]
+        limits: ServerLimits,
+    }
+
+    impl crate::runtime::env::Validate for Only {
+        fn validate(self) -> Result<Self, crate::runtime::env::ConfigError> {
+            Ok(self)
+        }
+    }
+
+    #[test]
+    fn the_default_limits_are_the_configuration_defaults() {
+        let parsed = crate::runtime::env::defaults::<Only>().expect("defaults");
+        assert_eq!(parsed.limits, ServerLimits::default());
+    }
 }

@@ -1,8 +1,10 @@
 //! Log setup for the service binaries: `tracing` to stderr, filtered by
-//! `RUST_LOG` (default `info`), as JSON when `POSTLINE_LOG_FORMAT=json`.
+//! `RUST_LOG` (default `info`), as JSON when `POSTLINE_LOG_FORMAT=json`
+//! (see [`crate::runtime::config::LogFormat`]).
 //! Whatever the filter says, log lines that would carry event payloads are
 //! switched off (see [`PAYLOAD_TARGETS_OFF`]).
 
+use crate::runtime::config::LogFormat;
 use tracing_subscriber::filter::Directive;
 use tracing_subscriber::EnvFilter;
 
@@ -21,10 +23,10 @@ pub fn without_payload_targets(mut filter: EnvFilter) -> EnvFilter {
     filter
 }
 
-/// Installs the global subscriber; call once at the top of `main`.
-pub fn init() {
+/// Installs the global subscriber; call once, early in `main`.
+pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("POSTLINE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let json = format == LogFormat::Json;
     // Colours only on a terminal: in files and log collectors they are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
