@@ -21,10 +21,8 @@ use anyhow::Context;
 use postline_shared::outbound::token_client::{TokenClient, TokenClientMetrics};
 use postline_shared::redis::catalog;
 use postline_shared::redis::delivery_state::DeliveryState;
-use postline_shared::redis::subscription_store::SubscriptionStore;
-use postline_shared::runtime::http_server::{self, ServerLimits};
-use postline_shared::runtime::installation;
-use postline_shared::runtime::ops::{self, Readiness};
+use postline_shared::runtime::http_server::ServerLimits;
+use postline_shared::runtime::service::{Broker, Service};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -57,27 +55,16 @@ pub async fn start(
 ) -> anyhow::Result<RunningDelivery> {
     // A child token, so `kill` can stop this instance without touching the caller's.
     let shutdown = shutdown.child_token();
-    let registry = prometheus::Registry::new();
-    let metrics = metrics::DeliveryMetrics::register(&registry).context("registering metrics")?;
-    let readiness = Readiness::new();
     let common = &config.common;
-    let keys = common.keys();
-    let (store, redis) =
-        SubscriptionStore::connect(&common.redis_url, keys.clone(), common.encryption.clone())
-            .await
-            .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
-    readiness.set_redis(true);
-    let topology = common.topology();
-    installation::check_at_start(
-        &redis,
-        &keys,
-        &common.amqp_url,
-        &topology,
-        &readiness,
-        &shutdown,
-    )
-    .await;
-    let background = CancellationToken::new();
+    let mut service = Service::connect("delivery", common, Broker::Used, &shutdown).await?;
+    let metrics =
+        metrics::DeliveryMetrics::register(&service.registry).context("registering metrics")?;
+    let (store, redis, keys) = (
+        service.store.clone(),
+        service.redis.clone(),
+        service.keys.clone(),
+    );
+    let background = service.background();
     let (changed_tx, changed_rx) = tokio::sync::mpsc::unbounded_channel();
     let (catalog, sync) =
         catalog::start_sync(store.clone(), background.clone(), move |id: &str| {
@@ -85,24 +72,17 @@ pub async fn start(
         })
         .await
         .context("loading subscriptions")?;
-    let redis_watch = tokio::spawn(installation::watch(
-        redis.clone(),
-        keys.clone(),
-        common.amqp_url.clone(),
-        topology,
-        readiness.clone(),
-        background.clone(),
-    ));
+    service.adopt(sync);
 
     let state = DeliveryState::new(redis.clone(), keys.clone())
         .with_retention(config.delivered_ttl_secs, config.attempt_log_cap);
-    let gauges = tokio::spawn(status_gauges::run(
+    service.spawn(status_gauges::run(
         catalog.clone(),
         state.clone(),
         metrics.clone(),
         background.clone(),
     ));
-    let backlog = tokio::spawn(status_gauges::run_backlog(
+    service.spawn(status_gauges::run_backlog(
         catalog.clone(),
         status_gauges::BrokerDepths::new(&common.amqp_url, common.topology()),
         metrics.clone(),
@@ -110,18 +90,18 @@ pub async fn start(
         background.clone(),
     ));
     let token_cache = postline_shared::redis::token_cache::TokenCache::new(
-        redis.clone(),
-        keys.clone(),
+        redis,
+        keys,
         common.encryption.clone(),
     );
     let tokens = TokenClient::new(
         &config.token_url,
         token_cache,
-        TokenClientMetrics::register(&registry).context("registering token metrics")?,
+        TokenClientMetrics::register(&service.registry).context("registering token metrics")?,
     )
     .context("building the token service client")?;
     let context = Arc::new(consumer::ConsumerContext {
-        topology: common.topology(),
+        topology: service.topology.clone(),
         state,
         store,
         client: postline_shared::outbound::OutboundClient::new(
@@ -137,41 +117,29 @@ pub async fn start(
         amqp_url: common.amqp_url.clone(),
         context,
         catalog,
-        readiness: readiness.clone(),
+        readiness: service.readiness.clone(),
         channels_per_connection: config.channels_per_connection,
     };
     let supervising = tokio::spawn(supervisor.run(changed_rx, shutdown.clone()));
     let supervisor_abort = supervising.abort_handle();
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(%addr, namespace = %common.namespace, "delivery ops endpoints listening");
-    let app = ops::router(readiness, registry);
-    let stop_token = shutdown.clone();
-    let done = tokio::spawn(async move {
-        let stop = stop_token;
-        let server = tokio::spawn(http_server::serve(
-            listener,
-            app,
+    // Delivery serves only the ops endpoints.
+    let running = service
+        .serve(
+            config.listen,
+            axum::Router::new(),
             ServerLimits::default(),
-            stop,
-        ));
-        // The supervisor returns once every consumer has finished its POST in
-        // flight, acked it, and handed the rest back.
-        let _ = supervising.await;
-        background.cancel();
-        let _ = sync.await;
-        let _ = redis_watch.await;
-        let _ = gauges.await;
-        let _ = backlog.await;
-        let _ = server.await;
-        tracing::info!("delivery stopped");
-    });
+            shutdown.clone(),
+            |_| async move {
+                // The supervisor returns once every consumer has finished its
+                // POST in flight, acked it, and handed the rest back.
+                let _ = supervising.await;
+            },
+        )
+        .await?;
     Ok(RunningDelivery {
-        addr,
-        done,
+        addr: running.addr,
+        done: running.done,
         supervisor: supervisor_abort,
         stop: shutdown,
     })

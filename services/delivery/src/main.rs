@@ -1,12 +1,12 @@
-//! `postline-delivery`: runs the delivery service until SIGTERM or Ctrl-C.
+//! `postline-delivery`: runs the delivery service until SIGTERM or Ctrl-C;
+//! `postline-delivery --help` lists every setting.
 
 use anyhow::Context;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    postline_shared::runtime::telemetry::init();
     let config = postline_delivery::DeliveryConfig::from_env().context("reading configuration")?;
-    config.common.warn_about_defaults();
+    postline_shared::runtime::service::init_process(&config.common);
     let shutdown = postline_shared::runtime::shutdown::on_signal();
     let running = postline_delivery::start(config, shutdown).await?;
     running.done.await.context("delivery task failed")?;

@@ -21,22 +21,13 @@ use anyhow::Context;
 use postline_shared::outbound::token_client::{TokenClient, TokenClientMetrics};
 use postline_shared::redis::catalog;
 use postline_shared::redis::delivery_state::DeliveryState;
-use postline_shared::redis::subscription_store::SubscriptionStore;
 use postline_shared::redis::token_cache::TokenCache;
-use postline_shared::runtime::http_server;
 use postline_shared::runtime::installation;
-use postline_shared::runtime::ops::{self, Readiness};
-use std::net::SocketAddr;
-use tokio::task::JoinHandle;
+use postline_shared::runtime::service::{Broker, Running, Service};
 use tokio_util::sync::CancellationToken;
 
-/// A started ingest service.
-pub struct RunningIngest {
-    /// Where the HTTP API listens (useful with port 0).
-    pub addr: SocketAddr,
-    /// Completes when the service has shut down.
-    pub done: JoinHandle<()>,
-}
+/// A started ingest service: where the HTTP API listens, and its end.
+pub type RunningIngest = Running;
 
 /// Starts ingest; it runs until `shutdown` is cancelled, then stops intake,
 /// drains HTTP requests in flight and closes the broker connection.
@@ -44,28 +35,17 @@ pub async fn start(
     config: IngestConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningIngest> {
-    let registry = prometheus::Registry::new();
-    let metrics = metrics::IngestMetrics::register(&registry).context("registering metrics")?;
-    let readiness = Readiness::new();
     let common = &config.common;
-    let topology = common.topology();
-    let keys = common.keys();
-    let (store, redis) =
-        SubscriptionStore::connect(&common.redis_url, keys.clone(), common.encryption.clone())
-            .await
-            .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
-    readiness.set_redis(true);
-    // Before anything reads the catalog or declares a queue: is the state in
-    // Redis this installation's (or a fresh install, then marked)?
-    installation::check_at_start(
-        &redis,
-        &keys,
-        &common.amqp_url,
-        &topology,
-        &readiness,
-        &shutdown,
-    )
-    .await;
+    let mut service = Service::connect("ingest", common, Broker::Used, &shutdown).await?;
+    let metrics =
+        metrics::IngestMetrics::register(&service.registry).context("registering metrics")?;
+    let (store, redis, keys, topology, readiness) = (
+        service.store.clone(),
+        service.redis.clone(),
+        service.keys.clone(),
+        service.topology.clone(),
+        service.readiness.clone(),
+    );
     // Ingest owns the subscriptions, so it brings them under the current
     // encryption key after a rotation (and seals any stored in clear).
     match store.reseal_all().await {
@@ -93,25 +73,18 @@ pub async fn start(
         .ok()
         .flatten()
         .map(|m| m.id);
-    let background = CancellationToken::new();
+    let background = service.background();
     let (catalog, sync) = catalog::start_sync(store.clone(), background.clone(), |_| {})
         .await
         .context("loading subscriptions")?;
-    let redis_watch = tokio::spawn(installation::watch(
-        redis.clone(),
-        keys.clone(),
-        common.amqp_url.clone(),
-        topology.clone(),
-        readiness.clone(),
-        background.clone(),
-    ));
+    service.adopt(sync);
 
     let delivery = DeliveryState::new(redis.clone(), keys.clone());
     // PINGs get receivers' bearer tokens the way delivery does.
     let tokens = TokenClient::new(
         &config.token_url,
         TokenCache::new(redis.clone(), keys.clone(), common.encryption.clone()),
-        TokenClientMetrics::register(&registry).context("registering token metrics")?,
+        TokenClientMetrics::register(&service.registry).context("registering token metrics")?,
     )
     .context("building the token service client")?;
     let fanout = fanout::Fanout::new(
@@ -129,8 +102,8 @@ pub async fn start(
         postline_shared::outbound::webhook_request::USER_AGENT,
     )
     .context("building the HTTP client")?;
-    let notifier = match (config.operator.clone(), operator_subscription) {
-        (Some(operator), Some(subscription)) => Some(tokio::spawn(
+    if let (Some(operator), Some(subscription)) = (config.operator.clone(), operator_subscription) {
+        service.spawn(
             operator::Notifier {
                 config: operator,
                 subscription,
@@ -146,10 +119,9 @@ pub async fn start(
                 store: store.clone(),
             }
             .run(background.clone()),
-        )),
-        _ => None,
-    };
-    let secret_expiry = tokio::spawn(secret_expiry::run(
+        );
+    }
+    service.spawn(secret_expiry::run(
         store.clone(),
         catalog.clone(),
         background.clone(),
@@ -190,33 +162,34 @@ pub async fn start(
         max_batch_events: config.max_batch_events,
         redis: redis.clone(),
         tenants: tenants::store::TenantStore::new(redis.clone(), keys.clone()),
-        audit: tenants::audit::AuditTrail::new(redis.clone(), keys.clone()),
+        audit: tenants::audit::AuditTrail::new(redis, keys.clone()),
         keys,
-        readiness: readiness.clone(),
+        readiness,
         oauth_token_ttl: config.oauth_token_ttl,
         ui: config.ui,
     };
-    let app = api::router(state).merge(ops::router(readiness, registry));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(%addr, namespace = %common.namespace, "ingest listening");
+    let running = service
+        .serve(
+            config.listen,
+            app(state),
+            config.server,
+            shutdown,
+            |http_drained| async move {
+                http_drained.cancelled().await;
+                // HTTP has drained: no request can still need the publisher.
+                close_broker.cancel();
+                let _ = broker.await;
+            },
+        )
+        .await?;
+    Ok(running)
+}
 
-    let server_limits = config.server;
-    let done = tokio::spawn(async move {
-        http_server::serve(listener, app, server_limits, shutdown).await;
-        // HTTP has drained: no request can still need the publisher.
-        close_broker.cancel();
-        let _ = broker.await;
-        background.cancel();
-        let _ = sync.await;
-        let _ = redis_watch.await;
-        let _ = secret_expiry.await;
-        if let Some(notifier) = notifier {
-            let _ = notifier.await;
-        }
-        tracing::info!("ingest stopped");
-    });
-    Ok(RunningIngest { addr, done })
+/// Every HTTP route of ingest: the API and the status page; anything else
+/// is a JSON 404.
+fn app(state: api::ApiState) -> axum::Router {
+    api::router()
+        .merge(ui::router())
+        .fallback(|| async { api::ApiError::not_found("no such route") })
+        .with_state(state)
 }

@@ -15,43 +15,33 @@ pub use config::TokenConfig;
 
 use anyhow::Context;
 use postline_shared::outbound::OutboundClient;
-use postline_shared::redis::subscription_store::SubscriptionStore;
 use postline_shared::redis::token_cache::TokenCache;
-use postline_shared::runtime::http_server::{self, ServerLimits};
-use postline_shared::runtime::ops::{self, Readiness};
-use std::net::SocketAddr;
-use tokio::task::JoinHandle;
+use postline_shared::runtime::http_server::ServerLimits;
+use postline_shared::runtime::service::{Broker, Running, Service};
 use tokio_util::sync::CancellationToken;
 
-/// A started token service.
-pub struct RunningToken {
-    /// Where its HTTP endpoints listen.
-    pub addr: SocketAddr,
-    /// Completes when the service has shut down.
-    pub done: JoinHandle<()>,
-}
+/// A started token service: where its HTTP endpoints listen, and its end.
+pub type RunningToken = Running;
 
 /// Starts the token service; it runs until `shutdown` is cancelled.
 pub async fn start(
     config: TokenConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningToken> {
-    let registry = prometheus::Registry::new();
-    let metrics = metrics::TokenMetrics::register(&registry).context("registering metrics")?;
-    let readiness = Readiness::new();
-    // The token service never talks to the broker: only Redis decides readiness.
-    readiness.set_broker(true);
     let common = &config.common;
-    let keys = common.keys();
-    let (store, redis) =
-        SubscriptionStore::connect(&common.redis_url, keys.clone(), common.encryption.clone())
-            .await
-            .with_context(|| format!("connecting to Redis at {}", common.redis_url))?;
-    let cache = TokenCache::new(redis.clone(), keys, common.encryption.clone());
+    // The token service never talks to the broker: only Redis decides readiness.
+    let service = Service::connect("token", common, Broker::Unused, &shutdown).await?;
+    let metrics =
+        metrics::TokenMetrics::register(&service.registry).context("registering metrics")?;
+    let cache = TokenCache::new(
+        service.redis.clone(),
+        service.keys.clone(),
+        common.encryption.clone(),
+    );
     let minter = minter::Minter::new(
-        store,
+        service.store.clone(),
         cache,
-        redis.clone(),
+        service.redis.clone(),
         OutboundClient::new(
             &common.outbound,
             postline_shared::outbound::webhook_request::USER_AGENT,
@@ -64,26 +54,14 @@ pub async fn start(
         },
         metrics,
     );
-    // The token service holds no queue and only caches, but it reports a
-    // lost state like every service, so the whole installation shows unready.
-    let redis_watch = tokio::spawn(postline_shared::runtime::installation::watch(
-        redis,
-        common.keys(),
-        common.amqp_url.clone(),
-        common.topology(),
-        readiness.clone(),
-        shutdown.clone(),
-    ));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(%addr, namespace = %common.namespace, "token service listening");
-    let app = api::router(minter).merge(ops::router(readiness, registry));
-    let done = tokio::spawn(async move {
-        http_server::serve(listener, app, ServerLimits::default(), shutdown).await;
-        let _ = redis_watch.await;
-        tracing::info!("token service stopped");
-    });
-    Ok(RunningToken { addr, done })
+    let running = service
+        .serve(
+            config.listen,
+            api::router(minter),
+            ServerLimits::default(),
+            shutdown,
+            |_| async {},
+        )
+        .await?;
+    Ok(running)
 }

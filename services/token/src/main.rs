@@ -1,12 +1,12 @@
-//! `postline-token`: runs the token service until SIGTERM or Ctrl-C.
+//! `postline-token`: runs the token service until SIGTERM or Ctrl-C;
+//! `postline-token --help` lists every setting.
 
 use anyhow::Context;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    postline_shared::runtime::telemetry::init();
     let config = postline_token::TokenConfig::from_env().context("reading configuration")?;
-    config.common.warn_about_defaults();
+    postline_shared::runtime::service::init_process(&config.common);
     let shutdown = postline_shared::runtime::shutdown::on_signal();
     let running = postline_token::start(config, shutdown).await?;
     running.done.await.context("token task failed")?;

@@ -1,4 +1,5 @@
-//! What a running service needs besides its own work: configuration,
+//! What a running service needs besides its own work: the start-up they
+//! share ([`service`]), configuration,
 //! logging, metrics, the operational HTTP surface (`/healthz`, `/readyz`,
 //! `/metrics`) and the bounded server behind it, shutdown, encryption at
 //! rest, request coalescing, and the installation marker that makes a
@@ -12,5 +13,6 @@ pub mod http_server;
 pub mod installation;
 pub mod metrics;
 pub mod ops;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
