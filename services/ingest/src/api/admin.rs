@@ -6,14 +6,12 @@
 //! `POST reset-state` (declares a fresh start after a loss and names the
 //! strict subscriptions whose queued events may now be delivered out of order).
 
-use super::auth::require_bearer;
-use super::subscriptions::{admin_channel, close};
-use super::{ApiError, ApiState};
+use super::auth::AdminToken;
+use super::{admin_channel, close, ApiError, ApiState};
 use crate::tenants::store::{OAuthClient, TenantStoreError};
 use crate::tenants::Tenant;
 use axum::body::{to_bytes, Body};
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use chrono::Utc;
 use postline_shared::model::problem::{Problem, ProblemCode};
@@ -96,16 +94,14 @@ fn force(query: Option<&str>) -> Result<bool, ApiError> {
     tag = "admin",
     responses(
         (status = 200, description = "Every subscription as stored (secrets sealed), with its block and parked events", body = Object),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::TokenErrors
     ),
     security(("admin_token" = []))
 )]
 pub async fn export(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    _: AdminToken,
 ) -> Result<Json<Export>, ApiError> {
-    require_bearer(&headers, &state.admin_token)?;
     let mut redis = state.redis.clone();
     let marker = installation::read_marker(&mut redis, &state.keys)
         .await
@@ -160,21 +156,16 @@ pub async fn export(
     request_body(content = Object, description = "An export"),
     responses(
         (status = 200, description = "Restored", body = super::openapi::Imported),
-        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
-        (status = 413, description = "`too_large`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::TokenErrors, super::error_responses::BadInput, super::error_responses::Conflict, super::error_responses::TooLarge
     ),
     security(("admin_token" = []))
 )]
 pub async fn import(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    _: AdminToken,
     RawQuery(query): RawQuery,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    require_bearer(&headers, &state.admin_token)?;
     refuse_if_installed(&state, force(query.as_deref())?).await?;
     let bytes = to_bytes(body, MAX_IMPORT_BYTES).await.map_err(|_| {
         ApiError::invalid(Problem::whole(
@@ -274,18 +265,15 @@ pub async fn import(
     responses(
         (status = 200, description = "A fresh start declared", body = super::openapi::ResetDone),
         (status = 400, description = "`invalid_field`: `force` is not `true` or `false`", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::TokenErrors, super::error_responses::Conflict
     ),
     security(("admin_token" = []))
 )]
 pub async fn reset_state(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    _: AdminToken,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    require_bearer(&headers, &state.admin_token)?;
     refuse_if_installed(&state, force(query.as_deref())?).await?;
     let known = state.catalog.all();
     let mut at_risk = Vec::new();

@@ -1,12 +1,42 @@
-//! Bearer-token checks: producers and operators hold different tokens.
+//! Bearer-token checks as axum extractors: producers and the operator hold
+//! different fixed tokens ([`ProducerToken`], [`AdminToken`]); a tenant's
+//! OAuth token is checked by [`super::caller::Caller`].
 
-use super::ApiError;
+use super::{ApiError, ApiState};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use postline_shared::model::secret::Secret;
 use subtle::ConstantTimeEq;
 
+/// A request carrying the operator's admin token (`POSTLINE_ADMIN_TOKEN`):
+/// a handler taking it is reached only with that token, 401 otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminToken;
+
+/// A request carrying the producers' token (`POSTLINE_PRODUCER_TOKEN`):
+/// a handler taking it is reached only with that token, 401 otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerToken;
+
+impl FromRequestParts<ApiState> for AdminToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        require_bearer(&parts.headers, &state.admin_token).map(|()| Self)
+    }
+}
+
+impl FromRequestParts<ApiState> for ProducerToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        require_bearer(&parts.headers, &state.producer_token).map(|()| Self)
+    }
+}
+
 /// Accepts the request only if it carries `Authorization: Bearer <expected>`.
-pub fn require_bearer(headers: &HeaderMap, expected: &Secret) -> Result<(), ApiError> {
+fn require_bearer(headers: &HeaderMap, expected: &Secret) -> Result<(), ApiError> {
     let presented = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -64,7 +64,7 @@ impl Caller {
         }
     }
 
-    /// 403 unless the caller is the operator (tenant, client and audit routes).
+    /// 403 unless the caller is the operator (see [`Operator`]).
     pub fn require_admin(&self) -> Result<(), ApiError> {
         if self.is_admin() {
             Ok(())
@@ -143,5 +143,21 @@ impl FromRequestParts<ApiState> for Caller {
             .and_then(bearer_token)
             .ok_or_else(ApiError::unauthorized)?;
         authenticate(state, token).await
+    }
+}
+
+/// A caller that is the operator (the admin token): the tenant, client and
+/// portal routes take it, so a tenant's token gets 403 `admin_only` before
+/// the handler runs.
+#[derive(Debug, Clone)]
+pub struct Operator(pub Caller);
+
+impl FromRequestParts<ApiState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require_admin()?;
+        Ok(Self(caller))
     }
 }

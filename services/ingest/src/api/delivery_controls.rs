@@ -4,9 +4,9 @@
 //! The state also shows the partner semantics at work: events dropped as
 //! duplicates or of complete entities, open and complete entities, the next tick.
 
+use super::access::{audit, view, visible};
 use super::caller::Caller;
-use super::subscriptions::{admin_channel, close};
-use super::{ApiError, ApiState};
+use super::{admin_channel, close, ApiError, ApiState};
 use crate::tenants::credentials::Scope;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
@@ -36,7 +36,7 @@ async fn subscription(
     id: &str,
     scope: Scope,
 ) -> Result<Subscription, ApiError> {
-    super::subscriptions::visible(state, caller, id, scope).await
+    visible(state, caller, id, scope).await
 }
 
 fn redelivery(state: &ApiState) -> Result<Redelivery, ApiError> {
@@ -52,10 +52,7 @@ fn redelivery(state: &ApiState) -> Result<Redelivery, ApiError> {
     params(("id" = String, Path, description = "Subscription id")),
     responses(
         (status = 200, description = "The delivery state", body = super::openapi::DeliveryStateShown),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::NotFound
     ),
     security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:read"]))
 )]
@@ -151,11 +148,7 @@ pub async fn reenable_cleanup(state: &ApiState, before: &Subscription) -> Result
     params(("id" = String, Path, description = "Subscription id")),
     responses(
         (status = 200, description = "Re-enabled", body = super::openapi::SubscriptionShown),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::NotFound, super::error_responses::Conflict
     ),
     security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:write"]))
 )]
@@ -169,7 +162,7 @@ pub async fn enable(
     let subscription = state.store.enable(&id).await?;
     state.catalog.upsert(subscription.clone());
     tracing::info!(subscription = %id, was = ?before.spec.status, "subscription re-enabled");
-    super::subscriptions::audit(
+    audit(
         &state,
         &caller,
         &subscription,
@@ -177,7 +170,7 @@ pub async fn enable(
         Vec::new(),
     )
     .await;
-    Ok(Json(super::subscriptions::view(&subscription)))
+    Ok(Json(view(&subscription)))
 }
 
 /// `POST /v1/subscriptions/{id}/retry`: the blocked event is tried now,
@@ -189,11 +182,7 @@ pub async fn enable(
     params(("id" = String, Path, description = "Subscription id")),
     responses(
         (status = 200, description = "The blocked event is tried now", body = super::openapi::RetryingNow),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::NotFound, super::error_responses::Conflict
     ),
     security(("admin_token" = []), ("tenant_oauth" = ["deliveries:replay"]))
 )]
@@ -225,7 +214,7 @@ pub async fn retry_now(
     // Wakes the consumer waiting for the old due time, in whichever replica it runs.
     state.store.announce(&id).await?;
     tracing::info!(subscription = %id, event_id = %block.event_id, "blocked event retried now by an operator");
-    super::subscriptions::audit(
+    audit(
         &state,
         &caller,
         &subscription,
@@ -246,10 +235,7 @@ pub async fn retry_now(
     params(("id" = String, Path, description = "Subscription id")),
     responses(
         (status = 200, description = "The parked events", body = super::openapi::ParkedList),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::NotFound
     ),
     security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:read"]))
 )]
@@ -277,10 +263,7 @@ pub async fn parked(
     params(("id" = String, Path, description = "Subscription id")),
     responses(
         (status = 200, description = "Every parked event queued again", body = super::openapi::Replayed),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::NotFound
     ),
     security(("admin_token" = []), ("tenant_oauth" = ["deliveries:replay"]))
 )]
@@ -292,7 +275,7 @@ pub async fn replay_all(
     let subscription = subscription(&state, &caller, &id, Scope::DeliveriesReplay).await?;
     let events = state.delivery.parked(&id).await?;
     let replayed = replay(&state, &subscription, &events).await?;
-    super::subscriptions::audit(
+    audit(
         &state,
         &caller,
         &subscription,
@@ -311,10 +294,7 @@ pub async fn replay_all(
     params(("id" = String, Path, description = "Subscription id"), ("event_id" = String, Path, description = "Parked event id")),
     responses(
         (status = 200, description = "The event queued again", body = super::openapi::Replayed),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::NotFound
     ),
     security(("admin_token" = []), ("tenant_oauth" = ["deliveries:replay"]))
 )]
@@ -335,7 +315,7 @@ pub async fn replay_one(
         })?;
     let events = [event];
     let replayed = replay(&state, &subscription, &events).await?;
-    super::subscriptions::audit(
+    audit(
         &state,
         &caller,
         &subscription,
@@ -401,11 +381,7 @@ fn attempts_limit(query: Option<&str>) -> Result<usize, ApiError> {
     params(("id" = String, Path, description = "Subscription id"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most attempts (default 100)")),
     responses(
         (status = 200, description = "The recent attempts, newest first", body = super::openapi::AttemptList),
-        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::BadInput, super::error_responses::NotFound
     ),
     security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:read"]))
 )]

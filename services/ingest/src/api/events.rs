@@ -1,12 +1,12 @@
 //! `POST /v1/events` and `POST /v1/events/batch`: validate, fan out, and
 //! answer 202 only after the broker confirmed every copy.
 
-use super::auth::require_bearer;
+use super::auth::ProducerToken;
 use super::{ApiError, ApiState};
 use crate::fanout::{Accepted, FanoutError, Source};
 use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use postline_shared::model::problem::{parse_json, Problem, ProblemCode};
@@ -21,19 +21,15 @@ use serde_json::value::RawValue;
     request_body = postline_shared::model::envelope::IncomingEvent,
     responses(
         (status = 202, description = "Accepted, after the broker confirmed every copy", body = super::openapi::Accepted),
-        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 413, description = "`too_large`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::TokenErrors, super::error_responses::BadInput, super::error_responses::TooLarge
     ),
     security(("producer_token" = []))
 )]
 pub async fn post_one(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    _: ProducerToken,
     body: Body,
 ) -> Result<Response, ApiError> {
-    require_bearer(&headers, &state.producer_token)?;
     let bytes = read_limited(&state, body, state.max_event_bytes).await?;
     let envelope =
         Envelope::from_input_bytes(&bytes, chrono::Utc::now()).map_err(|p| reject(&state, p))?;
@@ -48,19 +44,15 @@ pub async fn post_one(
     request_body(content = Vec<postline_shared::model::envelope::IncomingEvent>, description = "1 to 1,000 events, validated whole before any is published"),
     responses(
         (status = 202, description = "Accepted, after the broker confirmed every copy", body = super::openapi::Accepted),
-        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 413, description = "`too_large`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::TokenErrors, super::error_responses::BadInput, super::error_responses::TooLarge
     ),
     security(("producer_token" = []))
 )]
 pub async fn post_batch(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    _: ProducerToken,
     body: Body,
 ) -> Result<Response, ApiError> {
-    require_bearer(&headers, &state.producer_token)?;
     let bytes = read_limited(&state, body, state.max_batch_bytes).await?;
     let raw_events: Vec<Box<RawValue>> = parse_json(&bytes).map_err(|p| reject(&state, p))?;
     if raw_events.is_empty() || raw_events.len() > state.max_batch_events {

@@ -2,11 +2,13 @@
 //! subscription management API for operators and tenants, tenants and their
 //! credentials, and the OAuth token endpoint (`/oauth/token`).
 
+pub(crate) mod access;
 mod admin;
 mod auth;
 pub(crate) mod caller;
 pub(crate) mod delivery_controls;
 mod error;
+mod error_responses;
 mod events;
 pub(crate) mod oauth;
 pub mod openapi;
@@ -75,7 +77,7 @@ pub struct ApiState {
     /// Life of an issued access token.
     pub oauth_token_ttl: std::time::Duration,
     /// Status-page settings.
-    pub ui: crate::ui::UiConfig,
+    pub ui: crate::config::UiConfig,
 }
 
 /// The live broker link, or 503 while ingest is reconnecting.
@@ -86,6 +88,20 @@ fn broker(state: &ApiState) -> Result<BrokerLink, ApiError> {
         .clone()
         .filter(BrokerLink::is_connected)
         .ok_or_else(|| ApiError::unavailable("broker not connected; retry"))
+}
+
+/// A management channel of its own, so a refused declaration cannot close
+/// the publisher's channel; it is closed again when the request is done.
+pub(crate) async fn admin_channel(state: &ApiState) -> Result<lapin::Channel, ApiError> {
+    broker(state)?.admin_channel().await.map_err(|error| {
+        tracing::warn!(%error, "opening a management channel failed");
+        ApiError::unavailable("broker not reachable; retry")
+    })
+}
+
+/// Closes a management channel once its request is done.
+pub(crate) async fn close(channel: lapin::Channel) {
+    let _ = channel.close(200, "management request done".into()).await;
 }
 
 /// Every documented route: each handler registers at the path of its
@@ -121,11 +137,8 @@ pub(crate) fn documented_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(openapi::serve))
 }
 
-/// The `/v1` routes, `/oauth/token`, `/openapi.json` and the status page.
-pub fn router(state: ApiState) -> Router {
+/// The `/v1` routes, `/oauth/token` and `/openapi.json`.
+pub fn router() -> Router<ApiState> {
     let (documented, _) = documented_routes().split_for_parts();
     documented
-        .merge(crate::ui::router())
-        .fallback(|| async { ApiError::not_found("no such route") })
-        .with_state(state)
 }

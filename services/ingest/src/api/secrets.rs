@@ -7,8 +7,8 @@
 //! answer only; a given secret is never echoed. The view shows how many
 //! secrets sign and when each replaced one stops, never their values.
 
+use super::access::{audit, refuse_while_lost, view, visible};
 use super::caller::Caller;
-use super::subscriptions::{audit, refuse_while_lost, view, visible};
 use super::{ApiError, ApiState};
 use crate::tenants::credentials::Scope;
 use axum::body::Bytes;
@@ -66,12 +66,7 @@ impl Rotation {
     request_body(content = Option<Rotation>, description = "Optional: the new secret and the grace of the replaced ones"),
     responses(
         (status = 200, description = "Rotated; `secret` when generated", body = super::openapi::Rotated),
-        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::BadInput, super::error_responses::NotFound, super::error_responses::Conflict
     ),
     security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:write"]))
 )]

@@ -9,9 +9,10 @@
 //! the operator-only settings ([`crate::tenants::operator_only`]). Every
 //! change lands in the audit trail.
 
+use super::access::{audit, refuse_while_lost, view, visible, visible_list};
 use super::caller::Caller;
+use super::{admin_channel, close};
 use super::{ApiError, ApiState};
-use crate::tenants::audit::AuditEntry;
 use crate::tenants::credentials::Scope;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -28,27 +29,6 @@ use std::borrow::Cow;
 
 /// The request-only flag of create and PATCH bodies that skips the PING.
 const VERIFY: &str = "verify";
-
-/// The API view of a subscription as JSON.
-pub(super) fn view(subscription: &Subscription) -> serde_json::Value {
-    serde_json::to_value(subscription.view()).unwrap_or_default()
-}
-
-/// A management channel of its own, so a refused declaration cannot close
-/// the publisher's channel; it is closed again when the request is done.
-pub(super) async fn admin_channel(state: &ApiState) -> Result<lapin::Channel, ApiError> {
-    super::broker(state)?
-        .admin_channel()
-        .await
-        .map_err(|error| {
-            tracing::warn!(%error, "opening a management channel failed");
-            ApiError::unavailable("broker not reachable; retry")
-        })
-}
-
-pub(super) async fn close(channel: lapin::Channel) {
-    let _ = channel.close(200, "management request done".into()).await;
-}
 
 /// Takes the `verify` flag (default true, never stored) out of a create or
 /// PATCH body, leaving the rest for the strict parser. A body that is not a
@@ -130,7 +110,9 @@ async fn existing_tenant(
     state: &ApiState,
     id: &postline_shared::model::tenant::TenantId,
 ) -> Result<crate::tenants::Tenant, ApiError> {
-    super::tenants::load(state, id.as_str())
+    state
+        .tenants
+        .get(id.as_str())
         .await?
         .ok_or_else(|| ApiError::invalid(Problem::field("tenant", "no such tenant")))
 }
@@ -175,48 +157,6 @@ async fn tenant_rules_for_create(
     Ok(())
 }
 
-/// Records a change of `subscription` in its tenant's audit trail.
-pub(crate) async fn audit(
-    state: &ApiState,
-    caller: &Caller,
-    subscription: &Subscription,
-    action: &str,
-    fields: Vec<String>,
-) {
-    state
-        .audit
-        .record(
-            subscription.spec.tenant.as_ref(),
-            AuditEntry::now(
-                &caller.principal,
-                caller.via,
-                action,
-                subscription.id(),
-                fields,
-            ),
-        )
-        .await;
-}
-
-/// The subscription `id` if `caller` holds `scope` and may see it: 404
-/// alike for a missing subscription and another tenant's.
-pub(crate) async fn visible(
-    state: &ApiState,
-    caller: &Caller,
-    id: &str,
-    scope: Scope,
-) -> Result<Subscription, ApiError> {
-    caller.require(scope)?;
-    hidden(id)?;
-    let subscription = state.store.get(id).await?;
-    if !caller.can_see(&subscription) {
-        return Err(
-            postline_shared::redis::subscription_store::StoreError::NotFound(id.to_string()).into(),
-        );
-    }
-    Ok(subscription)
-}
-
 /// `POST /v1/subscriptions`.
 #[utoipa::path(
     post,
@@ -225,12 +165,7 @@ pub(crate) async fn visible(
     request_body(content = postline_shared::model::subscription::SubscriptionSpec, description = "The subscription; `\"verify\": false` (not stored) skips the PING (operator only)"),
     responses(
         (status = 201, description = "Created, after the endpoint passed the PING", body = super::openapi::SubscriptionShown),
-        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
-        (status = 422, description = "`ping_failed` (with `ping`) or `endpoint_not_allowed`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::BadInput, super::error_responses::Conflict, super::error_responses::PingFailed
     ),
     security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:write"]))
 )]
@@ -292,47 +227,6 @@ pub async fn create(
         .into_response())
 }
 
-/// While the state is lost a management write would land in an emptied
-/// Redis (and make it look like an installation from before the marker):
-/// 503 `state_lost` until it is restored or a fresh start is declared.
-pub(super) fn refuse_while_lost(state: &ApiState) -> Result<(), ApiError> {
-    if state.readiness.is_state_lost() {
-        return Err(ApiError::state_lost());
-    }
-    Ok(())
-}
-
-/// The operator's internal subscription is not the API's to show or change.
-pub(super) fn hidden(id: &str) -> Result<(), ApiError> {
-    if id == crate::operator::OPERATOR_ID {
-        return Err(ApiError::not_found(format!(
-            "subscription {id} does not exist"
-        )));
-    }
-    Ok(())
-}
-
-/// The subscriptions `caller` may see, by id; the operator may narrow
-/// them to one tenant's with `tenant` (an empty value: the operator's own).
-pub(crate) async fn visible_list(
-    state: &ApiState,
-    caller: &Caller,
-    tenant_filter: Option<&str>,
-) -> Result<Vec<Subscription>, ApiError> {
-    caller.require(Scope::SubscriptionsRead)?;
-    let all = state.store.list().await?;
-    Ok(all
-        .into_iter()
-        .filter(|s| s.id() != crate::operator::OPERATOR_ID)
-        .filter(|s| caller.can_see(s))
-        .filter(|s| match tenant_filter {
-            None => true,
-            Some("") => s.spec.tenant.is_none(),
-            Some(t) => s.spec.tenant.as_ref().is_some_and(|own| own.as_str() == t),
-        })
-        .collect())
-}
-
 /// `GET /v1/subscriptions[?tenant=<id>]`.
 #[utoipa::path(
     get,
@@ -341,9 +235,7 @@ pub(crate) async fn visible_list(
     params(("tenant" = Option<String>, Query, description = "Only this tenant's subscriptions (empty: the operator's own)")),
     responses(
         (status = 200, description = "The subscriptions the caller may see", body = super::openapi::SubscriptionList),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors
     ),
     security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:read"]))
 )]
@@ -368,10 +260,7 @@ pub async fn list(
     params(("id" = String, Path, description = "Subscription id")),
     responses(
         (status = 200, description = "The subscription, with its `backlog`", body = super::openapi::SubscriptionShown),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::NotFound
     ),
     security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:read"]))
 )]
@@ -401,13 +290,7 @@ pub async fn get(
     request_body(content = postline_shared::model::subscription::SubscriptionPatch, description = "Only the fields sent change; `\"verify\": false` skips the PING"),
     responses(
         (status = 200, description = "Updated", body = super::openapi::SubscriptionShown),
-        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
-        (status = 422, description = "`ping_failed` (with `ping`) or `endpoint_not_allowed`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::BadInput, super::error_responses::NotFound, super::error_responses::Conflict, super::error_responses::PingFailed
     ),
     security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:write"]))
 )]
@@ -479,10 +362,7 @@ pub async fn update(
     params(("id" = String, Path, description = "Subscription id")),
     responses(
         (status = 200, description = "Deleted with its queue and backlog", body = super::openapi::SubscriptionDeleted),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::NotFound
     ),
     security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:write"]))
 )]

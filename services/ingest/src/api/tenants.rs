@@ -4,7 +4,7 @@
 //! deleting one deletes its subscriptions (queues and backlogs too), its
 //! clients and their tokens.
 
-use super::caller::Caller;
+use super::caller::{Caller, Operator};
 use super::{ApiError, ApiState};
 use crate::tenants::audit::AuditEntry;
 use crate::tenants::credentials::{scope_list, Scope};
@@ -45,7 +45,7 @@ impl From<TenantStoreError> for ApiError {
 }
 
 /// The tenant `id`, if it exists.
-pub(super) async fn load(state: &ApiState, id: &str) -> Result<Option<Tenant>, ApiError> {
+async fn load(state: &ApiState, id: &str) -> Result<Option<Tenant>, ApiError> {
     Ok(state.tenants.get(id).await?)
 }
 
@@ -84,20 +84,15 @@ async fn audit(
     request_body = crate::tenants::TenantSpec,
     responses(
         (status = 201, description = "Created", body = super::openapi::TenantShown),
-        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 409, description = "Conflict: `invalid_field` (the id is taken), `changed`, `not_blocked`, `block_changed`, `state_present`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::BadInput, super::error_responses::Conflict
     ),
     security(("admin_token" = []))
 )]
 pub async fn create(
     State(state): State<ApiState>,
-    caller: Caller,
+    Operator(caller): Operator,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    caller.require_admin()?;
     let spec: TenantSpec = parse_json(&body).map_err(ApiError::invalid)?;
     spec.validate().map_err(ApiError::invalid)?;
     let tenant = state.tenants.create(spec).await?;
@@ -124,14 +119,11 @@ pub async fn create(
     tag = "tenants",
     responses(
         (status = 200, description = "Every tenant", body = super::openapi::TenantList),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors
     ),
     security(("admin_token" = []))
 )]
-pub async fn list(State(state): State<ApiState>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
+pub async fn list(State(state): State<ApiState>, _: Operator) -> Result<Json<Value>, ApiError> {
     let tenants: Vec<Value> = state.tenants.list().await?.iter().map(view).collect();
     Ok(Json(json!({ "tenants": tenants })))
 }
@@ -156,10 +148,7 @@ async fn own_or_admin(state: &ApiState, caller: &Caller, id: &str) -> Result<Ten
     params(("id" = String, Path, description = "Tenant id")),
     responses(
         (status = 200, description = "The tenant (a tenant sees only itself)", body = super::openapi::TenantShown),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::NotFound
     ),
     security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:read"]))
 )]
@@ -180,21 +169,16 @@ pub async fn get(
     request_body = crate::tenants::TenantPatch,
     responses(
         (status = 200, description = "Updated", body = super::openapi::TenantShown),
-        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::BadInput, super::error_responses::NotFound
     ),
     security(("admin_token" = []))
 )]
 pub async fn update(
     State(state): State<ApiState>,
-    caller: Caller,
+    Operator(caller): Operator,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
     let before = existing(&state, &id).await?;
     let patch: TenantPatch = parse_json(&body).map_err(ApiError::invalid)?;
     let fields = patch.field_names();
@@ -219,7 +203,7 @@ pub async fn update(
                 };
                 let updated = state.store.update(subscription.id(), patch).await?;
                 state.catalog.upsert(updated.clone());
-                super::subscriptions::audit(
+                super::access::audit(
                     &state,
                     &caller,
                     &updated,
@@ -257,19 +241,15 @@ pub async fn update(
     params(("id" = String, Path, description = "Tenant id")),
     responses(
         (status = 200, description = "Deleted with its subscriptions, clients and tokens", body = super::openapi::TenantDeleted),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::NotFound
     ),
     security(("admin_token" = []))
 )]
 pub async fn delete(
     State(state): State<ApiState>,
-    caller: Caller,
+    Operator(caller): Operator,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
     let tenant = existing(&state, &id).await?;
     let mut deleted = Vec::new();
     for subscription in state.store.list().await? {
@@ -316,21 +296,16 @@ struct NewClient {
     request_body(content = Option<NewClient>, description = "Scopes (default: all)"),
     responses(
         (status = 201, description = "Issued; `client_secret` in this answer only", body = super::openapi::ClientShown),
-        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::BadInput, super::error_responses::NotFound
     ),
     security(("admin_token" = []))
 )]
 pub async fn create_client(
     State(state): State<ApiState>,
-    caller: Caller,
+    Operator(caller): Operator,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    caller.require_admin()?;
     let tenant = existing(&state, &id).await?;
     let request: NewClient = if body.iter().all(u8::is_ascii_whitespace) {
         NewClient { scopes: None }
@@ -371,19 +346,15 @@ pub async fn create_client(
     params(("id" = String, Path, description = "Tenant id")),
     responses(
         (status = 200, description = "The tenant's clients (never a secret)", body = super::openapi::ClientList),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::NotFound
     ),
     security(("admin_token" = []))
 )]
 pub async fn list_clients(
     State(state): State<ApiState>,
-    caller: Caller,
+    _: Operator,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
     existing(&state, &id).await?;
     let clients: Vec<Value> = state
         .tenants
@@ -403,19 +374,15 @@ pub async fn list_clients(
     params(("id" = String, Path, description = "Tenant id"), ("client_id" = String, Path, description = "Client id")),
     responses(
         (status = 200, description = "Revoked with every token it holds", body = super::openapi::ClientDeleted),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::NotFound
     ),
     security(("admin_token" = []))
 )]
 pub async fn delete_client(
     State(state): State<ApiState>,
-    caller: Caller,
+    Operator(caller): Operator,
     Path((id, client_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
     let tenant = existing(&state, &id).await?;
     let missing = || ApiError::not_found(format!("client {client_id} does not exist"));
     let client = state
@@ -448,11 +415,7 @@ pub async fn delete_client(
     params(("id" = String, Path, description = "Tenant id"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most entries (default 100)")),
     responses(
         (status = 200, description = "The audit trail, newest first", body = super::openapi::AuditList),
-        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::BadInput, super::error_responses::NotFound
     ),
     security(("admin_token" = []), ("tenant_oauth" = ["subscriptions:read"]))
 )]
@@ -509,22 +472,17 @@ struct NewLink {
     request_body(content = Option<NewLink>, description = "Optional: lifetime and scopes"),
     responses(
         (status = 201, description = "A one-time link into the tenant's status page", body = super::openapi::PortalLink),
-        (status = 400, description = "Invalid input: `invalid_field` (naming the field), `not_json`, `invalid_body`; `limit_reached`, `operator_only` for tenants", body = super::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or invalid bearer token", body = super::openapi::ErrorBody),
-        (status = 403, description = "`admin_only`, `insufficient_scope`, `tenant_suspended`", body = super::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (another tenant's resource looks missing too)", body = super::openapi::ErrorBody),
-        (status = 503, description = "`unavailable` (broker or Redis down; retry) or `state_lost`", body = super::openapi::ErrorBody)
+        super::error_responses::ManagementErrors, super::error_responses::BadInput, super::error_responses::NotFound
     ),
     security(("admin_token" = []))
 )]
 pub async fn portal_link(
     State(state): State<ApiState>,
-    caller: Caller,
+    Operator(caller): Operator,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    caller.require_admin()?;
     let tenant = existing(&state, &id).await?;
     let request: NewLink = if body.iter().all(u8::is_ascii_whitespace) {
         NewLink::default()

@@ -28,7 +28,6 @@ use html::{button, csrf_field, escape, page, when, when_text, SubscriptionRow, V
 use postline_shared::model::subscription::{Subscription, SubscriptionStatus};
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 /// The session cookie.
@@ -42,25 +41,6 @@ const MAX_FORM_BYTES: usize = 8 * 1024;
 /// The Content-Security-Policy of every page: nothing but this origin's
 /// stylesheet, no script at all, forms only to this origin, no framing.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-
-/// Status-page settings.
-#[derive(Debug, Clone, Copy)]
-pub struct UiConfig {
-    /// How long a session lasts (`POSTLINE_UI_SESSION_TTL_SECS`).
-    pub session_ttl: Duration,
-    /// Mark cookies `Secure` always (`POSTLINE_UI_SECURE_COOKIES`); they are
-    /// also when the request came over TLS through a proxy (`X-Forwarded-Proto: https`).
-    pub secure_cookies: bool,
-}
-
-impl Default for UiConfig {
-    fn default() -> Self {
-        Self {
-            session_ttl: Duration::from_secs(8 * 3600),
-            secure_cookies: false,
-        }
-    }
-}
 
 /// The `/ui` routes.
 pub fn router() -> Router<ApiState> {
@@ -512,17 +492,17 @@ async fn overview(
         Ok(session) => session,
         Err(response) => return response,
     };
-    let subscriptions =
-        match crate::api::subscriptions::visible_list(&state, &session.caller, None).await {
-            Ok(list) => list,
-            Err(error) => {
-                return refused(
-                    error.status(),
-                    &error.problem().message,
-                    Some(&session.viewer()),
-                )
-            }
-        };
+    let subscriptions = match crate::api::access::visible_list(&state, &session.caller, None).await
+    {
+        Ok(list) => list,
+        Err(error) => {
+            return refused(
+                error.status(),
+                &error.problem().message,
+                Some(&session.viewer()),
+            )
+        }
+    };
     let channel = management_channel(&state).await;
     let mut rows = Vec::with_capacity(subscriptions.len());
     for subscription in &subscriptions {
@@ -617,17 +597,13 @@ async fn detail(
         Err(response) => return response,
     };
     let viewer = session.viewer();
-    let subscription = match crate::api::subscriptions::visible(
-        &state,
-        &session.caller,
-        &id,
-        Scope::SubscriptionsRead,
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(error) => return refused(error.status(), &error.problem().message, Some(&viewer)),
-    };
+    let subscription =
+        match crate::api::access::visible(&state, &session.caller, &id, Scope::SubscriptionsRead)
+            .await
+        {
+            Ok(s) => s,
+            Err(error) => return refused(error.status(), &error.problem().message, Some(&viewer)),
+        };
     let channel = management_channel(&state).await;
     let row = row(&state, &subscription, channel.as_ref()).await;
     if let Some(channel) = channel {
@@ -770,7 +746,7 @@ async fn run_action(
     action: &str,
     fields: &HashMap<String, String>,
 ) -> Result<(), ApiError> {
-    use crate::api::{delivery_controls, subscriptions};
+    use crate::api::{access, delivery_controls, subscriptions};
     let path = || axum::extract::Path(id.to_string());
     let status_patch = |status: &str| Bytes::from(format!("{{\"status\":\"{status}\"}}"));
     match action {
@@ -799,9 +775,9 @@ async fn run_action(
         }
         "ping" => {
             let subscription =
-                subscriptions::visible(state, &caller, id, Scope::SubscriptionsWrite).await?;
+                access::visible(state, &caller, id, Scope::SubscriptionsWrite).await?;
             let outcome = crate::api::ping::verify(state, &subscription).await;
-            subscriptions::audit(
+            access::audit(
                 state,
                 &caller,
                 &subscription,
