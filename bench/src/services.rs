@@ -6,6 +6,7 @@ use crate::error::BenchError;
 use postline_delivery::DeliveryConfig;
 use postline_ingest::IngestConfig;
 use postline_shared::model::secret::Secret;
+use postline_shared::runtime::config::ServiceConfig;
 use postline_shared::CommonConfig;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

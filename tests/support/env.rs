@@ -12,6 +12,7 @@ use postline_shared::model::secret::Secret;
 use postline_shared::outbound::OutboundConfig;
 use postline_shared::redis::keys::RedisKeys;
 use postline_shared::redis::subscription_store::SubscriptionStore;
+use postline_shared::runtime::config::ServiceConfig;
 use postline_shared::CommonConfig;
 use postline_token::TokenConfig;
 use redis::aio::ConnectionManager;

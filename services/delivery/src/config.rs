@@ -3,7 +3,7 @@
 //! default.
 
 use postline_shared::redis::delivery_state::{DEFAULT_ATTEMPT_LOG_CAP, DEFAULT_SETTLED_TTL_SECS};
-use postline_shared::runtime::config::{ConfigError, Validate};
+use postline_shared::runtime::config::{ConfigError, ServiceConfig, Validate};
 use postline_shared::runtime::env::secs;
 use postline_shared::CommonConfig;
 use std::net::SocketAddr;
@@ -46,7 +46,7 @@ pub struct DeliveryConfig {
     pub channels_per_connection: usize,
     /// How long a delivered (or given-up) marker stops a second POST of the
     /// same event (seconds: 8 days, longer than the ladder).
-    #[arg(long = "delivered-ttl-secs", value_name = "%s", env = "POSTLINE_DELIVERED_TTL_SECS", default_value_t = DEFAULT_SETTLED_TTL_SECS)]
+    #[arg(long = "delivered-ttl-secs", value_name = "SECS", env = "POSTLINE_DELIVERED_TTL_SECS", default_value_t = DEFAULT_SETTLED_TTL_SECS)]
     pub delivered_ttl_secs: u64,
     /// About how many recent attempts each subscription's log keeps.
     #[arg(long, env = "POSTLINE_ATTEMPT_LOG_CAP", default_value_t = DEFAULT_ATTEMPT_LOG_CAP)]
@@ -60,7 +60,7 @@ pub struct DeliveryConfig {
     pub token_url: String,
     /// How often `postline_subscription_backlog` is read from the broker (one
     /// passive declare per subscription queue), in seconds.
-    #[arg(long = "backlog-refresh-secs", value_name = "%s", env = "POSTLINE_BACKLOG_REFRESH_SECS", default_value = "15", value_parser = secs)]
+    #[arg(long = "backlog-refresh-secs", value_name = "SECS", env = "POSTLINE_BACKLOG_REFRESH_SECS", default_value = "15", value_parser = secs)]
     pub backlog_refresh: Duration,
 }
 
@@ -71,21 +71,9 @@ impl Validate for DeliveryConfig {
     }
 }
 
-impl DeliveryConfig {
-    /// Reads the configuration from the arguments and the environment;
-    /// `--help` prints every setting and exits.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        postline_shared::runtime::env::from_env()
-    }
-
-    /// The defaults around `common`, ops endpoints on 127.0.0.1:8081,
-    /// whatever the process's environment says.
-    pub fn local(common: CommonConfig) -> Self {
-        match postline_shared::runtime::env::defaults::<Self>() {
-            Ok(defaults) => Self { common, ..defaults },
-            // Constant defaults that pass validation (the unit tests check them).
-            Err(error) => unreachable!("the default configuration is invalid: {error}"),
-        }
+impl ServiceConfig for DeliveryConfig {
+    fn common_mut(&mut self) -> &mut CommonConfig {
+        &mut self.common
     }
 }
 

@@ -3,7 +3,7 @@
 //! default.
 
 use postline_shared::model::secret::Secret;
-use postline_shared::runtime::config::{ConfigError, Validate};
+use postline_shared::runtime::config::{ConfigError, ServiceConfig, Validate};
 use postline_shared::runtime::env::secs;
 use postline_shared::runtime::http_server::ServerLimits;
 use postline_shared::CommonConfig;
@@ -53,7 +53,7 @@ pub struct IngestConfig {
     pub max_batch_events: usize,
     /// How long an accepted event id is remembered, so a re-sent event is not
     /// published twice (seconds: 7 days).
-    #[arg(long = "dedup-ttl-secs", value_name = "%s", env = "POSTLINE_DEDUP_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    #[arg(long = "dedup-ttl-secs", value_name = "SECS", env = "POSTLINE_DEDUP_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub dedup_ttl_secs: u64,
     /// AMQP prefetch of the intake consumer: the pipelined intake takes what
     /// it holds as one batch, so this bounds the batch and the events held in
@@ -79,7 +79,7 @@ pub struct IngestConfig {
     #[arg(skip)]
     pub operator: Option<crate::operator::OperatorConfig>,
     /// Life of a tenant's access token from `/oauth/token` (seconds).
-    #[arg(long = "oauth-token-ttl-secs", value_name = "%s", env = "POSTLINE_OAUTH_TOKEN_TTL_SECS", default_value = "3600", value_parser = secs)]
+    #[arg(long = "oauth-token-ttl-secs", value_name = "SECS", env = "POSTLINE_OAUTH_TOKEN_TTL_SECS", default_value = "3600", value_parser = secs)]
     pub oauth_token_ttl: Duration,
     /// Status page: session life and cookies.
     #[command(flatten)]
@@ -92,7 +92,7 @@ pub struct OperatorWebhook {
     /// Where operational events go; off when unset.
     #[arg(
         long = "operator-webhook-url",
-        value_name = "%s",
+        value_name = "URL",
         env = "POSTLINE_OPERATOR_WEBHOOK_URL",
         hide_env_values = true
     )]
@@ -100,17 +100,17 @@ pub struct OperatorWebhook {
     /// `whsec_…` secret signing them (Standard Webhooks); required with the URL.
     #[arg(
         long = "operator-webhook-secret",
-        value_name = "%s",
+        value_name = "WHSEC",
         env = "POSTLINE_OPERATOR_WEBHOOK_SECRET",
         hide_env_values = true
     )]
     pub secret: Option<Secret>,
     /// A strict subscription blocked this long is reported
     /// (`postline.subscription.blocked`), in seconds.
-    #[arg(long = "blocked-alert-after-secs", value_name = "%s", env = "POSTLINE_BLOCKED_ALERT_AFTER_SECS", default_value = "3600", value_parser = secs)]
+    #[arg(long = "blocked-alert-after-secs", value_name = "SECS", env = "POSTLINE_BLOCKED_ALERT_AFTER_SECS", default_value = "3600", value_parser = secs)]
     pub blocked_alert_after: Duration,
     /// How often ingest looks for new operational events (seconds).
-    #[arg(long = "operator-scan-secs", value_name = "%s", env = "POSTLINE_OPERATOR_SCAN_SECS", default_value = "10", value_parser = secs)]
+    #[arg(long = "operator-scan-secs", value_name = "SECS", env = "POSTLINE_OPERATOR_SCAN_SECS", default_value = "10", value_parser = secs)]
     pub scan_every: Duration,
 }
 
@@ -118,7 +118,7 @@ pub struct OperatorWebhook {
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct UiConfig {
     /// Life of a status-page session (seconds: 8 h).
-    #[arg(long = "ui-session-ttl-secs", value_name = "%s", env = "POSTLINE_UI_SESSION_TTL_SECS", default_value = "28800", value_parser = secs)]
+    #[arg(long = "ui-session-ttl-secs", value_name = "SECS", env = "POSTLINE_UI_SESSION_TTL_SECS", default_value = "28800", value_parser = secs)]
     pub session_ttl: Duration,
     /// Always mark the status page's cookies `Secure` (set it when ingest is
     /// reached over TLS); they are also when the request came over TLS
@@ -168,21 +168,9 @@ impl OperatorWebhook {
     }
 }
 
-impl IngestConfig {
-    /// Reads the configuration from the arguments and the environment;
-    /// `--help` prints every setting and exits.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        postline_shared::runtime::env::from_env()
-    }
-
-    /// The defaults around `common`, listening on 127.0.0.1:8080, whatever
-    /// the process's environment says.
-    pub fn local(common: CommonConfig) -> Self {
-        match postline_shared::runtime::env::defaults::<Self>() {
-            Ok(defaults) => Self { common, ..defaults },
-            // Constant defaults that pass validation (the unit tests check them).
-            Err(error) => unreachable!("the default configuration is invalid: {error}"),
-        }
+impl ServiceConfig for IngestConfig {
+    fn common_mut(&mut self) -> &mut CommonConfig {
+        &mut self.common
     }
 }
 

@@ -2,6 +2,7 @@
 //! `postline-ingest --help` lists every setting.
 
 use anyhow::Context;
+use postline_shared::runtime::config::ServiceConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

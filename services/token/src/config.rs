@@ -2,7 +2,7 @@
 //! variables (or the matching flags); `postline-token --help` lists every one
 //! with its default.
 
-use postline_shared::runtime::config::{ConfigError, Validate};
+use postline_shared::runtime::config::{ConfigError, ServiceConfig, Validate};
 use postline_shared::runtime::env::{millis, secs};
 use postline_shared::CommonConfig;
 use std::net::SocketAddr;
@@ -28,15 +28,15 @@ pub struct TokenConfig {
     )]
     pub listen: SocketAddr,
     /// How long a partner's token endpoint has to answer (ms).
-    #[arg(long = "fetch-timeout-ms", value_name = "%s", env = "POSTLINE_TOKEN_FETCH_TIMEOUT_MS", default_value = "10000", value_parser = millis)]
+    #[arg(long = "fetch-timeout-ms", value_name = "MS", env = "POSTLINE_TOKEN_FETCH_TIMEOUT_MS", default_value = "10000", value_parser = millis)]
     pub fetch_timeout: Duration,
     /// A token stops being used this long before the partner's expiry (seconds),
     /// for clock skew and requests in flight.
-    #[arg(long = "expiry-margin-secs", value_name = "%s", env = "POSTLINE_TOKEN_EXPIRY_MARGIN_SECS", default_value = "30", value_parser = secs)]
+    #[arg(long = "expiry-margin-secs", value_name = "SECS", env = "POSTLINE_TOKEN_EXPIRY_MARGIN_SECS", default_value = "30", value_parser = secs)]
     pub expiry_margin: Duration,
     /// A token in use is replaced this long before it stops being used
     /// (seconds; at most a third of its use).
-    #[arg(long = "refresh-ahead-secs", value_name = "%s", env = "POSTLINE_TOKEN_REFRESH_AHEAD_SECS", default_value = "60", value_parser = secs)]
+    #[arg(long = "refresh-ahead-secs", value_name = "SECS", env = "POSTLINE_TOKEN_REFRESH_AHEAD_SECS", default_value = "60", value_parser = secs)]
     pub refresh_ahead: Duration,
 }
 
@@ -47,21 +47,9 @@ impl Validate for TokenConfig {
     }
 }
 
-impl TokenConfig {
-    /// Reads the configuration from the arguments and the environment;
-    /// `--help` prints every setting and exits.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        postline_shared::runtime::env::from_env()
-    }
-
-    /// The defaults around `common`, listening on 127.0.0.1:8082, whatever
-    /// the process's environment says.
-    pub fn local(common: CommonConfig) -> Self {
-        match postline_shared::runtime::env::defaults::<Self>() {
-            Ok(defaults) => Self { common, ..defaults },
-            // Constant defaults that pass validation (the unit tests check them).
-            Err(error) => unreachable!("the default configuration is invalid: {error}"),
-        }
+impl ServiceConfig for TokenConfig {
+    fn common_mut(&mut self) -> &mut CommonConfig {
+        &mut self.common
     }
 }
 

@@ -43,7 +43,7 @@ pub struct OutboundConfig {
     pub max_response_bytes: usize,
     /// `http(s)://host:port` egress proxy for every call to a partner URL;
     /// the ambient `HTTP_PROXY`/`HTTPS_PROXY` variables are never used.
-    #[arg(long = "outbound-proxy", value_name = "%s", env = "POSTLINE_OUTBOUND_PROXY", hide_env_values = true, value_parser = parse_proxy)]
+    #[arg(long = "outbound-proxy", value_name = "URL", env = "POSTLINE_OUTBOUND_PROXY", hide_env_values = true, value_parser = parse_proxy)]
     pub proxy: Option<url::Url>,
     /// How host names are resolved (the system's resolver; tests inject their own).
     #[arg(skip)]

@@ -100,6 +100,32 @@ impl Validate for CommonConfig {
     }
 }
 
+/// A service's whole configuration: a command whose common part is a
+/// [`CommonConfig`]. Read with [`ServiceConfig::from_env`]; tests build the
+/// defaults with [`ServiceConfig::local`].
+pub trait ServiceConfig: clap::Parser + Validate {
+    /// The common part.
+    fn common_mut(&mut self) -> &mut CommonConfig;
+
+    /// Reads the configuration from the arguments and the environment;
+    /// `--help` prints every setting and exits (call from `main` only).
+    fn from_env() -> Result<Self, ConfigError> {
+        crate::runtime::env::from_env()
+    }
+
+    /// The defaults around `common`, whatever the process's environment says.
+    fn local(common: CommonConfig) -> Self {
+        match crate::runtime::env::defaults::<Self>() {
+            Ok(mut defaults) => {
+                *defaults.common_mut() = common;
+                defaults
+            }
+            // Constant defaults that pass validation (the unit tests check them).
+            Err(error) => unreachable!("the default configuration is invalid: {error}"),
+        }
+    }
+}
+
 /// [`CommonConfig`] alone as a command: its defaults, and its unit tests.
 #[derive(clap::Parser)]
 #[command(name = "postline")]

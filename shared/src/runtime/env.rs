@@ -138,6 +138,49 @@ pub fn variables(command: &Command) -> Vec<Variable> {
         .collect()
 }
 
+/// What `program --help` fails to say of `command`'s variables (each with
+/// its default), or a secret value it shows: run with every secret variable
+/// set to a marker, it must exit 0 and never print the marker. Empty when
+/// all is well; the services' `tests/help.rs` assert that.
+pub fn help_problems(program: &std::path::Path, command: &Command) -> Vec<String> {
+    const MARKER: &str = "do-not-show-this-value";
+    let listed = variables(command);
+    let mut run = std::process::Command::new(program);
+    run.arg("--help");
+    for variable in listed.iter().filter(|variable| variable.secret) {
+        run.env(&variable.name, MARKER);
+    }
+    let output = match run.output() {
+        Ok(output) => output,
+        Err(error) => return vec![format!("{} does not run: {error}", program.display())],
+    };
+    let help = String::from_utf8_lossy(&output.stdout);
+    let mut problems = Vec::new();
+    if !output.status.success() {
+        problems.push(format!("--help exits with {}", output.status));
+    }
+    for variable in &listed {
+        if !help.contains(&format!("[env: {}", variable.name)) {
+            problems.push(format!("{} is not listed", variable.name));
+        }
+        match variable.default.as_deref() {
+            Some(default)
+                if !help.contains(&format!("[default: {default}]")) && !default.is_empty() =>
+            {
+                problems.push(format!(
+                    "{} is listed without its default {default}",
+                    variable.name
+                ))
+            }
+            _ => {}
+        }
+    }
+    if help.contains(MARKER) {
+        problems.push("a secret variable's value is shown".into());
+    }
+    problems
+}
+
 enum Refusal {
     /// A value was refused: said without the value where it may be secret.
     Config(ConfigError),

@@ -39,7 +39,7 @@ pub struct ServerLimits {
     /// How long a client has to send a request head (ms), how long a
     /// kept-alive connection may idle, and how long a request body may
     /// stall; then the connection is closed.
-    #[arg(long = "header-read-timeout-ms", value_name = "%s", env = "POSTLINE_HEADER_READ_TIMEOUT_MS", default_value = "10000", value_parser = crate::runtime::env::millis)]
+    #[arg(long = "header-read-timeout-ms", value_name = "MS", env = "POSTLINE_HEADER_READ_TIMEOUT_MS", default_value = "10000", value_parser = crate::runtime::env::millis)]
     pub header_read_timeout: Duration,
 }
 
