@@ -73,6 +73,17 @@ pub struct Service {
     pub topology: Topology,
     background: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// Set by [`Service::serve`]; a service dropped before (its start
+    /// failed) stops its background tasks.
+    served: bool,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if !self.served {
+            self.background.cancel();
+        }
+    }
 }
 
 /// A started service.
@@ -142,6 +153,7 @@ impl Service {
             topology,
             background,
             tasks: vec![watch],
+            served: false,
         })
     }
 
@@ -167,7 +179,7 @@ impl Service {
     /// runs beside the server and is given a token cancelled once HTTP has
     /// drained. When both are done the background tasks stop.
     pub async fn serve<W, F>(
-        self,
+        mut self,
         listen: SocketAddr,
         api: Router,
         limits: ServerLimits,
@@ -189,10 +201,12 @@ impl Service {
             source,
         })?;
         tracing::info!(%addr, namespace = %self.namespace, service = self.name, "listening");
-        let app = api.merge(ops::router(self.readiness, self.registry));
+        self.served = true;
+        let app = api.merge(ops::router(self.readiness.clone(), self.registry.clone()));
         let http_drained = CancellationToken::new();
         let work = work(http_drained.clone());
-        let (name, background, tasks) = (self.name, self.background, self.tasks);
+        let (name, background) = (self.name, self.background.clone());
+        let tasks = std::mem::take(&mut self.tasks);
         let done = tokio::spawn(async move {
             let http = async {
                 http_server::serve(listener, app, limits, shutdown).await;
