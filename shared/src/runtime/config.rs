@@ -1,5 +1,10 @@
 //! Configuration every service reads from the environment, with defaults
-//! that work against a local RabbitMQ and Redis.
+//! that work against a local RabbitMQ and Redis: [`CommonConfig`], the part
+//! each service's own `clap` struct flattens in, and [`ServiceConfig`], what
+//! such a struct offers (reading it, its defaults for tests). Each field's
+//! attribute names its variable and default, its doc says what it does:
+//! `--help` and the README's table (checked by `tests/configuration.rs`) are
+//! made from them.
 
 use crate::amqp::broker_nodes::BrokerNodes;
 use crate::amqp::topology::QueueType;
