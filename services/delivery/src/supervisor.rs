@@ -8,6 +8,7 @@ use crate::pacing::Pacer;
 use postline_shared::amqp::broker_nodes::{BrokerConnector, BrokerNodes};
 use postline_shared::model::subscription::{Subscription, SubscriptionStatus};
 use postline_shared::redis::catalog::Catalog;
+use postline_shared::runtime::backoff::{self, Backoff};
 use postline_shared::runtime::ops::Readiness;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,7 +71,7 @@ impl Supervisor {
         mut changed: mpsc::UnboundedReceiver<String>,
         shutdown: CancellationToken,
     ) {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::broker_reconnect();
         let connector = Arc::new(BrokerConnector::new(self.amqp_url.clone()));
         while !shutdown.is_cancelled() {
             if self.readiness.is_state_lost() {
@@ -90,16 +91,15 @@ impl Supervisor {
             {
                 Ok(connections) => connections,
                 Err(error) => {
-                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "broker connection failed");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "broker connection failed");
+                    if !backoff::pause(delay, &shutdown).await {
+                        break;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue;
                 }
             };
-            backoff = Duration::from_millis(200);
+            backoff.reset();
             tracing::info!(
                 subscriptions = self.catalog.len(),
                 "connected to the broker; starting consumers"

@@ -12,6 +12,7 @@ use crate::model::subscription::{
     new_incarnation, Disabled, Subscription, SubscriptionPatch, SubscriptionSpec,
     SubscriptionStatus,
 };
+use crate::redis::compare_and_set::{CompareAndSet, Swap};
 use crate::redis::keys::RedisKeys;
 use crate::runtime::encryption::{EncryptionError, KeyRing, Sealing};
 use chrono::Utc;
@@ -69,16 +70,6 @@ pub struct PendingUpdate {
     /// The stored document `before` was read from.
     raw_before: String,
 }
-
-/// Replaces the document only if it is still the one read (compare and set):
-/// 1 stored, 0 changed meanwhile, -1 deleted meanwhile.
-const SET_IF_UNCHANGED: &str = r#"
-local current = redis.call('GET', KEYS[1])
-if not current then return -1 end
-if current ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-"#;
 
 /// A subscription changed (created, updated or deleted): reload it by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,19 +311,22 @@ impl SubscriptionStore {
     /// deleted) since it was read, and announces it.
     pub async fn commit(&self, pending: PendingUpdate) -> Result<Subscription, StoreError> {
         let id = pending.after.id().to_string();
-        let stored: i64 = redis::Script::new(SET_IF_UNCHANGED)
-            .key(self.keys.subscription(&id))
-            .arg(&pending.raw_before)
-            .arg(self.encode(&pending.after))
-            .invoke_async(&mut self.redis.clone())
+        // Replaced only if it is still the document read.
+        let swapped = CompareAndSet::default()
+            .swap(
+                &mut self.redis.clone(),
+                &self.keys.subscription(&id),
+                &pending.raw_before,
+                &self.encode(&pending.after),
+            )
             .await?;
-        match stored {
-            1 => {
+        match swapped {
+            Swap::Stored => {
                 self.announce(&id).await?;
                 Ok(pending.after)
             }
-            0 => Err(StoreError::Changed(id)),
-            _ => Err(StoreError::NotFound(id)),
+            Swap::Changed => Err(StoreError::Changed(id)),
+            Swap::Missing => Err(StoreError::NotFound(id)),
         }
     }
 
@@ -504,16 +498,6 @@ fn seal_context(id: &str) -> String {
     format!("sub:{id}")
 }
 
-/// Replaces a document in Redis only if it is still exactly `old`: a re-seal
-/// must never overwrite an update made in between.
-const REPLACE_IF_UNCHANGED: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-";
-
 impl SubscriptionStore {
     fn encode(&self, subscription: &Subscription) -> String {
         let mut sealed = subscription.clone();
@@ -556,7 +540,8 @@ impl SubscriptionStore {
     pub async fn reseal_all(&self) -> Result<usize, StoreError> {
         let mut redis = self.redis.clone();
         let ids: Vec<String> = redis.smembers(self.keys.subscription_ids()).await?;
-        let script = redis::Script::new(REPLACE_IF_UNCHANGED);
+        // A re-seal must never overwrite an update made in between.
+        let cas = CompareAndSet::default();
         let mut rewritten = 0;
         for id in ids {
             let key = self.keys.subscription(&id);
@@ -566,15 +551,14 @@ impl SubscriptionStore {
             if sealing == Sealing::Current {
                 continue;
             }
-            let replaced: i64 = script
-                .key(&key)
-                .arg(&raw)
-                .arg(self.encode(&subscription))
-                .invoke_async(&mut redis)
+            let swapped = cas
+                .swap(&mut redis, &key, &raw, &self.encode(&subscription))
                 .await?;
             // A document changed in between was written by the current code,
             // hence sealed with the current key already.
-            rewritten += usize::try_from(replaced).unwrap_or(0);
+            if swapped == Swap::Stored {
+                rewritten += 1;
+            }
         }
         Ok(rewritten)
     }
