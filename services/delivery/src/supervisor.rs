@@ -113,7 +113,10 @@ impl Supervisor {
             while changed.try_recv().is_ok() {}
             let mut healthy = true;
             for subscription in self.catalog.all() {
-                if !self.reconcile(&mut consumers, subscription.id()).await {
+                if !self
+                    .reconcile(&mut consumers, subscription.id().as_str())
+                    .await
+                {
                     healthy = false;
                     break;
                 }
@@ -239,7 +242,7 @@ impl Supervisor {
         let mut settings_changed = consumer.subscription.clone();
         let task = tasks.spawn(async move {
             let id = subscription.id().to_string();
-            let mut idle_pause = MIN_IDLE_PAUSE;
+            let mut idle = Backoff::new(MIN_IDLE_PAUSE, MAX_IDLE_PAUSE);
             loop {
                 match consumer.run(&connection, &task_stop).await {
                     Ok(Ended::Wait { until, progressed }) => {
@@ -247,11 +250,10 @@ impl Supervisor {
                         // A session that settled nothing and has nothing to
                         // wait for backs off, so it cannot spin on the queue.
                         let wait = if progressed || wait > MIN_IDLE_PAUSE {
-                            idle_pause = MIN_IDLE_PAUSE;
+                            idle.reset();
                             wait
                         } else {
-                            idle_pause = (idle_pause * 2).min(MAX_IDLE_PAUSE);
-                            idle_pause
+                            idle.next_delay()
                         };
                         settings_changed.borrow_and_update();
                         // Nothing is held while waiting: the blocked event is in

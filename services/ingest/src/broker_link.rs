@@ -108,7 +108,7 @@ async fn prepare(
     let mut delays = std::collections::BTreeSet::new();
     for subscription in catalog.all() {
         topology
-            .declare_subscription(publisher.channel(), subscription.id())
+            .declare_subscription(publisher.channel(), subscription.id().as_str())
             .await?;
         delays.extend(subscription.spec.retry.delays_ms());
     }

@@ -143,14 +143,30 @@ macro_rules! string_id {
 }
 
 string_id!(
-    /// A subscription id (`acme_us`): 1 to 64 of `a-z 0-9 _ -`, starting
-    /// with a letter or digit. It names the subscription's queue and keys.
+    /// A subscription id: what the API accepts (`acme_us`: 1 to 64 of
+    /// `a-z 0-9 _ -`, starting with a letter or digit), or a reserved id
+    /// Postline gives its own subscriptions (the same after a leading `_`,
+    /// see [`SubscriptionId::is_reserved`]). It names the subscription's
+    /// queue and keys.
     SubscriptionId,
     rule = "must be 1 to 64 of a-z 0-9 _ -, starting with a letter or digit",
-    check = |id| is_name_like(id, MAX_SUBSCRIPTION_ID_LEN),
+    check = |id| {
+        is_name_like(id, MAX_SUBSCRIPTION_ID_LEN)
+            || id
+                .strip_prefix('_')
+                .is_some_and(|rest| is_name_like(rest, MAX_SUBSCRIPTION_ID_LEN - 1))
+    },
     pattern = "^[a-z0-9][a-z0-9_-]{0,63}$",
     example = "acme_us"
 );
+
+impl SubscriptionId {
+    /// Whether this is a reserved id (leading `_`): Postline's own
+    /// subscriptions have one, and the API refuses to create one.
+    pub fn is_reserved(&self) -> bool {
+        self.0.starts_with('_')
+    }
+}
 
 string_id!(
     /// An event id: the producer's (1 to 200 bytes without spaces or control
@@ -225,6 +241,9 @@ mod tests {
                 "{bad}"
             );
         }
+        let reserved = SubscriptionId::parse("_operator").unwrap();
+        assert!(reserved.is_reserved());
+        assert!(!SubscriptionId::parse("operator").unwrap().is_reserved());
     }
 
     #[test]

@@ -163,13 +163,13 @@ pub async fn sync(
                     };
                     match store.find(&change.id).await {
                         Ok(Some(subscription)) => catalog.upsert(subscription),
-                        Ok(None) => catalog.remove(&change.id),
+                        Ok(None) => catalog.remove(change.id.as_str()),
                         Err(error) => {
                             tracing::warn!(%error, subscription = %change.id, "reloading a changed subscription failed");
                             continue;
                         }
                     }
-                    changed(&change.id);
+                    changed(change.id.as_str());
                 }
             }
         }

@@ -8,7 +8,7 @@
 //! secrets sign and when each replaced one stops, never their values.
 
 use super::caller::Caller;
-use super::subscriptions::{audit, refuse_while_lost, view, visible};
+use super::subscriptions::{audit, path_id, refuse_while_lost, view, visible};
 use super::{ApiError, ApiState};
 use crate::tenants::credentials::Scope;
 use axum::body::Bytes;
@@ -81,6 +81,7 @@ pub async fn rotate(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let id = path_id(&id)?;
     refuse_while_lost(&state)?;
     // A tenant rotates its own subscriptions' secrets (another's is a 404).
     visible(&state, &caller, &id, Scope::SubscriptionsWrite).await?;

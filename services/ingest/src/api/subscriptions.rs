@@ -19,6 +19,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
+use postline_shared::model::ids::SubscriptionId;
 use postline_shared::model::problem::{parse_json, Problem};
 use postline_shared::model::subscription::{
     Subscription, SubscriptionPatch, SubscriptionSpec, SubscriptionStatus,
@@ -191,7 +192,7 @@ pub(crate) async fn audit(
                 &caller.principal,
                 caller.via,
                 action,
-                subscription.id(),
+                subscription.id().as_str(),
                 fields,
             ),
         )
@@ -203,7 +204,7 @@ pub(crate) async fn audit(
 pub(crate) async fn visible(
     state: &ApiState,
     caller: &Caller,
-    id: &str,
+    id: &SubscriptionId,
     scope: Scope,
 ) -> Result<Subscription, ApiError> {
     caller.require(scope)?;
@@ -249,7 +250,10 @@ pub async fn create(
     check_destinations(&state, &spec).await?;
     if state.store.find(&spec.id).await?.is_some() {
         return Err(
-            postline_shared::redis::subscription_store::StoreError::AlreadyExists(spec.id).into(),
+            postline_shared::redis::subscription_store::StoreError::AlreadyExists(
+                spec.id.to_string(),
+            )
+            .into(),
         );
     }
     // The PING comes before anything is declared or stored, so a refused
@@ -266,7 +270,7 @@ pub async fn create(
     let channel = admin_channel(&state).await?;
     let declared = state
         .topology
-        .declare_subscription(&channel, &spec.id)
+        .declare_subscription(&channel, spec.id.as_str())
         .await;
     close(channel).await;
     declared.map_err(|error| {
@@ -302,9 +306,15 @@ pub(super) fn refuse_while_lost(state: &ApiState) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The operator's internal subscription is not the API's to show or change.
-pub(super) fn hidden(id: &str) -> Result<(), ApiError> {
-    if id == crate::operator::OPERATOR_ID {
+/// The subscription id of a request path, or a 400 naming `id`.
+pub(crate) fn path_id(id: &str) -> Result<SubscriptionId, ApiError> {
+    SubscriptionId::parse(id).map_err(|invalid| ApiError::invalid(invalid.at("id")))
+}
+
+/// Postline's own subscriptions (reserved ids, such as the operator's) are
+/// not the API's to show or change.
+pub(super) fn hidden(id: &SubscriptionId) -> Result<(), ApiError> {
+    if id.is_reserved() {
         return Err(ApiError::not_found(format!(
             "subscription {id} does not exist"
         )));
@@ -323,7 +333,7 @@ pub(crate) async fn visible_list(
     let all = state.store.list().await?;
     Ok(all
         .into_iter()
-        .filter(|s| s.id() != crate::operator::OPERATOR_ID)
+        .filter(|s| !s.id().is_reserved())
         .filter(|s| caller.can_see(s))
         .filter(|s| match tenant_filter {
             None => true,
@@ -380,11 +390,16 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = path_id(&id)?;
     let subscription = visible(&state, &caller, &id, Scope::SubscriptionsRead).await?;
     let mut shown = view(&subscription);
     // Backlog depth straight from the broker, when it is reachable.
     if let Ok(channel) = admin_channel(&state).await {
-        if let Ok(depth) = state.topology.subscription_backlog(&channel, &id).await {
+        if let Ok(depth) = state
+            .topology
+            .subscription_backlog(&channel, id.as_str())
+            .await
+        {
             shown["backlog"] = depth.into();
         }
         close(channel).await;
@@ -417,6 +432,7 @@ pub async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let id = path_id(&id)?;
     refuse_while_lost(&state)?;
     visible(&state, &caller, &id, Scope::SubscriptionsWrite).await?;
     let (verify, body) = take_verify(&body).map_err(ApiError::invalid)?;
@@ -491,6 +507,7 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let id = path_id(&id)?;
     refuse_while_lost(&state)?;
     let subscription = visible(&state, &caller, &id, Scope::SubscriptionsWrite).await?;
     let body = remove(&state, &id).await?;
@@ -507,19 +524,22 @@ pub async fn delete(
 
 /// Deletes subscription `id` with its queue, backlog and delivery records
 /// (the DELETE, and deleting a tenant, go through here).
-pub(super) async fn remove(state: &ApiState, id: &str) -> Result<Value, ApiError> {
+pub(super) async fn remove(state: &ApiState, id: &SubscriptionId) -> Result<Value, ApiError> {
     let channel = admin_channel(state).await?;
     // The subscription goes first so no new copy is routed to the queue.
     let outcome = state.store.delete(id).await;
-    state.catalog.remove(id);
+    state.catalog.remove(id.as_str());
     // Removing the queue is idempotent, so a repeated DELETE (after a 404 or
     // a broker hiccup) still cleans up a queue left behind.
-    let discarded = state.topology.delete_subscription(&channel, id).await;
+    let discarded = state
+        .topology
+        .delete_subscription(&channel, id.as_str())
+        .await;
     close(channel).await;
     // Moving to quorum queues: the classic queue may still be there too.
     if let Some(legacy) = state.topology.legacy() {
         if let Ok(channel) = admin_channel(state).await {
-            let _ = legacy.delete_subscription(&channel, id).await;
+            let _ = legacy.delete_subscription(&channel, id.as_str()).await;
             close(channel).await;
         }
     }
