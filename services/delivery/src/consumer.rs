@@ -379,6 +379,7 @@ impl SubscriptionConsumer {
             let Some(next) = ahead else {
                 match self
                     .handle(id, delivery, tick, acks, looked_ahead, stop)
+                    .instrument(delivery_span())
                     .await?
                 {
                     Handled::Done if consumer_ended => return Ok(Ended::Cancelled),
@@ -389,7 +390,8 @@ impl SubscriptionConsumer {
             };
             let current_id = message_id(&delivery);
             let (handled, next_state) = tokio::join!(
-                self.handle(id, delivery, tick, acks, looked_ahead, stop),
+                self.handle(id, delivery, tick, acks, looked_ahead, stop)
+                    .instrument(delivery_span()),
                 self.read_ahead(id, &next)
             );
             match handled? {
@@ -491,7 +493,10 @@ impl SubscriptionConsumer {
                         in_flight.spawn(
                             async move {
                                 // Concurrent POSTs settle in any order: each acked on its own.
-                                worker.handle(&id, delivery, tick, &Acks::each(), None, &stop).await
+                                worker
+                                    .handle(&id, delivery, tick, &Acks::each(), None, &stop)
+                                    .instrument(delivery_span())
+                                    .await
                             }
                             .in_current_span(),
                         );
@@ -510,30 +515,9 @@ impl SubscriptionConsumer {
         ending.unwrap_or(Ok(Ended::Stopped))
     }
 
-    /// Handles one message (see [`Self::handle_in_span`]) in a span of its
-    /// own, naming the event and the attempt, so no line repeats them.
-    async fn handle(
-        &self,
-        id: &SubscriptionId,
-        delivery: Delivery,
-        tick: Option<Tick>,
-        acks: &Acks,
-        ahead: Option<ReadAhead>,
-        stop: &CancellationToken,
-    ) -> Result<Handled, ConsumerError> {
-        let span = tracing::info_span!(
-            "delivery",
-            event_id = tracing::field::Empty,
-            attempt = tracing::field::Empty,
-        );
-        self.handle_in_span(id, delivery, tick, acks, ahead, stop)
-            .instrument(span)
-            .await
-    }
-
     /// Handles one message as [`decision::screen`] and
-    /// [`decision::on_precheck`] say.
-    async fn handle_in_span(
+    /// [`decision::on_precheck`] say (in its [`delivery_span`]).
+    async fn handle(
         &self,
         id: &SubscriptionId,
         delivery: Delivery,
@@ -682,11 +666,8 @@ impl SubscriptionConsumer {
             }
         };
         // The blocked event is another than the message in hand: a span of its own.
-        let span = tracing::info_span!(
-            "delivery",
-            event_id = %envelope.id,
-            attempt = tracing::field::Empty,
-        );
+        let span = delivery_span();
+        span.record("event_id", tracing::field::display(&envelope.id));
         span.in_scope(|| {
             tracing::info!(
                 attempts = history.attempts,
@@ -812,7 +793,7 @@ impl SubscriptionConsumer {
                 Err(error) => error,
             };
             context.metrics.count(id, "failed_attempt");
-            tracing::warn!(attempt = attempts, duration_ms = attempt.duration.as_millis() as u64, %error, "delivery attempt failed");
+            tracing::warn!(duration_ms = attempt.duration.as_millis() as u64, %error, "delivery attempt failed");
             let reason = error.to_string();
             context
                 .state
@@ -1214,6 +1195,17 @@ fn message_id(delivery: &Delivery) -> Option<EventId> {
         .message_id()
         .as_ref()
         .and_then(|id| EventId::parse(id.as_str()).ok())
+}
+
+/// The span of one delivery, inside its session's: every line logged while
+/// handling a message names the event (once it is read) and the attempt
+/// through it, so no line repeats them.
+fn delivery_span() -> tracing::Span {
+    tracing::info_span!(
+        "delivery",
+        event_id = tracing::field::Empty,
+        attempt = tracing::field::Empty,
+    )
 }
 
 /// Sleeps `pause`; returns true if `stop` fired first.

@@ -331,7 +331,7 @@ pub async fn replay_one(
 ) -> Result<Json<Value>, ApiError> {
     let id = path_id(&id)?;
     let event_id =
-        EventId::parse(&event_id).map_err(|invalid| ApiError::invalid(invalid.at("event_id")))?;
+        EventId::parse(&event_id).map_err(|invalid| ApiError::malformed_id("event_id", invalid))?;
     let subscription = subscription(&state, &caller, &id, Scope::DeliveriesReplay).await?;
     let event = state
         .delivery

@@ -306,9 +306,10 @@ pub(super) fn refuse_while_lost(state: &ApiState) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The subscription id of a request path, or a 400 naming `id`.
+/// The subscription id of a request path, or a 404 naming `id` (no
+/// subscription has a malformed id).
 pub(crate) fn path_id(id: &str) -> Result<SubscriptionId, ApiError> {
-    SubscriptionId::parse(id).map_err(|invalid| ApiError::invalid(invalid.at("id")))
+    SubscriptionId::parse(id).map_err(|invalid| ApiError::malformed_id("id", invalid))
 }
 
 /// Postline's own subscriptions (reserved ids, such as the operator's) are

@@ -46,25 +46,10 @@ impl DeliveryState {
         event: &ParkedEvent,
         unblock: bool,
     ) -> Result<(), StateError> {
-        let record = serde_json::to_string(event).map_err(|e| StateError::Corrupt {
-            key: self.keys.parked(subscription_id),
-            reason: e.to_string(),
-        })?;
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset(
-                self.keys.parked(subscription_id),
-                event.event_id.as_str(),
-                record,
-            )
-            .ignore()
-            .set_ex(
-                self.keys.delivered(subscription_id, &event.event_id),
-                GIVEN_UP,
-                self.settled_ttl_secs,
-            )
-            .ignore()
-            .hincr(self.keys.delivery_state(subscription_id), "given_up", 1)
+        pipe.atomic();
+        self.keep_parked(&mut pipe, subscription_id, event)?;
+        pipe.hincr(self.keys.delivery_state(subscription_id), "given_up", 1)
             .ignore();
         if unblock {
             pipe.del(self.keys.block(subscription_id)).ignore();
@@ -86,24 +71,35 @@ impl DeliveryState {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for event in events {
-            let record = serde_json::to_string(event).map_err(|e| StateError::Corrupt {
-                key: self.keys.parked(subscription_id),
-                reason: e.to_string(),
-            })?;
-            pipe.hset(
-                self.keys.parked(subscription_id),
-                event.event_id.as_str(),
-                record,
-            )
-            .ignore()
-            .set_ex(
-                self.keys.delivered(subscription_id, &event.event_id),
-                GIVEN_UP,
-                self.settled_ttl_secs,
-            )
-            .ignore();
+            self.keep_parked(&mut pipe, subscription_id, event)?;
         }
         pipe.query_async::<()>(&mut self.connection()).await?;
+        Ok(())
+    }
+
+    /// Adds to `pipe` the record of parked `event` and its settled marker.
+    fn keep_parked(
+        &self,
+        pipe: &mut redis::Pipeline,
+        subscription_id: &SubscriptionId,
+        event: &ParkedEvent,
+    ) -> Result<(), StateError> {
+        let record = serde_json::to_string(event).map_err(|e| StateError::Corrupt {
+            key: self.keys.parked(subscription_id),
+            reason: e.to_string(),
+        })?;
+        pipe.hset(
+            self.keys.parked(subscription_id),
+            event.event_id.as_str(),
+            record,
+        )
+        .ignore()
+        .set_ex(
+            self.keys.delivered(subscription_id, &event.event_id),
+            GIVEN_UP,
+            self.settled_ttl_secs,
+        )
+        .ignore();
         Ok(())
     }
 
