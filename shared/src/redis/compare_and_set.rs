@@ -37,7 +37,7 @@ impl Swap {
     }
 }
 
-/// The compare-and-set script, loaded once per process user.
+/// The compare-and-set script (Redis keeps it by its hash after the first call).
 #[derive(Clone)]
 pub struct CompareAndSet {
     script: redis::Script,

@@ -646,6 +646,7 @@ mod tests {
         let base = r#""endpoint":"https://a.example/","event_types":["a"]"#;
         let cases = [
             (format!(r#"{{"id":"Bad Id",{base}}}"#), "id"),
+            (format!(r#"{{"id":"_reserved",{base}}}"#), "id"),
             (
                 r#"{"id":"a","endpoint":"ftp://x/","event_types":["a"]}"#.to_string(),
                 "endpoint",
