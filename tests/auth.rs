@@ -45,7 +45,7 @@ fn on_path<'a>(requests: &'a [Recorded], path: &str) -> &'a Recorded {
 /// The delivery state hash of a subscription.
 async fn state(env: &TestEnv, id: &str) -> HashMap<String, String> {
     env.redis()
-        .hgetall(env.keys.delivery_state(id))
+        .hgetall(env.keys.delivery_state(&id.parse().expect("an id")))
         .await
         .expect("HGETALL delivery state")
 }
@@ -948,7 +948,10 @@ async fn key_rotation_reseals_every_secret_under_the_new_key() {
         rotated,
     );
     // The new ring still opens what the old key sealed.
-    let before = store.get("rotated").await.expect("opened with the old key");
+    let before = store
+        .get(&"rotated".parse().expect("an id"))
+        .await
+        .expect("opened with the old key");
     assert_eq!(before.spec.secrets[0].expose(), signing);
 
     assert_eq!(store.reseal_all().await.expect("re-seal"), 1);
@@ -977,7 +980,7 @@ async fn key_rotation_reseals_every_secret_under_the_new_key() {
         only_new,
     );
     let after = store_new
-        .get("rotated")
+        .get(&"rotated".parse().expect("an id"))
         .await
         .expect("opened with the new key");
     assert_eq!(after.spec.auth.secret_values(), vec![password.as_str()]);
@@ -988,7 +991,7 @@ async fn key_rotation_reseals_every_secret_under_the_new_key() {
         KeyRing::development(),
     );
     assert!(matches!(
-        old_only.get("rotated").await,
+        old_only.get(&"rotated".parse().expect("an id")).await,
         Err(StoreError::Sealed { .. })
     ));
     env.cleanup().await;

@@ -417,6 +417,54 @@ async fn bad_subscriptions_are_refused_naming_the_field() {
     env.cleanup().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_ids_in_a_path_are_not_found_naming_the_parameter() {
+    let env = TestEnv::start().await;
+    let long = "a".repeat(65);
+    let cases = [
+        (
+            Method::GET,
+            "/v1/subscriptions/Not%20An%20Id".to_string(),
+            "id",
+        ),
+        (Method::GET, format!("/v1/subscriptions/{long}/state"), "id"),
+        (Method::DELETE, "/v1/subscriptions/a:b".to_string(), "id"),
+        (
+            Method::POST,
+            "/v1/subscriptions/a.b/retry".to_string(),
+            "id",
+        ),
+        (
+            Method::POST,
+            "/v1/subscriptions/s1/parked/bad%20event/replay".to_string(),
+            "event_id",
+        ),
+    ];
+    for (method, path, field) in cases {
+        let response = env.api(method.clone(), &path, Auth::Admin, None).await;
+        assert_eq!(
+            response.status,
+            StatusCode::NOT_FOUND,
+            "{method} {path}: {}",
+            response.text
+        );
+        assert_eq!(
+            response.error_code(),
+            Some("not_found"),
+            "{}",
+            response.text
+        );
+        assert_eq!(response.error_field(), Some(field), "{}", response.text);
+    }
+    // A well-formed id that names nothing is a plain 404.
+    let missing = env
+        .api(Method::GET, "/v1/subscriptions/nope", Auth::Admin, None)
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.text);
+    assert_eq!(missing.error_field(), None, "{}", missing.text);
+    env.cleanup().await;
+}
+
 /// Valid events interleaved with the three kinds of bad message.
 struct Interleaved {
     /// (routing key, body) in publishing order.

@@ -221,7 +221,7 @@ async fn a_rotated_secret_signs_beside_the_new_one_until_its_grace_ends() {
     // Ingest's clean-up (every 30 s) drops it from the stored document too.
     let cleaned = env
         .store()
-        .drop_retired_secrets("rotating")
+        .drop_retired_secrets(&"rotating".parse().expect("an id"))
         .await
         .expect("dropping the ended secret");
     assert!(cleaned.retiring_secrets.is_empty());

@@ -161,10 +161,12 @@ async fn a_failed_ping_refuses_create_and_update_and_a_passed_one_lets_them_thro
     let (status, body) = env.create_subscription(unverified).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(receiver.pings().len(), before, "no PING was sent");
-    let raw: Option<String> =
-        redis::AsyncCommands::get(&mut env.redis(), env.keys.subscription("unverified"))
-            .await
-            .expect("GET");
+    let raw: Option<String> = redis::AsyncCommands::get(
+        &mut env.redis(),
+        env.keys.subscription(&"unverified".parse().expect("an id")),
+    )
+    .await
+    .expect("GET");
     assert!(!raw.unwrap_or_default().contains("verify"));
     // Pausing, or changing the retry policy, does not touch the request:
     // no PING, so it works while the endpoint is down.

@@ -456,3 +456,39 @@ async fn an_installation_from_before_the_marker_is_adopted_not_taken_for_lost() 
     receiver.wait_for_successes(1, DEADLINE).await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compare_and_set_writes_only_over_the_value_it_was_given() {
+    use postline_shared::redis::compare_and_set::{CompareAndSet, Swap};
+    let env = TestEnv::start().await;
+    let key = format!("{}:cas-test", env.namespace);
+    let mut redis = env.redis();
+    let cas = CompareAndSet::default();
+    let swap = |expected: &'static str, new: &'static str| {
+        let (cas, key, mut redis) = (cas.clone(), key.clone(), env.redis());
+        async move {
+            cas.swap(&mut redis, &key, expected, new)
+                .await
+                .expect("the script runs")
+        }
+    };
+    assert_eq!(
+        swap("a", "b").await,
+        Swap::Missing,
+        "nothing to compare with"
+    );
+    let _: () = redis::AsyncCommands::set(&mut redis, &key, "a")
+        .await
+        .expect("SET");
+    assert_eq!(swap("x", "b").await, Swap::Changed);
+    let kept: String = redis::AsyncCommands::get(&mut redis, &key)
+        .await
+        .expect("GET");
+    assert_eq!(kept, "a", "a changed value is left alone");
+    assert_eq!(swap("a", "b").await, Swap::Stored);
+    let stored: String = redis::AsyncCommands::get(&mut redis, &key)
+        .await
+        .expect("GET");
+    assert_eq!(stored, "b");
+    env.cleanup().await;
+}

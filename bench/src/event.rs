@@ -75,7 +75,7 @@ mod tests {
         let envelope =
             postline_shared::Envelope::from_input_bytes(&body, Utc::now()).expect("valid event");
         assert_eq!(envelope.id, "bx-42");
-        assert_eq!(factory.seq_of(&envelope.id), Some(42));
+        assert_eq!(factory.seq_of(envelope.id.as_str()), Some(42));
         assert_eq!(factory.seq_of("other-42"), None);
         assert_eq!(factory.seq_of("bx-w1"), None);
         assert_eq!(delivered_id(&envelope.to_wire()).as_deref(), Some("bx-42"));

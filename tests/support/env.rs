@@ -510,8 +510,10 @@ impl TestEnv {
 
     /// The subscription as stored in Redis, read back (secrets opened) as the services do.
     pub async fn stored_subscription(&self, id: &str) -> postline_shared::Subscription {
+        let id = postline_shared::model::ids::SubscriptionId::parse(id)
+            .unwrap_or_else(|e| panic!("subscription id {id}: {e}"));
         self.store()
-            .get(id)
+            .get(&id)
             .await
             .unwrap_or_else(|e| panic!("reading subscription {id}: {e}"))
     }

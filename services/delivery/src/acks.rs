@@ -12,6 +12,7 @@ use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use lapin::Acker;
 use postline_shared::amqp::broker::{self, SettleError};
+use postline_shared::runtime::locks;
 use std::sync::Mutex;
 
 /// Most messages one `multiple` ack settles.
@@ -56,7 +57,7 @@ impl Acks {
         };
         let full = {
             // A poisoned lock only means a panic elsewhere; the batch is plain data.
-            let mut batch = batch.lock().unwrap_or_else(|e| e.into_inner());
+            let mut batch = locks::lock(batch);
             batch.last = Some(delivery.acker.clone());
             batch.pending += 1;
             batch.pending >= MAX_BATCH
@@ -73,7 +74,8 @@ impl Acks {
             return Ok(());
         };
         let last = {
-            let mut batch = batch.lock().unwrap_or_else(|e| e.into_inner());
+            // Plain data, as above.
+            let mut batch = locks::lock(batch);
             batch.pending = 0;
             batch.last.take()
         };

@@ -30,6 +30,7 @@ use postline_shared::amqp::broker::{ConfirmedPublisher, PublishError};
 use postline_shared::amqp::migration;
 use postline_shared::amqp::redelivery::{Redelivery, RetryHeaders};
 use postline_shared::amqp::topology::Topology;
+use postline_shared::model::ids::{EventId, RetryId, SubscriptionId};
 use postline_shared::model::subscription::{Disabled, OrderMode, Subscription, Tracking};
 use postline_shared::outbound::token_client::TokenClient;
 use postline_shared::redis::delivery_state::semantics_records::Dropped;
@@ -42,6 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How long to wait before trying again after Redis or the broker failed us.
 pub(crate) const TRANSIENT_BACKOFF: Duration = Duration::from_secs(1);
@@ -123,7 +125,7 @@ pub(crate) enum Handled {
 /// blocked event attempted from the copy kept in its block), its body, and
 /// where it stands.
 struct InHand<'a> {
-    id: &'a str,
+    id: &'a SubscriptionId,
     acks: &'a Acks,
     delivery: Option<&'a Delivery>,
     body: &'a [u8],
@@ -178,12 +180,31 @@ impl SubscriptionConsumer {
         stop: &CancellationToken,
     ) -> Result<Ended, ConsumerError> {
         let settings = self.settings();
-        let id = settings.id().to_string();
+        // One span per session: every line logged while consuming names the
+        // subscription, its incarnation and the queue, so no line repeats them.
+        let span = tracing::info_span!(
+            "session",
+            subscription = %settings.id(),
+            incarnation = %settings.incarnation,
+            queue = tracing::field::Empty,
+        );
+        self.run_session(connection, settings, stop)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_session(
+        &self,
+        connection: &Connection,
+        settings: Arc<Subscription>,
+        stop: &CancellationToken,
+    ) -> Result<Ended, ConsumerError> {
+        let id = settings.id().clone();
         let topology = &self.context.topology;
         // An installation moving to quorum queues drains the subscription's
         // classic queue first: everything in it precedes the quorum queue.
         if let Some(legacy) = topology.legacy() {
-            let queue = legacy.subscription_queue(&id);
+            let queue = legacy.subscription_queue(id.as_str());
             if migration::depth(connection, &queue)
                 .await
                 .map_err(lapin::Error::from)?
@@ -193,18 +214,18 @@ impl SubscriptionConsumer {
             }
         }
         let channel = within(connection.create_channel()).await?;
-        topology.declare_subscription(&channel, &id).await?;
+        topology.declare_subscription(&channel, id.as_str()).await?;
         let _ = channel.close(200, "declared".into()).await;
         let outcome = self
             .session(
                 connection,
                 &settings,
-                &topology.subscription_queue(&id),
+                &topology.subscription_queue(id.as_str()),
                 stop,
             )
             .await;
         if let Ok(Ended::Disabled { discard: true }) = outcome {
-            self.discard_backlog(connection, &id, &topology.subscription_queue(&id))
+            self.discard_backlog(connection, &id, &topology.subscription_queue(id.as_str()))
                 .await;
         }
         outcome
@@ -235,7 +256,7 @@ impl SubscriptionConsumer {
             Ended::Stopped if drained => {}
             Ended::Disabled { discard: true } => {
                 self.discard_backlog(connection, id, queue).await;
-                let current = self.context.topology.subscription_queue(id);
+                let current = self.context.topology.subscription_queue(id.as_str());
                 self.discard_backlog(connection, id, &current).await;
                 return Ok(Ended::Disabled { discard: true });
             }
@@ -251,7 +272,7 @@ impl SubscriptionConsumer {
                 progressed: true,
             });
         }
-        tracing::warn!(subscription = %id, %queue, "classic subscription queue drained and deleted; consuming the quorum one");
+        tracing::warn!(%queue, "classic subscription queue drained and deleted; consuming the quorum one");
         Ok(Ended::Wait {
             until: now,
             progressed: true,
@@ -268,6 +289,7 @@ impl SubscriptionConsumer {
         stop: &CancellationToken,
     ) -> Result<Ended, ConsumerError> {
         let id = settings.id();
+        tracing::Span::current().record("queue", queue);
         let window = pacing::prefetch_for(settings, self.context.prefetch);
         let channel = within(connection.create_channel()).await?;
         channel
@@ -303,7 +325,7 @@ impl SubscriptionConsumer {
     /// the next message and when the session ends.
     async fn consume_in_order(
         &self,
-        id: &str,
+        id: &SubscriptionId,
         consumer: &mut lapin::Consumer,
         tick: Option<Tick>,
         stop: &CancellationToken,
@@ -323,7 +345,7 @@ impl SubscriptionConsumer {
 
     async fn consume_in_order_with(
         &self,
-        id: &str,
+        id: &SubscriptionId,
         consumer: &mut lapin::Consumer,
         tick: Option<Tick>,
         acks: &Acks,
@@ -357,6 +379,7 @@ impl SubscriptionConsumer {
             let Some(next) = ahead else {
                 match self
                     .handle(id, delivery, tick, acks, looked_ahead, stop)
+                    .instrument(delivery_span())
                     .await?
                 {
                     Handled::Done if consumer_ended => return Ok(Ended::Cancelled),
@@ -367,7 +390,8 @@ impl SubscriptionConsumer {
             };
             let current_id = message_id(&delivery);
             let (handled, next_state) = tokio::join!(
-                self.handle(id, delivery, tick, acks, looked_ahead, stop),
+                self.handle(id, delivery, tick, acks, looked_ahead, stop)
+                    .instrument(delivery_span()),
                 self.read_ahead(id, &next)
             );
             match handled? {
@@ -382,8 +406,8 @@ impl SubscriptionConsumer {
                 read.precheck = read.precheck.filter(|state| {
                     decision::lookahead_holds(
                         &subscription,
-                        current_id.as_deref(),
-                        next_id.as_deref(),
+                        current_id.as_ref(),
+                        next_id.as_ref(),
                         state,
                     )
                 });
@@ -422,7 +446,7 @@ impl SubscriptionConsumer {
     /// Reads a message and its delivery state ahead of its turn; `None`
     /// when it is unreadable (it is dead-lettered in turn), no state when
     /// Redis failed (it is read again in turn).
-    async fn read_ahead(&self, id: &str, delivery: &Delivery) -> Option<ReadAhead> {
+    async fn read_ahead(&self, id: &SubscriptionId, delivery: &Delivery) -> Option<ReadAhead> {
         let envelope = Envelope::from_wire(&delivery.data).ok()?;
         let tracking = Tracking::for_event(&self.settings(), &envelope);
         let precheck = self
@@ -438,7 +462,7 @@ impl SubscriptionConsumer {
     /// to a delay queue on its own and the others keep flowing.
     async fn consume_unordered(
         &self,
-        id: &str,
+        id: &SubscriptionId,
         consumer: &mut lapin::Consumer,
         tick: Option<Tick>,
         limit: usize,
@@ -458,18 +482,24 @@ impl SubscriptionConsumer {
                         Ok(Ok(other)) => ending = Some(Ok(other.ended(settled_any))),
                         Ok(Err(error)) => ending = Some(Err(error)),
                         Err(panic) => {
-                            tracing::error!(subscription = %id, %panic, "delivery task panicked");
+                            tracing::error!(%panic, "delivery task panicked");
                         }
                     }
                 }
                 next = consumer.next(), if in_flight.len() < limit => match next {
                     Some(Ok(delivery)) => {
                         let worker = self.clone();
-                        let (id, stop) = (id.to_string(), stop.clone());
-                        in_flight.spawn(async move {
-                            // Concurrent POSTs settle in any order: each acked on its own.
-                            worker.handle(&id, delivery, tick, &Acks::each(), None, &stop).await
-                        });
+                        let (id, stop) = (id.clone(), stop.clone());
+                        in_flight.spawn(
+                            async move {
+                                // Concurrent POSTs settle in any order: each acked on its own.
+                                worker
+                                    .handle(&id, delivery, tick, &Acks::each(), None, &stop)
+                                    .instrument(delivery_span())
+                                    .await
+                            }
+                            .in_current_span(),
+                        );
                     }
                     Some(Err(error)) => ending = Some(Err(error.into())),
                     None => ending = Some(Ok(Ended::Cancelled)),
@@ -486,10 +516,10 @@ impl SubscriptionConsumer {
     }
 
     /// Handles one message as [`decision::screen`] and
-    /// [`decision::on_precheck`] say.
+    /// [`decision::on_precheck`] say (in its [`delivery_span`]).
     async fn handle(
         &self,
-        id: &str,
+        id: &SubscriptionId,
         delivery: Delivery,
         tick: Option<Tick>,
         acks: &Acks,
@@ -505,14 +535,14 @@ impl SubscriptionConsumer {
         };
         match decision::screen(&subscription, &arrival) {
             Screened::WaitForTick(due) => {
-                tracing::debug!(subscription = %id, %due, "queued after the current tick; waiting for the next");
+                tracing::debug!(%due, "queued after the current tick; waiting for the next");
                 hand_back(&delivery);
                 context.metrics.count(id, "held_for_tick");
                 return Ok(Handled::Wait(due));
             }
             Screened::DropStale(why) => {
                 let event_id = message_id(&delivery);
-                self.drop_stale(id, acks, &delivery, event_id.as_deref(), why)
+                self.drop_stale(id, acks, &delivery, event_id.as_ref(), why)
                     .await?;
                 return Ok(Handled::Done);
             }
@@ -530,6 +560,7 @@ impl SubscriptionConsumer {
                 }
             },
         };
+        tracing::Span::current().record("event_id", tracing::field::display(&envelope.id));
         if let Some(why) = decision::screen_event(&subscription, &envelope) {
             self.drop_stale(id, acks, &delivery, Some(&envelope.id), why)
                 .await?;
@@ -554,7 +585,7 @@ impl SubscriptionConsumer {
             let precheck = match read {
                 Ok(precheck) => precheck,
                 Err(error) => {
-                    tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "redis unavailable; handing the event back");
+                    tracing::warn!(%error, "redis unavailable; handing the event back");
                     hand_back(&delivery);
                     return Ok(Handled::Wait(Utc::now() + TRANSIENT_BACKOFF));
                 }
@@ -566,7 +597,7 @@ impl SubscriptionConsumer {
                     if clear_block {
                         let _ = context.state.clear_block(id).await;
                     }
-                    tracing::info!(subscription = %id, event_id = %envelope.id, "already settled; skipping");
+                    tracing::info!("already settled; skipping");
                     context.metrics.count(id, "duplicate_skipped");
                     // Safe to ack: a success (or give-up) for this event is already recorded.
                     acks.ack(&delivery).await?;
@@ -627,14 +658,22 @@ impl SubscriptionConsumer {
             Err(error) => {
                 // Written from a message that was read once: only a damaged
                 // Redis gets here. The body goes to the rejected queue.
-                tracing::error!(subscription = %id, event_id = %block.event_id, %error, "the blocked event's kept copy is unreadable; dead-lettering it");
+                tracing::error!(event_id = %block.event_id, %error, "the blocked event's kept copy is unreadable; dead-lettering it");
                 self.reject(id, block.envelope.as_bytes(), &error.to_string())
                     .await?;
                 let _ = self.context.state.clear_block(id).await;
                 return Ok(Handled::Done);
             }
         };
-        tracing::info!(subscription = %id, event_id = %envelope.id, attempts = history.attempts, "blocked event due; attempting it from its block");
+        // The blocked event is another than the message in hand: a span of its own.
+        let span = delivery_span();
+        span.record("event_id", tracing::field::display(&envelope.id));
+        span.in_scope(|| {
+            tracing::info!(
+                attempts = history.attempts,
+                "blocked event due; attempting it from its block"
+            )
+        });
         let tracking = Tracking::for_event(subscription, &envelope);
         let hand = InHand {
             id,
@@ -645,7 +684,7 @@ impl SubscriptionConsumer {
             tracking: &tracking,
             incarnation: &subscription.incarnation,
         };
-        self.attempt(&hand, history, stop).await
+        self.attempt(&hand, history, stop).instrument(span).await
     }
 
     /// Acks an event that must not be sent: its identity was delivered
@@ -662,9 +701,9 @@ impl SubscriptionConsumer {
             let _ = state.clear_block(id).await;
         }
         if let Err(error) = state.record_dropped(id, why, hand.tracking).await {
-            tracing::warn!(%error, subscription = %id, event_id = %hand.envelope.id, "counting a dropped event failed");
+            tracing::warn!(%error, "counting a dropped event failed");
         }
-        tracing::info!(subscription = %id, event_id = %hand.envelope.id, reason = why.label(), "not sent");
+        tracing::info!(reason = why.label(), "not sent");
         self.context.metrics.count(id, why.label());
         // Safe to ack: the delivery that makes this event redundant is
         // recorded in Redis, and the event is never to be sent.
@@ -675,17 +714,17 @@ impl SubscriptionConsumer {
     /// incarnation, or superseded by the copy its block names.
     async fn drop_stale(
         &self,
-        id: &str,
+        id: &SubscriptionId,
         acks: &Acks,
         delivery: &Delivery,
-        event_id: Option<&str>,
+        event_id: Option<&EventId>,
         why: Stale,
     ) -> Result<(), ConsumerError> {
-        let event_id = event_id.unwrap_or("-");
-        tracing::info!(subscription = %id, %event_id, reason = why.label(), "stale copy; dropping it");
+        let event_id = event_id.map_or("-", EventId::as_str);
+        tracing::info!(%event_id, reason = why.label(), "stale copy; dropping it");
         self.context.metrics.count(id, why.label());
         if let Err(error) = self.context.state.count(id, why.label(), 1).await {
-            tracing::warn!(%error, subscription = %id, "counting a stale copy failed");
+            tracing::warn!(%error, "counting a stale copy failed");
         }
         // Safe to ack: the copy belongs to a life of the subscription that is
         // over, or the block names another copy of this event, confirmed in a
@@ -700,7 +739,7 @@ impl SubscriptionConsumer {
         let block = match self.context.state.block(id).await {
             Ok(block) => block,
             Err(error) => {
-                tracing::warn!(%error, subscription = %id, "reading the block at session start failed");
+                tracing::warn!(%error, "reading the block at session start failed");
                 return;
             }
         };
@@ -708,13 +747,13 @@ impl SubscriptionConsumer {
             return;
         }
         let Some(block) = block else { return };
-        tracing::warn!(subscription = %id, event_id = %block.event_id, due = %block.next_attempt_at, "blocked event's copy is overdue; queueing a fresh one");
+        tracing::warn!(event_id = %block.event_id, due = %block.next_attempt_at, "blocked event's copy is overdue; queueing a fresh one");
         let reissued = self
             .redelivery()
             .reissue_blocked(&self.context.state, id, &subscription.incarnation, &block)
             .await;
         if let Err(error) = reissued {
-            tracing::warn!(%error, subscription = %id, "queueing a fresh copy of the blocked event failed");
+            tracing::warn!(%error, "queueing a fresh copy of the blocked event failed");
         }
     }
 
@@ -741,6 +780,7 @@ impl SubscriptionConsumer {
                 return Ok(Handled::Stopped);
             }
             attempts += 1;
+            tracing::Span::current().record("attempt", attempts);
             let attempt =
                 attempt::deliver(&context.client, &context.tokens, &subscription, envelope).await;
             let record = self.attempt_record(envelope, attempts, &attempt);
@@ -753,7 +793,7 @@ impl SubscriptionConsumer {
                 Err(error) => error,
             };
             context.metrics.count(id, "failed_attempt");
-            tracing::warn!(subscription = %id, event_id = %envelope.id, attempt = attempts, duration_ms = attempt.duration.as_millis() as u64, %error, "delivery attempt failed");
+            tracing::warn!(duration_ms = attempt.duration.as_millis() as u64, %error, "delivery attempt failed");
             let reason = error.to_string();
             context
                 .state
@@ -834,7 +874,7 @@ impl SubscriptionConsumer {
     ) -> Option<Handled> {
         let hand = failed.hand;
         let (id, event_id, context) = (hand.id, &hand.envelope.id, &self.context);
-        let retry_id = uuid::Uuid::new_v4().to_string();
+        let retry_id = RetryId::generate();
         let headers = RetryHeaders {
             attempts: failed.attempts,
             first_failure: Some(failed.first_failure),
@@ -846,7 +886,7 @@ impl SubscriptionConsumer {
             .to_delay_queue(id, hand.body, &headers, delay_ms)
             .await
         {
-            tracing::warn!(%error, subscription = %id, %event_id, "scheduling a retry failed; handing the event back");
+            tracing::warn!(%error, "scheduling a retry failed; handing the event back");
             return None;
         }
         context
@@ -854,7 +894,7 @@ impl SubscriptionConsumer {
             .retries_scheduled
             .with_label_values(&[&delay_ms.to_string()])
             .inc();
-        tracing::info!(subscription = %id, %event_id, attempts = failed.attempts, delay_ms, next_attempt_at = %due, asked_by_receiver, "retry scheduled");
+        tracing::info!(attempts = failed.attempts, delay_ms, next_attempt_at = %due, asked_by_receiver, "retry scheduled");
         if !block {
             return Some(Handled::Done);
         }
@@ -871,7 +911,7 @@ impl SubscriptionConsumer {
         if let Err(error) = context.state.set_block(id, &block).await {
             // Without the block later events would overtake this one, so the
             // original stays; the delayed copy becomes a stale duplicate.
-            tracing::warn!(%error, subscription = %id, %event_id, "recording the block failed; handing the event back");
+            tracing::warn!(%error, "recording the block failed; handing the event back");
             return None;
         }
         // The ack that follows is safe: a confirmed copy waits in the delay
@@ -896,12 +936,12 @@ impl SubscriptionConsumer {
         // Parking counts `given_up` in the state, in the same transaction.
         let strict = order == OrderMode::Strict;
         if let Err(error) = context.state.park(id, &parked, strict).await {
-            tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "parking a given-up event failed; handing it back");
+            tracing::warn!(%error, "parking a given-up event failed; handing it back");
             return None;
         }
         context.metrics.give_ups.with_label_values(&["skip"]).inc();
         context.metrics.count(id, "given_up");
-        tracing::warn!(subscription = %id, event_id = %envelope.id, attempts = failed.attempts, error = %failed.reason, "retry policy exhausted; event parked for replay, moving on");
+        tracing::warn!(attempts = failed.attempts, error = %failed.reason, "retry policy exhausted; event parked for replay, moving on");
         Some(Handled::Done)
     }
 
@@ -929,14 +969,14 @@ impl SubscriptionConsumer {
             backlog_discarded: discard,
         };
         if let Err(error) = context.store.disable(id, why).await {
-            tracing::warn!(%error, subscription = %id, "disabling the subscription failed; handing the event back");
+            tracing::warn!(%error, "disabling the subscription failed; handing the event back");
             return None;
         }
         // A kept backlog keeps its block: the blocked event stays first, and
         // re-enabling restarts its policy. A discarded one has nothing to keep.
         if discard {
             if let Err(error) = context.state.clear_block(id).await {
-                tracing::warn!(%error, subscription = %id, "clearing the block of a discarded backlog failed");
+                tracing::warn!(%error, "clearing the block of a discarded backlog failed");
             }
         }
         let label = match cause {
@@ -952,12 +992,12 @@ impl SubscriptionConsumer {
         }
         context.metrics.count(id, label);
         if let Err(error) = context.state.count(id, label, 1).await {
-            tracing::warn!(%error, subscription = %id, "counting a disabling outcome failed");
+            tracing::warn!(%error, "counting a disabling outcome failed");
         }
         if discard {
             let _ = context.state.count(id, "discarded", 1).await;
         }
-        tracing::error!(subscription = %id, %event_id, attempts = failed.attempts, error = %failed.reason, reason = label, discard, "subscription disabled");
+        tracing::error!(attempts = failed.attempts, error = %failed.reason, reason = label, discard, "subscription disabled");
         Some(Handled::Disabled { discard })
     }
 
@@ -979,13 +1019,13 @@ impl SubscriptionConsumer {
             .record_success(id, &envelope.id, unblock, hand.tracking, record)
             .await
         {
-            tracing::warn!(%error, subscription = %id, event_id = %envelope.id, "recording the success failed");
+            tracing::warn!(%error, "recording the success failed");
         }
         // Safe to ack: the receiver accepted the event.
         hand.ack().await?;
         metrics.count(id, "delivered");
         if unblock {
-            tracing::info!(subscription = %id, event_id = %envelope.id, attempts, "blocked event delivered; subscription unblocked");
+            tracing::info!(attempts, "blocked event delivered; subscription unblocked");
         }
         if let Some(generated) = envelope.generated_at() {
             let age = Utc::now() - generated;
@@ -993,7 +1033,7 @@ impl SubscriptionConsumer {
                 .end_to_end_latency
                 .observe(age.as_seconds_f64().max(0.0));
         }
-        tracing::debug!(subscription = %id, event_id = %envelope.id, status, attempt = attempts, "delivered");
+        tracing::debug!(status, "delivered");
         Ok(())
     }
 
@@ -1030,7 +1070,7 @@ impl SubscriptionConsumer {
     /// Empties the queue of a subscription disabled with `discard_on_disable`.
     /// Copies waiting in delay queues are of the incarnation the disable
     /// ended, so they are dropped as stale when they come back.
-    async fn discard_backlog(&self, connection: &Connection, id: &str, queue: &str) {
+    async fn discard_backlog(&self, connection: &Connection, id: &SubscriptionId, queue: &str) {
         let purged = async {
             let channel = within(connection.create_channel()).await?;
             let purged = channel
@@ -1042,7 +1082,10 @@ impl SubscriptionConsumer {
         .await;
         match purged {
             Ok(count) => {
-                tracing::warn!(subscription = %id, discarded = count, "disabled subscription's backlog discarded");
+                tracing::warn!(
+                    discarded = count,
+                    "disabled subscription's backlog discarded"
+                );
                 let _ = self
                     .context
                     .state
@@ -1051,23 +1094,23 @@ impl SubscriptionConsumer {
                 self.context
                     .metrics
                     .deliveries
-                    .with_label_values(&[id, "discarded"])
+                    .with_label_values(&[id.as_str(), "discarded"])
                     .inc_by(u64::from(count));
             }
             Err(error) => {
-                tracing::error!(%error, subscription = %id, "discarding the backlog failed; it is kept")
+                tracing::error!(%error, "discarding the backlog failed; it is kept")
             }
         }
     }
 
     async fn dead_letter(
         &self,
-        id: &str,
+        id: &SubscriptionId,
         acks: &Acks,
         delivery: &Delivery,
         reason: &str,
     ) -> Result<(), ConsumerError> {
-        tracing::error!(subscription = %id, %reason, "unreadable message on a subscription queue; dead-lettering it");
+        tracing::error!(%reason, "unreadable message on a subscription queue; dead-lettering it");
         self.context.metrics.count(id, "invalid_message");
         self.reject(id, &delivery.data, reason).await?;
         // Safe to ack: the message and its reason are confirmed in the rejected queue.
@@ -1077,14 +1120,19 @@ impl SubscriptionConsumer {
 
     /// Puts an unreadable event `body` of subscription `id` in the rejected
     /// queue with `reason` (confirmed).
-    async fn reject(&self, id: &str, body: &[u8], reason: &str) -> Result<(), ConsumerError> {
+    async fn reject(
+        &self,
+        id: &SubscriptionId,
+        body: &[u8],
+        reason: &str,
+    ) -> Result<(), ConsumerError> {
         self.publisher
             .dead_letter(
                 &self.context.topology.rejected_queue(),
                 body,
                 "invalid_envelope",
                 reason,
-                &[("postline-subscription", id)],
+                &[("postline-subscription", id.as_str())],
             )
             .await?;
         Ok(())
@@ -1141,12 +1189,23 @@ enum Next {
 
 /// The event id a copy carries in its properties (ingest sets it on every
 /// copy it fans out; re-published copies carry none).
-fn message_id(delivery: &Delivery) -> Option<String> {
+fn message_id(delivery: &Delivery) -> Option<EventId> {
     delivery
         .properties
         .message_id()
         .as_ref()
-        .map(|id| id.to_string())
+        .and_then(|id| EventId::parse(id.as_str()).ok())
+}
+
+/// The span of one delivery, inside its session's: every line logged while
+/// handling a message names the event (once it is read) and the attempt
+/// through it, so no line repeats them.
+fn delivery_span() -> tracing::Span {
+    tracing::info_span!(
+        "delivery",
+        event_id = tracing::field::Empty,
+        attempt = tracing::field::Empty,
+    )
 }
 
 /// Sleeps `pause`; returns true if `stop` fired first.

@@ -1,5 +1,6 @@
 //! Delivery's Prometheus metrics.
 
+use postline_shared::model::ids::SubscriptionId;
 use postline_shared::runtime::metrics::{
     counter_vec, gauge, gauge_vec, latency, latency_histogram,
 };
@@ -112,9 +113,9 @@ impl DeliveryMetrics {
     }
 
     /// Counts one outcome for a subscription.
-    pub fn count(&self, subscription: &str, outcome: &str) {
+    pub fn count(&self, subscription: &SubscriptionId, outcome: &str) {
         self.deliveries
-            .with_label_values(&[subscription, outcome])
+            .with_label_values(&[subscription.as_str(), outcome])
             .inc();
     }
 }

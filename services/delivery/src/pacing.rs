@@ -9,6 +9,7 @@
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use postline_shared::model::subscription::{OrderMode, RateLimit, Subscription};
+use postline_shared::runtime::locks;
 use std::sync::{Arc, Mutex};
 
 /// Longest a prefetched message should wait for the limiter, in seconds.
@@ -26,7 +27,7 @@ impl Pacer {
         let Some(limit) = limit else { return };
         let limiter = {
             // A poisoned lock only means a panic elsewhere; the limiter is still usable.
-            let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            let mut current = locks::lock(&self.current);
             match current.as_ref() {
                 Some((set, limiter)) if *set == limit => limiter.clone(),
                 _ => {

@@ -12,6 +12,7 @@ use chrono::Utc;
 use lapin::{Channel, Connection};
 use postline_shared::amqp::broker_nodes::{BrokerConnector, BrokerNodes};
 use postline_shared::amqp::topology::Topology;
+use postline_shared::model::ids::SubscriptionId;
 use postline_shared::model::subscription::SubscriptionStatus;
 use postline_shared::redis::catalog::Catalog;
 use postline_shared::redis::delivery_state::DeliveryState;
@@ -53,12 +54,12 @@ async fn refresh(
     let subscriptions = catalog.all();
     // A disabled subscription keeps its block for when it is re-enabled; it
     // counts as disabled, not blocked.
-    let disabled: std::collections::HashSet<&str> = subscriptions
+    let disabled: std::collections::HashSet<&SubscriptionId> = subscriptions
         .iter()
         .filter(|s| s.spec.status == SubscriptionStatus::Disabled)
         .map(|s| s.id())
         .collect();
-    let ids: Vec<String> = subscriptions.iter().map(|s| s.id().to_string()).collect();
+    let ids: Vec<SubscriptionId> = subscriptions.iter().map(|s| s.id().clone()).collect();
     let mut blocked = Vec::new();
     let mut parked = Vec::new();
     for chunk in ids.chunks(CHUNK) {
@@ -66,7 +67,7 @@ async fn refresh(
         let counts = state.parked_counts(chunk).await?;
         parked.extend(chunk.iter().zip(counts).filter(|(_, n)| *n > 0));
     }
-    blocked.retain(|(id, _)| !disabled.contains(id.as_str()));
+    blocked.retain(|(id, _)| !disabled.contains(id));
     let now = Utc::now();
     metrics.subscriptions_disabled.set(disabled.len() as i64);
     metrics.subscriptions_blocked.set(blocked.len() as i64);
@@ -75,14 +76,14 @@ async fn refresh(
     for (id, since) in blocked {
         metrics
             .blocked_age
-            .with_label_values(&[&id])
+            .with_label_values(&[id.as_str()])
             .set((now - since).num_seconds().max(0));
     }
     metrics.parked_events.reset();
     for (id, count) in parked {
         metrics
             .parked_events
-            .with_label_values(&[id])
+            .with_label_values(&[id.as_str()])
             .set(count as i64);
     }
     Ok(())
@@ -136,7 +137,7 @@ async fn refresh_backlog(
     let mut depths = Vec::new();
     for subscription in catalog.all() {
         let id = subscription.id();
-        if let Some(depth) = broker.depth(id).await? {
+        if let Some(depth) = broker.depth(id.as_str()).await? {
             depths.push((id.to_string(), depth));
         }
     }

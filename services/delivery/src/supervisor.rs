@@ -8,6 +8,7 @@ use crate::pacing::Pacer;
 use postline_shared::amqp::broker_nodes::{BrokerConnector, BrokerNodes};
 use postline_shared::model::subscription::{Subscription, SubscriptionStatus};
 use postline_shared::redis::catalog::Catalog;
+use postline_shared::runtime::backoff::{self, Backoff};
 use postline_shared::runtime::ops::Readiness;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,7 +71,7 @@ impl Supervisor {
         mut changed: mpsc::UnboundedReceiver<String>,
         shutdown: CancellationToken,
     ) {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::broker_reconnect();
         let connector = Arc::new(BrokerConnector::new(self.amqp_url.clone()));
         while !shutdown.is_cancelled() {
             if self.readiness.is_state_lost() {
@@ -90,16 +91,15 @@ impl Supervisor {
             {
                 Ok(connections) => connections,
                 Err(error) => {
-                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "broker connection failed");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "broker connection failed");
+                    if !backoff::pause(delay, &shutdown).await {
+                        break;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue;
                 }
             };
-            backoff = Duration::from_millis(200);
+            backoff.reset();
             tracing::info!(
                 subscriptions = self.catalog.len(),
                 "connected to the broker; starting consumers"
@@ -113,7 +113,10 @@ impl Supervisor {
             while changed.try_recv().is_ok() {}
             let mut healthy = true;
             for subscription in self.catalog.all() {
-                if !self.reconcile(&mut consumers, subscription.id()).await {
+                if !self
+                    .reconcile(&mut consumers, subscription.id().as_str())
+                    .await
+                {
                     healthy = false;
                     break;
                 }
@@ -239,7 +242,7 @@ impl Supervisor {
         let mut settings_changed = consumer.subscription.clone();
         let task = tasks.spawn(async move {
             let id = subscription.id().to_string();
-            let mut idle_pause = MIN_IDLE_PAUSE;
+            let mut idle = Backoff::new(MIN_IDLE_PAUSE, MAX_IDLE_PAUSE);
             loop {
                 match consumer.run(&connection, &task_stop).await {
                     Ok(Ended::Wait { until, progressed }) => {
@@ -247,11 +250,10 @@ impl Supervisor {
                         // A session that settled nothing and has nothing to
                         // wait for backs off, so it cannot spin on the queue.
                         let wait = if progressed || wait > MIN_IDLE_PAUSE {
-                            idle_pause = MIN_IDLE_PAUSE;
+                            idle.reset();
                             wait
                         } else {
-                            idle_pause = (idle_pause * 2).min(MAX_IDLE_PAUSE);
-                            idle_pause
+                            idle.next_delay()
                         };
                         settings_changed.borrow_and_update();
                         // Nothing is held while waiting: the blocked event is in

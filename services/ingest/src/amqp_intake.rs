@@ -329,7 +329,9 @@ impl AmqpIntake {
             let mut in_batch = HashSet::new();
             for (i, verdict) in verdicts.iter().enumerate() {
                 if let Verdict::Valid(envelope) = verdict {
-                    if in_flight.contains(&envelope.id) || !in_batch.insert(envelope.id.as_str()) {
+                    if in_flight.contains(envelope.id.as_str())
+                        || !in_batch.insert(envelope.id.as_str())
+                    {
                         duplicate[i] = true;
                     } else {
                         to_ask.push((i, envelope.id.as_str()));
@@ -366,7 +368,7 @@ impl AmqpIntake {
                 Verdict::Valid(envelope) => {
                     let copies = self.fanout.copies(&envelope);
                     tracing::debug!(event_id = %envelope.id, event_type = %envelope.event_type, copies = copies.subscription_ids.len(), "intake event accepted");
-                    accepted.push((envelope.id, copies.subscription_ids.len()));
+                    accepted.push((envelope.id.into(), copies.subscription_ids.len()));
                     Plan::Copies(copies)
                 }
                 Verdict::Reject(problem) => Plan::DeadLetter(self.rejection(delivery, &problem)),
@@ -417,7 +419,7 @@ impl AmqpIntake {
         in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend(accepted.iter().map(|(id, _)| id.clone()));
+            .extend(accepted.iter().map(|(id, _): &(String, usize)| id.clone()));
         Ok(Some(Batch {
             last,
             pending,

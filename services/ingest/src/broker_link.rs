@@ -8,9 +8,9 @@ use postline_shared::amqp::broker::ConfirmedPublisher;
 use postline_shared::amqp::broker_nodes::{BrokerConnector, BrokerNodes};
 use postline_shared::amqp::topology::Topology;
 use postline_shared::redis::catalog::Catalog;
+use postline_shared::runtime::backoff::Backoff;
 use postline_shared::runtime::ops::Readiness;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -54,7 +54,7 @@ pub async fn supervise(
     stop_intake: CancellationToken,
     close: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::broker_reconnect();
     // Any node of the list will do; after a loss, another node is tried first.
     let connector = BrokerConnector::new(amqp_url);
     loop {
@@ -65,7 +65,7 @@ pub async fn supervise(
         match prepare(&connection, &topology, &catalog).await {
             Ok(publisher) => {
                 tracing::info!("connected to the broker; topology declared");
-                backoff = Duration::from_millis(200);
+                backoff.reset();
                 link_tx.send_replace(Some(BrokerLink {
                     publisher: publisher.clone(),
                     connection: connection.clone(),
@@ -90,11 +90,9 @@ pub async fn supervise(
         link_tx.send_replace(None);
         connector.lost();
         let _ = connection.close(320, "reconnecting".into()).await;
-        tokio::select! {
-            _ = close.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+        if !backoff.pause(&close).await {
+            return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 
@@ -110,7 +108,7 @@ async fn prepare(
     let mut delays = std::collections::BTreeSet::new();
     for subscription in catalog.all() {
         topology
-            .declare_subscription(publisher.channel(), subscription.id())
+            .declare_subscription(publisher.channel(), subscription.id().as_str())
             .await?;
         delays.extend(subscription.spec.retry.delays_ms());
     }

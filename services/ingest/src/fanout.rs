@@ -240,7 +240,7 @@ impl Fanout {
                     // The queue is missing although the subscription exists
                     // (deleted by hand, or a declare lost in a crash): heal it
                     // and publish that copy again rather than lose the event.
-                    self.heal(publisher, &copy.subscription_id, &envelope.id)
+                    self.heal(publisher, &copy.subscription_id, envelope.id.as_str())
                         .await?;
                     publisher
                         .publish_confirmed(

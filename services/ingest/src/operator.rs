@@ -273,7 +273,7 @@ impl Notifier {
         let Some(link) = self.broker.borrow().clone().filter(|l| l.is_connected()) else {
             return;
         };
-        let claim = self.keys.operator_event(&envelope.id);
+        let claim = self.keys.operator_event(envelope.id.as_str());
         let mut redis = self.redis.clone();
         let claimed: Result<Option<String>, _> = redis::cmd("SET")
             .arg(&claim)
@@ -382,8 +382,8 @@ mod tests {
     fn a_disabled_subscription_is_reported_disabled_not_blocked_by_the_block_it_keeps() {
         let now = Utc::now();
         let block = postline_shared::redis::delivery_state::Block {
-            event_id: "e1".into(),
-            retry_id: "r1".into(),
+            event_id: "e1".parse().unwrap(),
+            retry_id: "r1".parse().unwrap(),
             attempts: 9,
             next_attempt_at: now,
             first_failure_at: now - chrono::TimeDelta::hours(2),
@@ -404,7 +404,7 @@ mod tests {
         disabled.disabled = Some(postline_shared::model::subscription::Disabled {
             at: now,
             reason: "retry policy exhausted".into(),
-            event_id: "e1".into(),
+            event_id: "e1".parse().unwrap(),
             backlog_discarded: false,
         });
         let found = occurrences(&disabled, Some(&block), &[], Duration::from_secs(60), now);

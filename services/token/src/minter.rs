@@ -12,6 +12,7 @@
 use crate::fetch::{self, FetchError, Fetched};
 use crate::metrics::TokenMetrics;
 use chrono::{DateTime, Utc};
+use postline_shared::model::ids::SubscriptionId;
 use postline_shared::model::secret::Secret;
 use postline_shared::model::subscription::ReceiverAuth;
 use postline_shared::outbound::OutboundClient;
@@ -217,9 +218,12 @@ impl Minter {
         id: &str,
         staged: Option<&str>,
     ) -> Result<(String, ReceiverAuth), MintError> {
+        // A malformed id names no subscription.
+        let subscription_id =
+            SubscriptionId::parse(id).map_err(|_| MintError::NotFound(id.to_string()))?;
         let read = match staged {
-            Some(nonce) => self.store.get_staged(id, nonce).await,
-            None => self.store.get(id).await,
+            Some(nonce) => self.store.get_staged(&subscription_id, nonce).await,
+            None => self.store.get(&subscription_id).await,
         };
         let subscription = read.map_err(|error| match error {
             StoreError::NotFound(id) => MintError::NotFound(id),

@@ -7,11 +7,11 @@
 //! dead node is tried last rather than first. The rotation is a pure value
 //! ([`Rotation`]); [`BrokerConnector`] applies it to real connections.
 
+use crate::runtime::backoff::{self, Backoff};
 use lapin::Connection;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// One broker node: its URL (which may carry credentials) and a label safe to log.
 #[derive(Clone, PartialEq, Eq)]
@@ -229,7 +229,7 @@ impl BrokerConnector {
 
     fn rotation(&self) -> std::sync::MutexGuard<'_, Rotation> {
         // The rotation is a pair of indices: a panic elsewhere cannot leave it inconsistent.
-        self.rotation.lock().unwrap_or_else(|e| e.into_inner())
+        crate::runtime::locks::lock(&self.rotation)
     }
 
     /// The label of the node in use, if any.
@@ -274,19 +274,17 @@ impl BrokerConnector {
         name: &str,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Option<Connection> {
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::broker_reconnect();
         loop {
-            match self.connect(name).await {
+            let error = match self.connect(name).await {
                 Ok(connection) => return Some(connection),
-                Err(error) => {
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "broker connection failed");
-                }
+                Err(error) => error,
+            };
+            let delay = backoff.next_delay();
+            tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "broker connection failed");
+            if !backoff::pause(delay, cancel).await {
+                return None;
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return None,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
 

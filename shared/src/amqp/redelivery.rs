@@ -7,6 +7,7 @@
 
 use crate::amqp::broker::{string_headers, ConfirmedPublisher, PublishError};
 use crate::amqp::topology::{header_str, Topology, DELAY_HEADER};
+use crate::model::ids::{RetryId, SubscriptionId};
 use crate::redis::delivery_state::{Block, DeliveryState, StateError};
 use chrono::{DateTime, Utc};
 use lapin::BasicProperties;
@@ -60,7 +61,7 @@ pub struct RetryHeaders {
     /// When the event first failed.
     pub first_failure: Option<DateTime<Utc>>,
     /// The copy's retry id.
-    pub retry_id: Option<String>,
+    pub retry_id: Option<RetryId>,
     /// The subscription incarnation the copy was made for (`None` on copies
     /// made before incarnations existed).
     pub incarnation: Option<String>,
@@ -78,7 +79,8 @@ impl RetryHeaders {
             first_failure: header_str(headers, FIRST_FAILURE_HEADER)
                 .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
                 .map(|t| t.with_timezone(&Utc)),
-            retry_id: header_str(headers, RETRY_ID_HEADER),
+            retry_id: header_str(headers, RETRY_ID_HEADER)
+                .and_then(|id| RetryId::try_from(id).ok()),
             incarnation: header_str(headers, INCARNATION_HEADER),
         }
     }
@@ -90,7 +92,9 @@ impl RetryHeaders {
         let pairs = [
             Some((ATTEMPTS_HEADER, attempts.as_str())),
             first_failure.as_deref().map(|t| (FIRST_FAILURE_HEADER, t)),
-            self.retry_id.as_deref().map(|id| (RETRY_ID_HEADER, id)),
+            self.retry_id
+                .as_ref()
+                .map(|id| (RETRY_ID_HEADER, id.as_str())),
             self.incarnation
                 .as_deref()
                 .map(|incarnation| (INCARNATION_HEADER, incarnation)),
@@ -124,7 +128,7 @@ impl Redelivery {
     /// queue on first use (an unroutable publish means it is missing).
     pub async fn to_delay_queue(
         &self,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
         body: &[u8],
         headers: &RetryHeaders,
         delay_ms: u64,
@@ -133,7 +137,12 @@ impl Redelivery {
         let properties = headers.properties(Some(delay_ms));
         let first = self
             .publisher
-            .publish_confirmed(&exchange, subscription_id, body, properties.clone())
+            .publish_confirmed(
+                &exchange,
+                subscription_id.as_str(),
+                body,
+                properties.clone(),
+            )
             .await;
         match first {
             Err(PublishError::Unroutable { .. }) => {
@@ -149,7 +158,7 @@ impl Redelivery {
                     })?;
                 Ok(self
                     .publisher
-                    .publish_confirmed(&exchange, subscription_id, body, properties)
+                    .publish_confirmed(&exchange, subscription_id.as_str(), body, properties)
                     .await?)
             }
             other => Ok(other?),
@@ -159,14 +168,14 @@ impl Redelivery {
     /// Puts a copy at the head of the subscription queue (priority 1).
     pub async fn to_head(
         &self,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
         body: &[u8],
         headers: &RetryHeaders,
     ) -> Result<(), PublishError> {
         self.publisher
             .publish_confirmed(
                 &self.topology.deliver_exchange(),
-                subscription_id,
+                subscription_id.as_str(),
                 body,
                 headers.properties(None),
             )
@@ -180,11 +189,11 @@ impl Redelivery {
     pub async fn reissue_blocked(
         &self,
         state: &DeliveryState,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
         incarnation: &str,
         block: &Block,
     ) -> Result<bool, ReissueError> {
-        let retry_id = uuid::Uuid::new_v4().to_string();
+        let retry_id = RetryId::generate();
         let headers = RetryHeaders {
             attempts: block.attempts,
             first_failure: Some(block.first_failure_at),
@@ -204,7 +213,7 @@ impl Redelivery {
     /// subscription queue (a replay).
     pub async fn to_tail(
         &self,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
         incarnation: &str,
         body: &[u8],
     ) -> Result<(), PublishError> {
@@ -212,7 +221,7 @@ impl Redelivery {
         self.publisher
             .publish_confirmed(
                 &self.topology.deliver_exchange(),
-                subscription_id,
+                subscription_id.as_str(),
                 body,
                 BasicProperties::default()
                     .with_content_type("application/json".into())
@@ -233,7 +242,7 @@ mod tests {
             first_failure: DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
                 .ok()
                 .map(|t| t.with_timezone(&Utc)),
-            retry_id: Some("r-1".into()),
+            retry_id: RetryId::parse("r-1").ok(),
             incarnation: Some("i-1".into()),
         };
         let properties = headers.properties(Some(300_000));

@@ -4,14 +4,13 @@
 //! The payload is kept as raw JSON text from intake to the receiver, so a
 //! subscription in `payload` body mode gets the producer's bytes unchanged.
 
+use crate::model::ids::EventId;
 use crate::model::problem::{parse_json, Problem};
 use crate::model::tenant::TenantId;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// Longest accepted event id, in bytes.
-pub const MAX_ID_LEN: usize = 200;
 /// Longest accepted event type, in bytes.
 pub const MAX_TYPE_LEN: usize = 255;
 /// Deepest accepted nesting of arrays and objects in a payload: well below
@@ -50,7 +49,7 @@ pub struct IncomingEvent {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
     /// Unique event id (producer's, or a UUIDv7).
-    pub id: String,
+    pub id: EventId,
     /// Event type.
     #[serde(rename = "type")]
     pub event_type: String,
@@ -75,11 +74,8 @@ impl Envelope {
     /// Validates a parsed event and fills `id` and `timestamp` defaults.
     pub fn from_input(input: IncomingEvent, now: DateTime<Utc>) -> Result<Self, Problem> {
         let id = match input.id {
-            Some(id) => {
-                validate_id(&id)?;
-                id
-            }
-            None => uuid::Uuid::now_v7().to_string(),
+            Some(id) => EventId::try_from(id).map_err(|invalid| invalid.at("id"))?,
+            None => EventId::generate(),
         };
         validate_type(&input.event_type)?;
         validate_payload_depth(input.payload.get())?;
@@ -180,22 +176,6 @@ fn nesting_depth(json: &str) -> usize {
     deepest
 }
 
-fn validate_id(id: &str) -> Result<(), Problem> {
-    if id.is_empty() || id.len() > MAX_ID_LEN {
-        return Err(Problem::field(
-            "id",
-            format!("must be 1 to {MAX_ID_LEN} bytes"),
-        ));
-    }
-    if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Problem::field(
-            "id",
-            "must not contain spaces or control characters",
-        ));
-    }
-    Ok(())
-}
-
 /// Checks an event type: 1–255 bytes of letters, digits and `. _ - : /`.
 pub fn validate_type(event_type: &str) -> Result<(), Problem> {
     if event_type.is_empty() || event_type.len() > MAX_TYPE_LEN {
@@ -219,6 +199,7 @@ pub fn validate_type(event_type: &str) -> Result<(), Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::problem::ProblemCode;
 
     #[test]
     fn nesting_depth_counts_brackets_outside_strings() {
@@ -247,7 +228,7 @@ mod tests {
         // Far deeper than the parser's own limit is refused the same way, not as null.
         let problem = Envelope::from_input_bytes(deep(5_000).as_bytes(), now).unwrap_err();
         assert!(
-            problem.field.as_deref() == Some("payload") || problem.code == "not_json",
+            problem.field.as_deref() == Some("payload") || problem.code == ProblemCode::NotJson,
             "{problem:?}"
         );
     }
@@ -264,7 +245,7 @@ mod tests {
         let envelope = Envelope::from_input_bytes(raw, now()).unwrap();
         assert_eq!(envelope.timestamp, "2026-01-02T03:04:05.678Z");
         assert_eq!(
-            uuid::Uuid::parse_str(&envelope.id)
+            uuid::Uuid::parse_str(envelope.id.as_str())
                 .unwrap()
                 .get_version_num(),
             7
@@ -292,7 +273,19 @@ mod tests {
         }
         assert_eq!(
             Envelope::from_input_bytes(b"nope", now()).unwrap_err().code,
-            "not_json"
+            ProblemCode::NotJson
+        );
+    }
+
+    #[test]
+    fn a_producer_event_id_is_checked_and_kept() {
+        let raw = br#"{"id":"has space","type":"a","payload":null}"#;
+        let problem = Envelope::from_input_bytes(raw, now()).unwrap_err();
+        assert_eq!(problem.field.as_deref(), Some("id"), "{problem}");
+        let wire = br#"{"id":"","type":"a","timestamp":"2026-01-02T03:04:05.678Z","payload":null}"#;
+        assert!(
+            Envelope::from_wire(wire).is_err(),
+            "an envelope's id is checked when read"
         );
     }
 

@@ -4,6 +4,7 @@
 //! I/O happens here.
 
 pub mod envelope;
+pub mod ids;
 pub mod problem;
 pub mod retry_policy;
 pub mod secret;

@@ -157,12 +157,6 @@ impl fmt::Display for ProblemCode {
     }
 }
 
-impl PartialEq<&str> for ProblemCode {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
 /// A rejected input: a machine-readable code, the offending field, and a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
@@ -323,7 +317,7 @@ mod tests {
             parse_json::<Outer>(br#"{"name":"a","filters":[{"pointer":3}]}"#).unwrap_err();
         assert_eq!(mistyped.field.as_deref(), Some("filters[0].pointer"));
         let broken = parse_json::<Outer>(b"{not json").unwrap_err();
-        assert_eq!(broken.code, "not_json");
+        assert_eq!(broken.code, ProblemCode::NotJson);
     }
 
     #[test]

@@ -35,13 +35,7 @@ impl utoipa::ToSchema for TenantId {}
 impl TenantId {
     /// Validates `id`.
     pub fn parse(id: &str) -> Result<Self, String> {
-        let well_formed = !id.is_empty()
-            && id.len() <= MAX_TENANT_ID_LEN
-            && id
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-            && id.starts_with(|c: char| c.is_ascii_alphanumeric());
-        if well_formed {
+        if crate::model::ids::is_name_like(id, MAX_TENANT_ID_LEN) {
             Ok(Self(id.to_string()))
         } else {
             Err(format!(

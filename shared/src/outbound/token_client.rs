@@ -13,6 +13,7 @@ use crate::model::subscription::Subscription;
 use crate::outbound::{error_chain, read_bounded};
 use crate::redis::token_cache::{Token, TokenCache};
 use crate::runtime::coalesce::Coalesce;
+use crate::runtime::locks::lock;
 use crate::runtime::metrics::{counter, counter_vec};
 use prometheus::{IntCounter, IntCounterVec, Registry};
 use std::collections::{HashMap, HashSet};
@@ -355,9 +356,4 @@ fn short_hash(token: &Secret) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     token.expose().hash(&mut hasher);
     format!("{:016x}", hasher.finish())
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain maps: a panic elsewhere leaves them consistent.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -45,11 +45,11 @@ impl WebhookRequest {
         // Replaced secrets still in their rotation grace sign too, after the current ones.
         let signing = subscription.signing_secrets(chrono::Utc::now());
         if !signing.is_empty() {
-            headers.push(("webhook-id".into(), envelope.id.clone()));
+            headers.push(("webhook-id".into(), envelope.id.to_string()));
             headers.push(("webhook-timestamp".into(), unix_time.to_string()));
             headers.push((
                 "webhook-signature".into(),
-                standard_webhooks_signature(signing, &envelope.id, unix_time, &body),
+                standard_webhooks_signature(signing, envelope.id.as_str(), unix_time, &body),
             ));
         }
         if let (Some(header), Some(secret)) = (&spec.signature_header, spec.secrets.first()) {

@@ -10,6 +10,7 @@
 use crate::model::envelope::Envelope;
 use crate::model::subscription::Subscription;
 use crate::redis::subscription_store::{StoreError, SubscriptionStore};
+use crate::runtime::backoff::Backoff;
 use futures::StreamExt;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -34,13 +35,11 @@ impl Catalog {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Subscription>>> {
         // A poisoned lock only means a panic elsewhere mid-update of a plain
         // map; the data is still a consistent map, so keep serving it.
-        self.subscriptions.read().unwrap_or_else(|e| e.into_inner())
+        crate::runtime::locks::read(&self.subscriptions)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Subscription>>> {
-        self.subscriptions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
+        crate::runtime::locks::write(&self.subscriptions)
     }
 
     /// Inserts or replaces one subscription.
@@ -126,23 +125,23 @@ pub async fn sync(
     loaded: Option<tokio::sync::oneshot::Sender<()>>,
 ) {
     let mut loaded = loaded;
-    let mut retry = Duration::from_millis(200);
+    let mut backoff = Backoff::redis_retry();
     while !cancel.is_cancelled() {
         // Subscribe before loading so no change between the two is missed.
         let changes = match store.changes().await {
             Ok(changes) => changes,
             Err(error) => {
                 tracing::warn!(%error, "subscribing to subscription changes failed");
-                pause(&cancel, &mut retry).await;
+                backoff.pause(&cancel).await;
                 continue;
             }
         };
         if let Err(error) = reload(&store, &catalog, &changed).await {
             tracing::warn!(%error, "loading subscriptions failed");
-            pause(&cancel, &mut retry).await;
+            backoff.pause(&cancel).await;
             continue;
         }
-        retry = Duration::from_millis(200);
+        backoff.reset();
         if let Some(done) = loaded.take() {
             let _ = done.send(());
         }
@@ -164,13 +163,13 @@ pub async fn sync(
                     };
                     match store.find(&change.id).await {
                         Ok(Some(subscription)) => catalog.upsert(subscription),
-                        Ok(None) => catalog.remove(&change.id),
+                        Ok(None) => catalog.remove(change.id.as_str()),
                         Err(error) => {
                             tracing::warn!(%error, subscription = %change.id, "reloading a changed subscription failed");
                             continue;
                         }
                     }
-                    changed(&change.id);
+                    changed(change.id.as_str());
                 }
             }
         }
@@ -225,14 +224,6 @@ async fn reload(
         changed(&id);
     }
     Ok(())
-}
-
-async fn pause(cancel: &CancellationToken, retry: &mut Duration) {
-    tokio::select! {
-        _ = cancel.cancelled() => {}
-        _ = tokio::time::sleep(*retry) => {}
-    }
-    *retry = (*retry * 2).min(Duration::from_secs(5));
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! Keeping the names in one place is what lets each test (and each
 //! deployment sharing a Redis) live in its own namespace without collisions.
 
+use crate::model::ids::{EventId, SubscriptionId};
+
 /// Builds namespaced Redis key names.
 #[derive(Debug, Clone)]
 pub struct RedisKeys {
@@ -18,13 +20,13 @@ impl RedisKeys {
     }
 
     /// JSON document of one subscription.
-    pub fn subscription(&self, id: &str) -> String {
+    pub fn subscription(&self, id: &SubscriptionId) -> String {
         format!("{}:sub:{id}", self.prefix)
     }
 
     /// A subscription version staged for its PING (not yet stored), with a
     /// short TTL, so the token service can read its credentials.
-    pub fn staged_subscription(&self, id: &str, nonce: &str) -> String {
+    pub fn staged_subscription(&self, id: &SubscriptionId, nonce: &str) -> String {
         format!("{}:sub-staged:{id}:{nonce}", self.prefix)
     }
 
@@ -44,43 +46,43 @@ impl RedisKeys {
     }
 
     /// Marks an event as delivered to a subscription, so it is never POSTed twice.
-    pub fn delivered(&self, subscription_id: &str, event_id: &str) -> String {
+    pub fn delivered(&self, subscription_id: &SubscriptionId, event_id: &EventId) -> String {
         format!("{}:delivered:{subscription_id}:{event_id}", self.prefix)
     }
 
     /// Marks an event identity (hashed) as delivered to a subscription (`dedup`).
-    pub fn dedup(&self, subscription_id: &str, identity_hash: &str) -> String {
+    pub fn dedup(&self, subscription_id: &SubscriptionId, identity_hash: &str) -> String {
         format!("{}:dedup:{subscription_id}:{identity_hash}", self.prefix)
     }
 
     /// Sorted set of a subscription's open entities (`completion`), hashed,
     /// scored by when each was last seen (unix ms).
-    pub fn open_entities(&self, subscription_id: &str) -> String {
+    pub fn open_entities(&self, subscription_id: &SubscriptionId) -> String {
         format!("{}:entities:{subscription_id}:open", self.prefix)
     }
 
     /// Sorted set of a subscription's complete entities, scored like the open ones.
-    pub fn complete_entities(&self, subscription_id: &str) -> String {
+    pub fn complete_entities(&self, subscription_id: &SubscriptionId) -> String {
         format!("{}:entities:{subscription_id}:complete", self.prefix)
     }
 
     /// Hash of a subscription's delivery state (last success, last failure, counters).
-    pub fn delivery_state(&self, subscription_id: &str) -> String {
+    pub fn delivery_state(&self, subscription_id: &SubscriptionId) -> String {
         format!("{}:state:{subscription_id}", self.prefix)
     }
 
     /// Hash describing the event a strict subscription is blocked on (absent when not blocked).
-    pub fn block(&self, subscription_id: &str) -> String {
+    pub fn block(&self, subscription_id: &SubscriptionId) -> String {
         format!("{}:block:{subscription_id}", self.prefix)
     }
 
     /// Hash of a subscription's given-up events kept for replay, by event id.
-    pub fn parked(&self, subscription_id: &str) -> String {
+    pub fn parked(&self, subscription_id: &SubscriptionId) -> String {
         format!("{}:parked:{subscription_id}", self.prefix)
     }
 
     /// Capped stream of a subscription's recent delivery attempts.
-    pub fn attempts(&self, subscription_id: &str) -> String {
+    pub fn attempts(&self, subscription_id: &SubscriptionId) -> String {
         format!("{}:attempts:{subscription_id}", self.prefix)
     }
 

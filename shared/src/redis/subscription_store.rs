@@ -6,12 +6,14 @@
 //! sealed with the installation's key ring before it is written and opened
 //! when read, so Redis never holds one in clear.
 
+use crate::model::ids::SubscriptionId;
 use crate::model::problem::Problem;
 use crate::model::secret::Secret;
 use crate::model::subscription::{
     new_incarnation, Disabled, Subscription, SubscriptionPatch, SubscriptionSpec,
     SubscriptionStatus,
 };
+use crate::redis::compare_and_set::{CompareAndSet, Swap};
 use crate::redis::keys::RedisKeys;
 use crate::runtime::encryption::{EncryptionError, KeyRing, Sealing};
 use chrono::Utc;
@@ -70,21 +72,11 @@ pub struct PendingUpdate {
     raw_before: String,
 }
 
-/// Replaces the document only if it is still the one read (compare and set):
-/// 1 stored, 0 changed meanwhile, -1 deleted meanwhile.
-const SET_IF_UNCHANGED: &str = r#"
-local current = redis.call('GET', KEYS[1])
-if not current then return -1 end
-if current ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-"#;
-
 /// A subscription changed (created, updated or deleted): reload it by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionChange {
     /// The id that changed.
-    pub id: String,
+    pub id: SubscriptionId,
 }
 
 /// Reads and writes subscriptions, announcing every change.
@@ -138,28 +130,31 @@ impl SubscriptionStore {
         spec.validate_new().map_err(StoreError::Invalid)?;
         let now = Utc::now();
         let subscription = Subscription::new(spec, now);
-        let id = subscription.id().to_string();
+        let id = subscription.id();
         let mut redis = self.redis.clone();
         let created: bool = redis
-            .set_nx(self.keys.subscription(&id), self.encode(&subscription))
+            .set_nx(self.keys.subscription(id), self.encode(&subscription))
             .await?;
         if !created {
-            return Err(StoreError::AlreadyExists(id));
+            return Err(StoreError::AlreadyExists(id.to_string()));
         }
-        let _: () = redis.sadd(self.keys.subscription_ids(), &id).await?;
-        self.announce(&id).await?;
+        let _: () = redis
+            .sadd(self.keys.subscription_ids(), id.as_str())
+            .await?;
+        self.announce(id).await?;
         Ok(subscription)
     }
 
     /// Reads one subscription.
-    pub async fn get(&self, id: &str) -> Result<Subscription, StoreError> {
+    pub async fn get(&self, id: &SubscriptionId) -> Result<Subscription, StoreError> {
         let raw: Option<String> = self.redis.clone().get(self.keys.subscription(id)).await?;
         let raw = raw.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        self.decode(id, &raw).map(|(subscription, _)| subscription)
+        self.decode(id.as_str(), &raw)
+            .map(|(subscription, _)| subscription)
     }
 
     /// Reads one subscription, `None` when it does not exist.
-    pub async fn find(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
+    pub async fn find(&self, id: &SubscriptionId) -> Result<Option<Subscription>, StoreError> {
         match self.get(id).await {
             Ok(subscription) => Ok(Some(subscription)),
             Err(StoreError::NotFound(_)) => Ok(None),
@@ -179,7 +174,7 @@ impl SubscriptionStore {
     pub async fn list(&self) -> Result<Vec<Subscription>, StoreError> {
         let mut subscriptions = Vec::new();
         self.for_each_stored(|id, doc| {
-            subscriptions.push(self.decode(id, &doc)?.0);
+            subscriptions.push(self.decode(id.as_str(), &doc)?.0);
             Ok(())
         })
         .await?;
@@ -208,11 +203,10 @@ impl SubscriptionStore {
     /// is skipped.
     async fn for_each_stored(
         &self,
-        mut each: impl FnMut(&str, String) -> Result<(), StoreError>,
+        mut each: impl FnMut(&SubscriptionId, String) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut redis = self.redis.clone();
-        let mut ids: Vec<String> = redis.smembers(self.keys.subscription_ids()).await?;
-        ids.sort();
+        let ids = self.stored_ids().await?;
         for chunk in ids.chunks(500) {
             let keys: Vec<String> = chunk.iter().map(|id| self.keys.subscription(id)).collect();
             let docs: Vec<Option<String>> = redis.mget(&keys).await?;
@@ -223,6 +217,28 @@ impl SubscriptionStore {
             }
         }
         Ok(())
+    }
+
+    /// The ids in the set of all subscriptions, sorted; one that is not an
+    /// id (written by hand) is skipped, since no document can be stored under it.
+    async fn stored_ids(&self) -> Result<Vec<SubscriptionId>, StoreError> {
+        let stored: Vec<String> = self
+            .redis
+            .clone()
+            .smembers(self.keys.subscription_ids())
+            .await?;
+        let mut ids: Vec<SubscriptionId> = stored
+            .into_iter()
+            .filter_map(|id| match SubscriptionId::try_from(id) {
+                Ok(id) => Some(id),
+                Err(invalid) => {
+                    tracing::warn!(%invalid, "the set of subscription ids holds a malformed one; skipping it");
+                    None
+                }
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 
     /// Checks an exported document: it must be a subscription whose secrets
@@ -252,7 +268,7 @@ impl SubscriptionStore {
             .atomic()
             .set(self.keys.subscription(id), document.to_string())
             .ignore()
-            .sadd(self.keys.subscription_ids(), id)
+            .sadd(self.keys.subscription_ids(), id.as_str())
             .ignore()
             .query_async::<()>(&mut redis)
             .await?;
@@ -268,7 +284,7 @@ impl SubscriptionStore {
             .atomic()
             .set(self.keys.subscription(id), self.encode(subscription))
             .ignore()
-            .sadd(self.keys.subscription_ids(), id)
+            .sadd(self.keys.subscription_ids(), id.as_str())
             .ignore()
             .query_async::<()>(&mut redis)
             .await?;
@@ -278,7 +294,7 @@ impl SubscriptionStore {
     /// Applies a patch and stores the result if it validates.
     pub async fn update(
         &self,
-        id: &str,
+        id: &SubscriptionId,
         patch: SubscriptionPatch,
     ) -> Result<Subscription, StoreError> {
         let pending = self.prepare_update(id, patch).await?;
@@ -289,13 +305,13 @@ impl SubscriptionStore {
     /// subscription, without storing anything.
     pub async fn prepare_update(
         &self,
-        id: &str,
+        id: &SubscriptionId,
         patch: SubscriptionPatch,
     ) -> Result<PendingUpdate, StoreError> {
         patch.validate().map_err(StoreError::Invalid)?;
         let raw: Option<String> = self.redis.clone().get(self.keys.subscription(id)).await?;
         let raw_before = raw.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        let (before, _) = self.decode(id, &raw_before)?;
+        let (before, _) = self.decode(id.as_str(), &raw_before)?;
         let spec = before.spec.patched(patch);
         spec.validate().map_err(StoreError::Invalid)?;
         // Leaving `disabled` (re-enabling or pausing) forgets why it was disabled.
@@ -319,20 +335,23 @@ impl SubscriptionStore {
     /// Stores a prepared update if the subscription was not changed (or
     /// deleted) since it was read, and announces it.
     pub async fn commit(&self, pending: PendingUpdate) -> Result<Subscription, StoreError> {
-        let id = pending.after.id().to_string();
-        let stored: i64 = redis::Script::new(SET_IF_UNCHANGED)
-            .key(self.keys.subscription(&id))
-            .arg(&pending.raw_before)
-            .arg(self.encode(&pending.after))
-            .invoke_async(&mut self.redis.clone())
+        let id = pending.after.id().clone();
+        // Replaced only if it is still the document read.
+        let swapped = CompareAndSet::default()
+            .swap(
+                &mut self.redis.clone(),
+                &self.keys.subscription(&id),
+                &pending.raw_before,
+                &self.encode(&pending.after),
+            )
             .await?;
-        match stored {
-            1 => {
+        match swapped {
+            Swap::Stored => {
                 self.announce(&id).await?;
                 Ok(pending.after)
             }
-            0 => Err(StoreError::Changed(id)),
-            _ => Err(StoreError::NotFound(id)),
+            Swap::Changed => Err(StoreError::Changed(id.to_string())),
+            Swap::Missing => Err(StoreError::NotFound(id.to_string())),
         }
     }
 
@@ -358,18 +377,23 @@ impl SubscriptionStore {
     }
 
     /// Reads the staged version `nonce` of subscription `id`.
-    pub async fn get_staged(&self, id: &str, nonce: &str) -> Result<Subscription, StoreError> {
+    pub async fn get_staged(
+        &self,
+        id: &SubscriptionId,
+        nonce: &str,
+    ) -> Result<Subscription, StoreError> {
         let raw: Option<String> = self
             .redis
             .clone()
             .get(self.keys.staged_subscription(id, nonce))
             .await?;
         let raw = raw.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        self.decode(id, &raw).map(|(subscription, _)| subscription)
+        self.decode(id.as_str(), &raw)
+            .map(|(subscription, _)| subscription)
     }
 
     /// Drops a staged version once its PING is done.
-    pub async fn unstage(&self, id: &str, nonce: &str) -> Result<(), StoreError> {
+    pub async fn unstage(&self, id: &SubscriptionId, nonce: &str) -> Result<(), StoreError> {
         let _: () = self
             .redis
             .clone()
@@ -384,7 +408,11 @@ impl SubscriptionStore {
     /// When the backlog is discarded the subscription starts a new
     /// incarnation, so no copy made before (queued, delayed, replayed) can
     /// be delivered after it is re-enabled.
-    pub async fn disable(&self, id: &str, why: Disabled) -> Result<Subscription, StoreError> {
+    pub async fn disable(
+        &self,
+        id: &SubscriptionId,
+        why: Disabled,
+    ) -> Result<Subscription, StoreError> {
         self.modify(id, |subscription| {
             subscription.spec.status = SubscriptionStatus::Disabled;
             if why.backlog_discarded {
@@ -399,7 +427,7 @@ impl SubscriptionStore {
     /// signing for `grace` (see [`crate::model::subscription::rotation`]).
     pub async fn rotate_secret(
         &self,
-        id: &str,
+        id: &SubscriptionId,
         secret: Secret,
         grace: chrono::TimeDelta,
     ) -> Result<Subscription, StoreError> {
@@ -410,7 +438,10 @@ impl SubscriptionStore {
     }
 
     /// Drops the retiring secrets whose grace has ended from the stored document.
-    pub async fn drop_retired_secrets(&self, id: &str) -> Result<Subscription, StoreError> {
+    pub async fn drop_retired_secrets(
+        &self,
+        id: &SubscriptionId,
+    ) -> Result<Subscription, StoreError> {
         // `modify` drops them from every document it writes.
         self.modify(id, |_| {}).await
     }
@@ -420,14 +451,14 @@ impl SubscriptionStore {
     /// (a few times) when something was: a concurrent PATCH is never undone.
     async fn modify(
         &self,
-        id: &str,
+        id: &SubscriptionId,
         change: impl Fn(&mut Subscription),
     ) -> Result<Subscription, StoreError> {
         const ATTEMPTS: usize = 5;
         for _ in 0..ATTEMPTS {
             let raw: Option<String> = self.redis.clone().get(self.keys.subscription(id)).await?;
             let raw_before = raw.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-            let (before, _) = self.decode(id, &raw_before)?;
+            let (before, _) = self.decode(id.as_str(), &raw_before)?;
             let mut after = before.clone();
             change(&mut after);
             after.updated_at = Utc::now();
@@ -446,7 +477,7 @@ impl SubscriptionStore {
     }
 
     /// Re-enables a disabled (or paused) subscription.
-    pub async fn enable(&self, id: &str) -> Result<Subscription, StoreError> {
+    pub async fn enable(&self, id: &SubscriptionId) -> Result<Subscription, StoreError> {
         self.update(
             id,
             SubscriptionPatch {
@@ -458,13 +489,13 @@ impl SubscriptionStore {
     }
 
     /// Deletes a subscription; returns it as it was.
-    pub async fn delete(&self, id: &str) -> Result<Subscription, StoreError> {
+    pub async fn delete(&self, id: &SubscriptionId) -> Result<Subscription, StoreError> {
         let subscription = self.get(id).await?;
         let mut redis = self.redis.clone();
         let _: () = redis::pipe()
             .atomic()
             .del(self.keys.subscription(id))
-            .srem(self.keys.subscription_ids(), id)
+            .srem(self.keys.subscription_ids(), id.as_str())
             .query_async(&mut redis)
             .await?;
         self.announce(id).await?;
@@ -473,11 +504,11 @@ impl SubscriptionStore {
 
     /// Tells every running service that subscription `id` changed, so its
     /// consumer re-reads its settings and delivery state now.
-    pub async fn announce(&self, id: &str) -> Result<(), StoreError> {
+    pub async fn announce(&self, id: &SubscriptionId) -> Result<(), StoreError> {
         let _: i64 = self
             .redis
             .clone()
-            .publish(self.keys.subscription_changes(), id)
+            .publish(self.keys.subscription_changes(), id.as_str())
             .await?;
         Ok(())
     }
@@ -493,6 +524,7 @@ impl SubscriptionStore {
             message
                 .get_payload::<String>()
                 .ok()
+                .and_then(|id| SubscriptionId::try_from(id).ok())
                 .map(|id| SubscriptionChange { id })
         }))
     }
@@ -504,20 +536,10 @@ fn seal_context(id: &str) -> String {
     format!("sub:{id}")
 }
 
-/// Replaces a document in Redis only if it is still exactly `old`: a re-seal
-/// must never overwrite an update made in between.
-const REPLACE_IF_UNCHANGED: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-";
-
 impl SubscriptionStore {
     fn encode(&self, subscription: &Subscription) -> String {
         let mut sealed = subscription.clone();
-        let context = seal_context(subscription.id());
+        let context = seal_context(subscription.id().as_str());
         for secret in sealed.secrets_mut() {
             *secret = Secret::new(self.keyring.seal(secret.expose().as_bytes(), &context));
         }
@@ -555,26 +577,26 @@ impl SubscriptionStore {
     /// the old key can then be dropped from the configuration.
     pub async fn reseal_all(&self) -> Result<usize, StoreError> {
         let mut redis = self.redis.clone();
-        let ids: Vec<String> = redis.smembers(self.keys.subscription_ids()).await?;
-        let script = redis::Script::new(REPLACE_IF_UNCHANGED);
+        let ids = self.stored_ids().await?;
+        // A re-seal must never overwrite an update made in between.
+        let cas = CompareAndSet::default();
         let mut rewritten = 0;
         for id in ids {
             let key = self.keys.subscription(&id);
             let raw: Option<String> = redis.get(&key).await?;
             let Some(raw) = raw else { continue };
-            let (subscription, sealing) = self.decode(&id, &raw)?;
+            let (subscription, sealing) = self.decode(id.as_str(), &raw)?;
             if sealing == Sealing::Current {
                 continue;
             }
-            let replaced: i64 = script
-                .key(&key)
-                .arg(&raw)
-                .arg(self.encode(&subscription))
-                .invoke_async(&mut redis)
+            let swapped = cas
+                .swap(&mut redis, &key, &raw, &self.encode(&subscription))
                 .await?;
             // A document changed in between was written by the current code,
             // hence sealed with the current key already.
-            rewritten += usize::try_from(replaced).unwrap_or(0);
+            if swapped == Swap::Stored {
+                rewritten += 1;
+            }
         }
         Ok(rewritten)
     }

@@ -63,7 +63,7 @@ type InFlight<T> = HashMap<String, Shared<BoxFuture<'static, T>>>;
 impl<T: Clone> Coalesce<T> {
     fn lock(&self) -> std::sync::MutexGuard<'_, InFlight<T>> {
         // The map holds only futures; a panic elsewhere leaves it consistent.
-        self.inflight.lock().unwrap_or_else(|e| e.into_inner())
+        crate::runtime::locks::lock(&self.inflight)
     }
 }
 

@@ -9,6 +9,7 @@
 use crate::amqp::broker_nodes::{BrokerConnector, BrokerNodes};
 use crate::amqp::topology::Topology;
 use crate::redis::keys::RedisKeys;
+use crate::runtime::backoff::Backoff;
 use crate::runtime::ops::Readiness;
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
@@ -231,7 +232,7 @@ pub async fn check_at_start(
     cancel: &CancellationToken,
 ) {
     let mut redis = redis.clone();
-    let mut pause = Duration::from_millis(200);
+    let mut backoff = Backoff::redis_retry();
     loop {
         match check(&mut redis, keys, amqp_url, topology, readiness).await {
             Ok(_) => return,
@@ -239,11 +240,9 @@ pub async fn check_at_start(
                 tracing::warn!(%error, "cannot check the installation marker yet; retrying");
             }
         }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
+        if !backoff.pause(cancel).await {
+            return;
         }
-        pause = (pause * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -6,6 +6,8 @@
 
 use crate::runtime::config::LogFormat;
 use tracing_subscriber::filter::Directive;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// Targets of other crates that log message bodies, always off: lapin logs a
@@ -29,14 +31,37 @@ pub fn init(format: LogFormat) {
     let json = format == LogFormat::Json;
     // Colours only on a terminal: in files and log collectors they are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    subscriber(filter, ansi, json, std::io::stderr).init();
+}
+
+/// The subscriber [`init`] installs, writing to `writer`. As JSON, each line
+/// carries the fields of the spans it was logged in (`span`, the innermost,
+/// and `spans`, all of them): a delivery's lines name the subscription and
+/// the event through their spans rather than repeating them.
+fn subscriber<W>(
+    filter: EnvFilter,
+    ansi: bool,
+    json: bool,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(without_payload_targets(filter))
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if json {
-        builder.json().flatten_event(true).init();
+        Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(true)
+                .finish(),
+        )
     } else {
-        builder.init();
+        Box::new(builder.finish())
     }
 }
 
@@ -49,5 +74,46 @@ mod tests {
         for directive in PAYLOAD_TARGETS_OFF {
             assert!(directive.parse::<Directive>().is_ok(), "{directive}");
         }
+    }
+
+    /// A log buffer for one test.
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            crate::runtime::locks::lock(&self.0).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Lines {
+        type Writer = Lines;
+        fn make_writer(&'a self) -> Lines {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_the_fields_of_their_spans() {
+        let lines = Lines::default();
+        let json = subscriber(EnvFilter::new("info"), false, true, lines.clone());
+        tracing::subscriber::with_default(json, || {
+            let session = tracing::info_span!("session", subscription = "acme");
+            let _session = session.enter();
+            let delivery = tracing::info_span!("delivery", event_id = "e1", attempt = 2);
+            let _delivery = delivery.enter();
+            tracing::info!(status = 200, "delivered");
+        });
+        let text = String::from_utf8(crate::runtime::locks::lock(&lines.0).clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["message"], "delivered", "{line}");
+        assert_eq!(line["status"], 200, "{line}");
+        assert_eq!(line["span"]["event_id"], "e1", "{line}");
+        assert_eq!(line["spans"][0]["subscription"], "acme", "{line}");
+        assert_eq!(line["spans"][1]["attempt"], 2, "{line}");
     }
 }

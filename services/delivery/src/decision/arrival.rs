@@ -9,6 +9,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use postline_shared::amqp::redelivery::RetryHeaders;
+use postline_shared::model::ids::EventId;
 use postline_shared::model::subscription::{OrderMode, Subscription};
 use postline_shared::model::tenant::may_receive;
 use postline_shared::redis::delivery_state::semantics_records::Dropped;
@@ -161,8 +162,8 @@ pub fn reissue_on_session_start(block: Option<&Block>, now: DateTime<Utc>) -> bo
 /// same event must see its success).
 pub fn lookahead_holds(
     subscription: &Subscription,
-    current_id: Option<&str>,
-    next_id: Option<&str>,
+    current_id: Option<&EventId>,
+    next_id: Option<&EventId>,
     looked_ahead: &Precheck,
 ) -> bool {
     let spec = &subscription.spec;
@@ -175,7 +176,7 @@ pub fn lookahead_holds(
 pub fn on_precheck(
     subscription: &Subscription,
     arrival: &Arrival<'_>,
-    event_id: &str,
+    event_id: &EventId,
     precheck: &Precheck,
     now: DateTime<Utc>,
 ) -> OnArrival {
@@ -186,7 +187,7 @@ pub fn on_precheck(
             || subscription.incarnation.is_empty()
             || block.incarnation == subscription.incarnation
     });
-    let names_this_event = block.is_some_and(|block| block.event_id == event_id);
+    let names_this_event = block.is_some_and(|block| &block.event_id == event_id);
     if precheck.settled {
         // A block must never outlive its event's settlement.
         return OnArrival::SkipSettled {
@@ -218,7 +219,7 @@ pub fn on_precheck(
     }
     match block {
         Some(block) if names_this_event => {
-            if copy.retry_id.as_deref() != Some(block.retry_id.as_str()) {
+            if copy.retry_id.as_ref() != Some(&block.retry_id) {
                 OnArrival::DropStale(Stale::SupersededCopy)
             } else {
                 OnArrival::Attempt(History {
@@ -248,7 +249,12 @@ pub fn on_precheck(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use postline_shared::model::ids::RetryId;
     use postline_shared::model::subscription::SubscriptionSpec;
+
+    fn id(event_id: &str) -> EventId {
+        EventId::parse(event_id).unwrap()
+    }
 
     fn subscription(order: &str) -> Subscription {
         let spec: SubscriptionSpec = serde_json::from_value(serde_json::json!({
@@ -268,8 +274,8 @@ mod tests {
 
     fn block(event_id: &str, retry_id: &str, due: DateTime<Utc>) -> Block {
         Block {
-            event_id: event_id.into(),
-            retry_id: retry_id.into(),
+            event_id: id(event_id),
+            retry_id: RetryId::parse(retry_id).unwrap(),
             attempts: 4,
             next_attempt_at: due,
             first_failure_at: now() - TimeDelta::minutes(10),
@@ -283,7 +289,7 @@ mod tests {
         RetryHeaders {
             attempts,
             first_failure: (attempts > 0).then(|| now() - TimeDelta::minutes(1)),
-            retry_id: retry_id.map(Into::into),
+            retry_id: retry_id.map(|r| RetryId::parse(r).unwrap()),
             incarnation: incarnation.map(Into::into),
         }
     }
@@ -504,7 +510,7 @@ mod tests {
                 tick_due: None,
             };
             assert_eq!(
-                on_precheck(&s, &arrival, event_id, &precheck, now),
+                on_precheck(&s, &arrival, &id(event_id), &precheck, now),
                 expected,
                 "{row}"
             );
@@ -528,23 +534,48 @@ mod tests {
     fn a_state_read_ahead_holds_only_when_settling_the_current_event_cannot_change_it() {
         let plain = subscription("strict");
         let clean = precheck(None);
-        assert!(lookahead_holds(&plain, Some("e1"), Some("e2"), &clean));
+        assert!(lookahead_holds(
+            &plain,
+            Some(&id("e1")),
+            Some(&id("e2")),
+            &clean
+        ));
         // The same event again must see the success of its first copy.
-        assert!(!lookahead_holds(&plain, Some("e1"), Some("e1"), &clean));
+        assert!(!lookahead_holds(
+            &plain,
+            Some(&id("e1")),
+            Some(&id("e1")),
+            &clean
+        ));
         // Copies without an id (delayed, replayed) are read afresh.
-        assert!(!lookahead_holds(&plain, None, Some("e2"), &clean));
-        assert!(!lookahead_holds(&plain, Some("e1"), None, &clean));
+        assert!(!lookahead_holds(&plain, None, Some(&id("e2")), &clean));
+        assert!(!lookahead_holds(&plain, Some(&id("e1")), None, &clean));
         // A block may end with the current event.
         let blocked = precheck(Some(block("e1", "r", now())));
-        assert!(!lookahead_holds(&plain, Some("e1"), Some("e2"), &blocked));
+        assert!(!lookahead_holds(
+            &plain,
+            Some(&id("e1")),
+            Some(&id("e2")),
+            &blocked
+        ));
         // A delivery can make the next event a duplicate or complete its entity.
         let mut dedup = subscription("strict");
         dedup.spec.dedup =
             serde_json::from_value(serde_json::json!({"fields": ["/payload/id"]})).unwrap();
-        assert!(!lookahead_holds(&dedup, Some("e1"), Some("e2"), &clean));
+        assert!(!lookahead_holds(
+            &dedup,
+            Some(&id("e1")),
+            Some(&id("e2")),
+            &clean
+        ));
         let mut interval = subscription("strict");
         interval.spec.interval_ms = Some(60_000);
-        assert!(!lookahead_holds(&interval, Some("e1"), Some("e2"), &clean));
+        assert!(!lookahead_holds(
+            &interval,
+            Some(&id("e1")),
+            Some(&id("e2")),
+            &clean
+        ));
     }
 
     #[test]
@@ -558,7 +589,7 @@ mod tests {
         };
         let blocked_elsewhere = precheck(Some(block("e9", "r", now + TimeDelta::hours(1))));
         assert_eq!(
-            on_precheck(&s, &arrival, "e1", &blocked_elsewhere, now),
+            on_precheck(&s, &arrival, &id("e1"), &blocked_elsewhere, now),
             OnArrival::Attempt(History {
                 attempts: 5,
                 first_failure: retried.first_failure,

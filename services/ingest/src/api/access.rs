@@ -8,6 +8,7 @@ use super::caller::Caller;
 use super::{ApiError, ApiState};
 use crate::tenants::audit::AuditEntry;
 use crate::tenants::credentials::Scope;
+use postline_shared::model::ids::SubscriptionId;
 use postline_shared::model::subscription::Subscription;
 
 /// The API view of a subscription as JSON.
@@ -31,7 +32,7 @@ pub(crate) async fn audit(
                 &caller.principal,
                 caller.via,
                 action,
-                subscription.id(),
+                subscription.id().as_str(),
                 fields,
             ),
         )
@@ -43,7 +44,7 @@ pub(crate) async fn audit(
 pub(crate) async fn visible(
     state: &ApiState,
     caller: &Caller,
-    id: &str,
+    id: &SubscriptionId,
     scope: Scope,
 ) -> Result<Subscription, ApiError> {
     caller.require(scope)?;
@@ -67,9 +68,16 @@ pub(crate) fn refuse_while_lost(state: &ApiState) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The operator's internal subscription is not the API's to show or change.
-fn hidden(id: &str) -> Result<(), ApiError> {
-    if id == crate::operator::OPERATOR_ID {
+/// The subscription id of a request path, or a 404 naming `id` (no
+/// subscription has a malformed id).
+pub(crate) fn path_id(id: &str) -> Result<SubscriptionId, ApiError> {
+    SubscriptionId::parse(id).map_err(|invalid| ApiError::malformed_id("id", invalid))
+}
+
+/// Postline's own subscriptions (reserved ids, such as the operator's) are
+/// not the API's to show or change.
+fn hidden(id: &SubscriptionId) -> Result<(), ApiError> {
+    if id.is_reserved() {
         return Err(ApiError::not_found(format!(
             "subscription {id} does not exist"
         )));
@@ -88,7 +96,7 @@ pub(crate) async fn visible_list(
     let all = state.store.list().await?;
     Ok(all
         .into_iter()
-        .filter(|s| s.id() != crate::operator::OPERATOR_ID)
+        .filter(|s| !s.id().is_reserved())
         .filter(|s| caller.can_see(s))
         .filter(|s| match tenant_filter {
             None => true,

@@ -14,6 +14,7 @@ use axum::body::{to_bytes, Body};
 use axum::extract::{RawQuery, State};
 use axum::Json;
 use chrono::Utc;
+use postline_shared::model::ids::SubscriptionId;
 use postline_shared::model::problem::{Problem, ProblemCode};
 use postline_shared::model::subscription::{OrderMode, Subscription};
 use postline_shared::redis::delivery_state::{Block, ParkedEvent};
@@ -112,7 +113,8 @@ pub async fn export(
     let documents = state.store.export_sealed().await?;
     let mut subscriptions = Vec::with_capacity(documents.len());
     for document in documents {
-        let id = document_id(&document);
+        let id = document_id(&document)
+            .ok_or_else(|| ApiError::internal("a stored subscription has no well-formed id"))?;
         let block = state.delivery.block(&id).await?;
         let parked = state.delivery.parked(&id).await?;
         subscriptions.push(ExportedSubscription {
@@ -285,7 +287,11 @@ pub async fn reset_state(
             tracing::warn!(%error, "opening a management channel failed");
             ApiError::unavailable("broker not reachable; retry")
         })?;
-        let queued = state.topology.subscription_backlog(&channel, id).await.ok();
+        let queued = state
+            .topology
+            .subscription_backlog(&channel, id.as_str())
+            .await
+            .ok();
         close(channel).await;
         let blocked = state.delivery.block(id).await?.is_some();
         if let Some(queued) = queued.filter(|&n| n > 0 && !blocked) {
@@ -331,7 +337,7 @@ async fn declare_queues(
 ) -> Result<(), lapin::Error> {
     state
         .topology
-        .declare_subscription(channel, subscription.id())
+        .declare_subscription(channel, subscription.id().as_str())
         .await?;
     state
         .topology
@@ -339,13 +345,12 @@ async fn declare_queues(
         .await
 }
 
-fn document_id(document: &Value) -> String {
+fn document_id(document: &Value) -> Option<SubscriptionId> {
     document
         .pointer("/spec/id")
         .or_else(|| document.get("id"))
         .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
+        .and_then(|id| SubscriptionId::parse(id).ok())
 }
 
 fn unavailable(error: installation::InstallationError) -> ApiError {

@@ -4,7 +4,7 @@
 //! The state also shows the partner semantics at work: events dropped as
 //! duplicates or of complete entities, open and complete entities, the next tick.
 
-use super::access::{audit, view, visible};
+use super::access::{audit, path_id, view, visible};
 use super::caller::Caller;
 use super::{admin_channel, close, ApiError, ApiState};
 use crate::tenants::credentials::Scope;
@@ -12,6 +12,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use postline_shared::amqp::redelivery::Redelivery;
+use postline_shared::model::ids::{EventId, SubscriptionId};
 use postline_shared::model::problem::{Problem, ProblemCode};
 use postline_shared::model::subscription::semantics::tick_after;
 use postline_shared::model::subscription::{Subscription, SubscriptionStatus};
@@ -33,7 +34,7 @@ impl From<StateError> for ApiError {
 async fn subscription(
     state: &ApiState,
     caller: &Caller,
-    id: &str,
+    id: &SubscriptionId,
     scope: Scope,
 ) -> Result<Subscription, ApiError> {
     visible(state, caller, id, scope).await
@@ -61,6 +62,7 @@ pub async fn show(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = path_id(&id)?;
     let subscription = subscription(&state, &caller, &id, Scope::SubscriptionsRead).await?;
     let records = &state.delivery;
     let summary = records.summary(&id).await?;
@@ -75,7 +77,7 @@ pub async fn show(
         Ok(channel) => {
             let depth = state
                 .topology
-                .subscription_backlog(&channel, &id)
+                .subscription_backlog(&channel, id.as_str())
                 .await
                 .ok();
             close(channel).await;
@@ -157,6 +159,7 @@ pub async fn enable(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = path_id(&id)?;
     let before = subscription(&state, &caller, &id, Scope::SubscriptionsWrite).await?;
     reenable_cleanup(&state, &before).await?;
     let subscription = state.store.enable(&id).await?;
@@ -191,6 +194,7 @@ pub async fn retry_now(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = path_id(&id)?;
     let subscription = subscription(&state, &caller, &id, Scope::DeliveriesReplay).await?;
     let block = state.delivery.block(&id).await?.ok_or_else(|| {
         ApiError::conflict(
@@ -244,6 +248,7 @@ pub async fn parked(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = path_id(&id)?;
     subscription(&state, &caller, &id, Scope::SubscriptionsRead).await?;
     let events: Vec<ParkedEvent> = state
         .delivery
@@ -272,6 +277,7 @@ pub async fn replay_all(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = path_id(&id)?;
     let subscription = subscription(&state, &caller, &id, Scope::DeliveriesReplay).await?;
     let events = state.delivery.parked(&id).await?;
     let replayed = replay(&state, &subscription, &events).await?;
@@ -303,6 +309,9 @@ pub async fn replay_one(
     caller: Caller,
     Path((id, event_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = path_id(&id)?;
+    let event_id =
+        EventId::parse(&event_id).map_err(|invalid| ApiError::malformed_id("event_id", invalid))?;
     let subscription = subscription(&state, &caller, &id, Scope::DeliveriesReplay).await?;
     let event = state
         .delivery
@@ -332,7 +341,7 @@ async fn replay(
     state: &ApiState,
     subscription: &Subscription,
     events: &[ParkedEvent],
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<EventId>, ApiError> {
     let id = subscription.id();
     let redelivery = redelivery(state)?;
     let mut replayed = Vec::with_capacity(events.len());
@@ -391,6 +400,7 @@ pub async fn attempts(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    let id = path_id(&id)?;
     let limit = attempts_limit(query.as_deref())?;
     subscription(&state, &caller, &id, Scope::SubscriptionsRead).await?;
     let attempts = state.delivery.recent_attempts(&id, limit).await?;

@@ -5,6 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use postline_shared::model::ids::InvalidId;
 use postline_shared::model::problem::{Problem, ProblemCode};
 use postline_shared::redis::subscription_store::StoreError;
 
@@ -115,6 +116,19 @@ impl ApiError {
         Self::new(
             StatusCode::NOT_FOUND,
             Problem::whole(ProblemCode::NotFound, message),
+        )
+    }
+
+    /// 404 naming the path parameter `field`, whose value cannot be an id
+    /// (so nothing has it): as for any missing resource, but saying why.
+    pub fn malformed_id(field: &str, invalid: InvalidId) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            Problem {
+                code: ProblemCode::NotFound,
+                field: Some(field.to_string()),
+                message: format!("nothing has this {field}: an {field} {}", invalid.rule),
+            },
         )
     }
 

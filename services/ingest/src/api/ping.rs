@@ -11,6 +11,7 @@
 
 use super::{ApiError, ApiState};
 use chrono::{SecondsFormat, Utc};
+use postline_shared::model::ids::{EventId, SubscriptionId};
 use postline_shared::model::subscription::Subscription;
 use postline_shared::outbound::attempt::{self, Attempt, AttemptError};
 use postline_shared::Envelope;
@@ -24,9 +25,12 @@ const STAGED_TTL_SECS: u64 = 300;
 
 /// The PING event for subscription `subscription_id`:
 /// `{id: "ping_<uuid>", type: "ping", operation: "ping", timestamp, payload: {subscription}}`.
-fn envelope(subscription_id: &str) -> Result<Envelope, serde_json::Error> {
+fn envelope(subscription_id: &SubscriptionId) -> Result<Envelope, serde_json::Error> {
+    // A uuid after `ping_` is always a well-formed event id.
+    let id = EventId::try_from(format!("ping_{}", uuid::Uuid::new_v4()))
+        .unwrap_or_else(|_| EventId::generate());
     Ok(Envelope {
-        id: format!("ping_{}", uuid::Uuid::new_v4()),
+        id,
         event_type: PING_TYPE.into(),
         operation: Some(PING_TYPE.into()),
         timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),

@@ -7,7 +7,7 @@
 //! answer only; a given secret is never echoed. The view shows how many
 //! secrets sign and when each replaced one stops, never their values.
 
-use super::access::{audit, refuse_while_lost, view, visible};
+use super::access::{audit, path_id, refuse_while_lost, view, visible};
 use super::caller::Caller;
 use super::{ApiError, ApiState};
 use crate::tenants::credentials::Scope;
@@ -76,6 +76,7 @@ pub async fn rotate(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let id = path_id(&id)?;
     refuse_while_lost(&state)?;
     // A tenant rotates its own subscriptions' secrets (another's is a 404).
     visible(&state, &caller, &id, Scope::SubscriptionsWrite).await?;

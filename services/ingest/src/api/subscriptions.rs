@@ -9,7 +9,7 @@
 //! the operator-only settings ([`crate::tenants::operator_only`]). Every
 //! change lands in the audit trail.
 
-use super::access::{audit, refuse_while_lost, view, visible, visible_list};
+use super::access::{audit, path_id, refuse_while_lost, view, visible, visible_list};
 use super::caller::Caller;
 use super::{admin_channel, close};
 use super::{ApiError, ApiState};
@@ -20,6 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
+use postline_shared::model::ids::SubscriptionId;
 use postline_shared::model::problem::{parse_json, Problem};
 use postline_shared::model::subscription::{
     Subscription, SubscriptionPatch, SubscriptionSpec, SubscriptionStatus,
@@ -184,7 +185,10 @@ pub async fn create(
     check_destinations(&state, &spec).await?;
     if state.store.find(&spec.id).await?.is_some() {
         return Err(
-            postline_shared::redis::subscription_store::StoreError::AlreadyExists(spec.id).into(),
+            postline_shared::redis::subscription_store::StoreError::AlreadyExists(
+                spec.id.to_string(),
+            )
+            .into(),
         );
     }
     // The PING comes before anything is declared or stored, so a refused
@@ -201,7 +205,7 @@ pub async fn create(
     let channel = admin_channel(&state).await?;
     let declared = state
         .topology
-        .declare_subscription(&channel, &spec.id)
+        .declare_subscription(&channel, spec.id.as_str())
         .await;
     close(channel).await;
     declared.map_err(|error| {
@@ -269,11 +273,16 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = path_id(&id)?;
     let subscription = visible(&state, &caller, &id, Scope::SubscriptionsRead).await?;
     let mut shown = view(&subscription);
     // Backlog depth straight from the broker, when it is reachable.
     if let Ok(channel) = admin_channel(&state).await {
-        if let Ok(depth) = state.topology.subscription_backlog(&channel, &id).await {
+        if let Ok(depth) = state
+            .topology
+            .subscription_backlog(&channel, id.as_str())
+            .await
+        {
             shown["backlog"] = depth.into();
         }
         close(channel).await;
@@ -300,6 +309,7 @@ pub async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let id = path_id(&id)?;
     refuse_while_lost(&state)?;
     visible(&state, &caller, &id, Scope::SubscriptionsWrite).await?;
     let (verify, body) = take_verify(&body).map_err(ApiError::invalid)?;
@@ -371,6 +381,7 @@ pub async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let id = path_id(&id)?;
     refuse_while_lost(&state)?;
     let subscription = visible(&state, &caller, &id, Scope::SubscriptionsWrite).await?;
     let body = remove(&state, &id).await?;
@@ -387,19 +398,22 @@ pub async fn delete(
 
 /// Deletes subscription `id` with its queue, backlog and delivery records
 /// (the DELETE, and deleting a tenant, go through here).
-pub(super) async fn remove(state: &ApiState, id: &str) -> Result<Value, ApiError> {
+pub(super) async fn remove(state: &ApiState, id: &SubscriptionId) -> Result<Value, ApiError> {
     let channel = admin_channel(state).await?;
     // The subscription goes first so no new copy is routed to the queue.
     let outcome = state.store.delete(id).await;
-    state.catalog.remove(id);
+    state.catalog.remove(id.as_str());
     // Removing the queue is idempotent, so a repeated DELETE (after a 404 or
     // a broker hiccup) still cleans up a queue left behind.
-    let discarded = state.topology.delete_subscription(&channel, id).await;
+    let discarded = state
+        .topology
+        .delete_subscription(&channel, id.as_str())
+        .await;
     close(channel).await;
     // Moving to quorum queues: the classic queue may still be there too.
     if let Some(legacy) = state.topology.legacy() {
         if let Ok(channel) = admin_channel(state).await {
-            let _ = legacy.delete_subscription(&channel, id).await;
+            let _ = legacy.delete_subscription(&channel, id.as_str()).await;
             close(channel).await;
         }
     }

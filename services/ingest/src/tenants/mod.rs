@@ -346,7 +346,7 @@ mod tests {
         assert!(check_room(2, 1).is_ok());
         let problem = check_room(2, 2).unwrap_err();
         assert_eq!(problem.field.as_deref(), Some("max_subscriptions"));
-        assert_eq!(problem.code, "limit_reached");
+        assert_eq!(problem.code, ProblemCode::LimitReached);
     }
 
     fn spec(json: &str) -> SubscriptionSpec {
@@ -390,7 +390,7 @@ mod tests {
             let s = spec(&format!("{{{base},{extra}}}"));
             let problem = operator_only(&s, &all).unwrap_err();
             assert_eq!(problem.field.as_deref(), Some(field), "{extra}");
-            assert_eq!(problem.code, "operator_only");
+            assert_eq!(problem.code, ProblemCode::OperatorOnly);
             // A setting the request does not touch (the operator's) stays.
             assert!(operator_only(&s, &|_: &str| false).is_ok());
         }

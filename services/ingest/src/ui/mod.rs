@@ -444,13 +444,17 @@ async fn row(
     };
     let parked = state
         .delivery
-        .parked_counts(&[id.to_string()])
+        .parked_counts(std::slice::from_ref(id))
         .await
         .ok()
         .and_then(|c| c.first().copied())
         .unwrap_or(0);
     let backlog = match channel {
-        Some(channel) => state.topology.subscription_backlog(channel, id).await.ok(),
+        Some(channel) => state
+            .topology
+            .subscription_backlog(channel, id.as_str())
+            .await
+            .ok(),
         None => None,
     };
     let status = match subscription.spec.status {
@@ -597,6 +601,10 @@ async fn detail(
         Err(response) => return response,
     };
     let viewer = session.viewer();
+    let id = match crate::api::access::path_id(&id) {
+        Ok(id) => id,
+        Err(error) => return refused(error.status(), &error.problem().message, Some(&viewer)),
+    };
     let subscription =
         match crate::api::access::visible(&state, &session.caller, &id, Scope::SubscriptionsRead)
             .await
@@ -651,7 +659,7 @@ async fn detail(
             body,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ms</td></tr>",
             when(attempt.at, now),
-            escape(&attempt.event_id),
+            escape(attempt.event_id.as_str()),
             escape(&attempt.event_type),
             attempt.attempt,
             escape(&attempt.outcome),
@@ -676,7 +684,7 @@ async fn detail(
             let _ = write!(
                 body,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&event.event_id),
+                escape(event.event_id.as_str()),
                 escape(&event.event_type),
                 event.attempts,
                 when(event.given_up_at, now),
@@ -687,7 +695,7 @@ async fn detail(
                     csrf,
                     &format!(
                         "<input type=\"hidden\" name=\"event_id\" value=\"{}\">",
-                        escape(&event.event_id)
+                        escape(event.event_id.as_str())
                     ),
                 ),
             );
@@ -774,8 +782,9 @@ async fn run_action(
             .map(|_| ())
         }
         "ping" => {
+            let id = access::path_id(id)?;
             let subscription =
-                access::visible(state, &caller, id, Scope::SubscriptionsWrite).await?;
+                access::visible(state, &caller, &id, Scope::SubscriptionsWrite).await?;
             let outcome = crate::api::ping::verify(state, &subscription).await;
             access::audit(
                 state,

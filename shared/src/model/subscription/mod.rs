@@ -21,6 +21,7 @@ pub use rotation::RetiringSecret;
 pub use semantics::{Completion, Dedup, Tracking};
 
 use crate::model::envelope::Envelope;
+use crate::model::ids::{EventId, SubscriptionId};
 use crate::model::problem::Problem;
 use crate::model::retry_policy::RetryPolicy;
 use crate::model::secret::Secret;
@@ -33,8 +34,6 @@ use std::collections::BTreeMap;
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// Longest receiver timeout a subscription may ask for.
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
-/// Longest subscription id.
-pub const MAX_ID_LEN: usize = 64;
 
 /// What the receiver gets as the request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
@@ -120,8 +119,8 @@ pub struct SignatureHeader {
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionSpec {
     /// Name-like id (`acme_us`): lowercase letters, digits, `_` and `-`.
-    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$", example = "acme_us")]
-    pub id: String,
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_-]{0,63}$", example = "acme_us")]
+    pub id: SubscriptionId,
     /// Where events are POSTed (http or https).
     #[schema(format = "uri", example = "https://hooks.example.com/postline")]
     pub endpoint: String,
@@ -246,7 +245,8 @@ pub struct Disabled {
     /// Why, for people.
     pub reason: String,
     /// The event that exhausted the retry policy.
-    pub event_id: String,
+    #[schema(value_type = String)]
+    pub event_id: EventId,
     /// Whether the backlog was discarded (`discard_on_disable`).
     pub backlog_discarded: bool,
 }
@@ -278,7 +278,8 @@ pub struct Subscription {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SubscriptionView<'a> {
     /// Id.
-    pub id: &'a str,
+    #[schema(value_type = String)]
+    pub id: &'a SubscriptionId,
     /// Endpoint.
     pub endpoint: &'a str,
     /// Event types.
@@ -467,7 +468,7 @@ impl Subscription {
     }
 
     /// The id.
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &SubscriptionId {
         &self.spec.id
     }
 
@@ -556,21 +557,12 @@ impl SubscriptionPatch {
     }
 }
 
-fn validate_id(id: &str) -> Result<(), Problem> {
-    let well_formed = !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        && id.starts_with(|c: char| c.is_ascii_alphanumeric());
-    if well_formed {
-        Ok(())
-    } else {
-        Err(Problem::field(
-            "id",
-            format!("must be 1 to {MAX_ID_LEN} of a-z 0-9 _ -, starting with a letter or digit"),
-        ))
+/// Deserializing checked the id's shape; the API may not use a reserved one.
+fn validate_id(id: &SubscriptionId) -> Result<(), Problem> {
+    if id.is_reserved() {
+        return Err(Problem::field("id", SubscriptionId::RULE));
     }
+    Ok(())
 }
 
 fn validate_endpoint(endpoint: &str) -> Result<(), Problem> {
@@ -654,6 +646,7 @@ mod tests {
         let base = r#""endpoint":"https://a.example/","event_types":["a"]"#;
         let cases = [
             (format!(r#"{{"id":"Bad Id",{base}}}"#), "id"),
+            (format!(r#"{{"id":"_reserved",{base}}}"#), "id"),
             (
                 r#"{"id":"a","endpoint":"ftp://x/","event_types":["a"]}"#.to_string(),
                 "endpoint",

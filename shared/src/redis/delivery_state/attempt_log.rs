@@ -3,6 +3,7 @@
 //! for the management API and status pages.
 
 use super::{DeliveryState, StateError};
+use crate::model::ids::{EventId, SubscriptionId};
 use chrono::{DateTime, Utc};
 use redis::streams::{StreamMaxlen, StreamRangeReply};
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,7 @@ pub struct AttemptRecord {
     /// When the attempt finished.
     pub at: DateTime<Utc>,
     /// Event id.
-    pub event_id: String,
+    pub event_id: EventId,
     /// Event type (empty in records written before it was kept).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub event_type: String,
@@ -40,7 +41,7 @@ impl DeliveryState {
     pub(crate) fn append_attempt(
         &self,
         pipe: &mut redis::Pipeline,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
         record: &AttemptRecord,
     ) {
         // Plain data with string keys: serializing cannot fail.
@@ -57,7 +58,7 @@ impl DeliveryState {
     /// The `limit` most recent attempts, newest first.
     pub async fn recent_attempts(
         &self,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
         limit: usize,
     ) -> Result<Vec<AttemptRecord>, StateError> {
         let key = self.keys.attempts(subscription_id);

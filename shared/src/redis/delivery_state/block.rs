@@ -8,6 +8,7 @@
 //! and a lost delayed copy can be re-issued.
 
 use super::{DeliveryState, StateError};
+use crate::model::ids::{EventId, RetryId, SubscriptionId};
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use std::collections::HashMap;
@@ -16,9 +17,9 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Block {
     /// The event that keeps failing.
-    pub event_id: String,
+    pub event_id: EventId,
     /// Id of the one delayed copy that may be attempted next.
-    pub retry_id: String,
+    pub retry_id: RetryId,
     /// Attempts made so far.
     pub attempts: u32,
     /// When the current copy comes back to the queue.
@@ -58,8 +59,8 @@ return 0
 impl Block {
     fn to_fields(&self) -> [(&'static str, String); 8] {
         [
-            ("event_id", self.event_id.clone()),
-            ("retry_id", self.retry_id.clone()),
+            ("event_id", self.event_id.to_string()),
+            ("retry_id", self.retry_id.to_string()),
             ("attempts", self.attempts.to_string()),
             ("next_attempt_at", self.next_attempt_at.to_rfc3339()),
             ("first_failure_at", self.first_failure_at.to_rfc3339()),
@@ -94,8 +95,10 @@ impl Block {
                     reason: format!("{name}: {e}"),
                 })
         };
-        let event_id = take("event_id")?;
-        let retry_id = take("retry_id")?;
+        let event_id =
+            EventId::try_from(take("event_id")?).map_err(|e| corrupt(format!("event_id: {e}")))?;
+        let retry_id =
+            RetryId::try_from(take("retry_id")?).map_err(|e| corrupt(format!("retry_id: {e}")))?;
         let attempts = take("attempts")?;
         let next_attempt_at = take("next_attempt_at")?;
         let first_failure_at = take("first_failure_at")?;
@@ -130,14 +133,21 @@ impl Block {
 
 impl DeliveryState {
     /// The subscription's block, if it is waiting on the ladder.
-    pub async fn block(&self, subscription_id: &str) -> Result<Option<Block>, StateError> {
+    pub async fn block(
+        &self,
+        subscription_id: &SubscriptionId,
+    ) -> Result<Option<Block>, StateError> {
         let key = self.keys.block(subscription_id);
         let fields: HashMap<String, String> = self.connection().hgetall(&key).await?;
         Block::from_fields(&key, fields)
     }
 
     /// Records (or replaces) the subscription's block.
-    pub async fn set_block(&self, subscription_id: &str, block: &Block) -> Result<(), StateError> {
+    pub async fn set_block(
+        &self,
+        subscription_id: &SubscriptionId,
+        block: &Block,
+    ) -> Result<(), StateError> {
         let key = self.keys.block(subscription_id);
         redis::pipe()
             .atomic()
@@ -151,7 +161,7 @@ impl DeliveryState {
     }
 
     /// Ends the subscription's block.
-    pub async fn clear_block(&self, subscription_id: &str) -> Result<(), StateError> {
+    pub async fn clear_block(&self, subscription_id: &SubscriptionId) -> Result<(), StateError> {
         let _: () = self
             .connection()
             .del(self.keys.block(subscription_id))
@@ -162,7 +172,10 @@ impl DeliveryState {
     /// Restarts the subscription's block, if it has one, with a fresh policy
     /// and due now: a re-enabled subscription tries its blocked event first,
     /// with a whole ladder again. Returns whether there was a block.
-    pub async fn restart_block(&self, subscription_id: &str) -> Result<bool, StateError> {
+    pub async fn restart_block(
+        &self,
+        subscription_id: &SubscriptionId,
+    ) -> Result<bool, StateError> {
         let restarted: i64 = redis::Script::new(RESTART_IF_PRESENT)
             .key(self.keys.block(subscription_id))
             .arg(Utc::now().to_rfc3339())
@@ -175,15 +188,15 @@ impl DeliveryState {
     /// still names `seen_retry_id`; returns whether it did.
     pub async fn reschedule_block(
         &self,
-        subscription_id: &str,
-        seen_retry_id: &str,
-        new_retry_id: &str,
+        subscription_id: &SubscriptionId,
+        seen_retry_id: &RetryId,
+        new_retry_id: &RetryId,
         due: DateTime<Utc>,
     ) -> Result<bool, StateError> {
         let swapped: i64 = redis::Script::new(RESCHEDULE_IF_CURRENT)
             .key(self.keys.block(subscription_id))
-            .arg(seen_retry_id)
-            .arg(new_retry_id)
+            .arg(seen_retry_id.as_str())
+            .arg(new_retry_id.as_str())
             .arg(due.to_rfc3339())
             .invoke_async(&mut self.connection())
             .await?;
@@ -193,8 +206,8 @@ impl DeliveryState {
     /// First-failure times of the blocked subscriptions among `ids`, in one round trip.
     pub async fn blocked_since(
         &self,
-        ids: &[String],
-    ) -> Result<Vec<(String, DateTime<Utc>)>, StateError> {
+        ids: &[SubscriptionId],
+    ) -> Result<Vec<(SubscriptionId, DateTime<Utc>)>, StateError> {
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.hget(self.keys.block(id), "first_failure_at");
@@ -221,8 +234,8 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         let block = Block {
-            event_id: "e1".into(),
-            retry_id: "r1".into(),
+            event_id: EventId::parse("e1").unwrap(),
+            retry_id: RetryId::parse("r1").unwrap(),
             attempts: 5,
             next_attempt_at: now,
             first_failure_at: now,

@@ -23,6 +23,7 @@ pub use attempt_log::AttemptRecord;
 pub use block::Block;
 pub use parked::ParkedEvent;
 
+use crate::model::ids::{EventId, SubscriptionId};
 use crate::model::subscription::Tracking;
 use crate::redis::keys::RedisKeys;
 use redis::aio::ConnectionManager;
@@ -113,8 +114,8 @@ impl DeliveryState {
     /// so without the marker this is [`StateError::StateLost`].
     pub async fn precheck(
         &self,
-        subscription_id: &str,
-        event_id: &str,
+        subscription_id: &SubscriptionId,
+        event_id: &EventId,
         tracking: &Tracking,
     ) -> Result<Precheck, StateError> {
         let block_key = self.keys.block(subscription_id);
@@ -168,8 +169,8 @@ impl DeliveryState {
     /// one transaction (one round trip: this is the hot path).
     pub async fn record_success(
         &self,
-        subscription_id: &str,
-        event_id: &str,
+        subscription_id: &SubscriptionId,
+        event_id: &EventId,
         unblock: bool,
         tracking: &Tracking,
         attempt: &AttemptRecord,
@@ -186,7 +187,7 @@ impl DeliveryState {
             .ignore()
             .hset(&state, "last_success_at", &now)
             .ignore()
-            .hset(&state, "last_event_id", event_id)
+            .hset(&state, "last_event_id", event_id.as_str())
             .ignore()
             .hincr(&state, "delivered", 1)
             .ignore();
@@ -203,8 +204,8 @@ impl DeliveryState {
     /// effort: it informs operators only).
     pub async fn record_failure(
         &self,
-        subscription_id: &str,
-        event_id: &str,
+        subscription_id: &SubscriptionId,
+        event_id: &EventId,
         error: &str,
         attempt: &AttemptRecord,
     ) {
@@ -215,7 +216,7 @@ impl DeliveryState {
         let written: redis::RedisResult<()> = pipe
             .hset(&state, "last_failure_at", &now)
             .ignore()
-            .hset(&state, "last_failed_event_id", event_id)
+            .hset(&state, "last_failed_event_id", event_id.as_str())
             .ignore()
             .hset(&state, "last_error", error)
             .ignore()
@@ -231,7 +232,7 @@ impl DeliveryState {
     /// Adds `by` to counter `name` of the state hash (e.g. `discarded`).
     pub async fn count(
         &self,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
         name: &str,
         by: i64,
     ) -> Result<(), StateError> {
@@ -245,7 +246,7 @@ impl DeliveryState {
     /// The state hash: last success/failure, last error and counters.
     pub async fn summary(
         &self,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
     ) -> Result<HashMap<String, String>, StateError> {
         Ok(self
             .connection()
@@ -256,7 +257,7 @@ impl DeliveryState {
     /// Removes every delivery record of a deleted subscription except the
     /// settled markers and dedup identities, which expire on their own (a
     /// subscription created again under the id does not match them).
-    pub async fn forget(&self, subscription_id: &str) -> Result<(), StateError> {
+    pub async fn forget(&self, subscription_id: &SubscriptionId) -> Result<(), StateError> {
         let _: () = self
             .connection()
             .del(&[

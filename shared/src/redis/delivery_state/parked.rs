@@ -2,6 +2,7 @@
 //! kept (with why they failed) until an operator replays them.
 
 use super::{DeliveryState, StateError, GIVEN_UP};
+use crate::model::ids::{EventId, SubscriptionId};
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParkedEvent {
     /// Event id.
-    pub event_id: String,
+    pub event_id: EventId,
     /// Event type.
     pub event_type: String,
     /// Attempts made before giving up.
@@ -41,25 +42,14 @@ impl DeliveryState {
     /// when `unblock`, the subscription's block ends in the same transaction.
     pub async fn park(
         &self,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
         event: &ParkedEvent,
         unblock: bool,
     ) -> Result<(), StateError> {
-        let record = serde_json::to_string(event).map_err(|e| StateError::Corrupt {
-            key: self.keys.parked(subscription_id),
-            reason: e.to_string(),
-        })?;
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset(self.keys.parked(subscription_id), &event.event_id, record)
-            .ignore()
-            .set_ex(
-                self.keys.delivered(subscription_id, &event.event_id),
-                GIVEN_UP,
-                self.settled_ttl_secs,
-            )
-            .ignore()
-            .hincr(self.keys.delivery_state(subscription_id), "given_up", 1)
+        pipe.atomic();
+        self.keep_parked(&mut pipe, subscription_id, event)?;
+        pipe.hincr(self.keys.delivery_state(subscription_id), "given_up", 1)
             .ignore();
         if unblock {
             pipe.del(self.keys.block(subscription_id)).ignore();
@@ -72,7 +62,7 @@ impl DeliveryState {
     /// as when it was parked, so no stale copy of it is sent).
     pub async fn restore_parked(
         &self,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
         events: &[ParkedEvent],
     ) -> Result<(), StateError> {
         if events.is_empty() {
@@ -81,25 +71,43 @@ impl DeliveryState {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for event in events {
-            let record = serde_json::to_string(event).map_err(|e| StateError::Corrupt {
-                key: self.keys.parked(subscription_id),
-                reason: e.to_string(),
-            })?;
-            pipe.hset(self.keys.parked(subscription_id), &event.event_id, record)
-                .ignore()
-                .set_ex(
-                    self.keys.delivered(subscription_id, &event.event_id),
-                    GIVEN_UP,
-                    self.settled_ttl_secs,
-                )
-                .ignore();
+            self.keep_parked(&mut pipe, subscription_id, event)?;
         }
         pipe.query_async::<()>(&mut self.connection()).await?;
         Ok(())
     }
 
+    /// Adds to `pipe` the record of parked `event` and its settled marker.
+    fn keep_parked(
+        &self,
+        pipe: &mut redis::Pipeline,
+        subscription_id: &SubscriptionId,
+        event: &ParkedEvent,
+    ) -> Result<(), StateError> {
+        let record = serde_json::to_string(event).map_err(|e| StateError::Corrupt {
+            key: self.keys.parked(subscription_id),
+            reason: e.to_string(),
+        })?;
+        pipe.hset(
+            self.keys.parked(subscription_id),
+            event.event_id.as_str(),
+            record,
+        )
+        .ignore()
+        .set_ex(
+            self.keys.delivered(subscription_id, &event.event_id),
+            GIVEN_UP,
+            self.settled_ttl_secs,
+        )
+        .ignore();
+        Ok(())
+    }
+
     /// Every parked event of a subscription, oldest give-up first.
-    pub async fn parked(&self, subscription_id: &str) -> Result<Vec<ParkedEvent>, StateError> {
+    pub async fn parked(
+        &self,
+        subscription_id: &SubscriptionId,
+    ) -> Result<Vec<ParkedEvent>, StateError> {
         let key = self.keys.parked(subscription_id);
         let records: Vec<String> = self.connection().hvals(&key).await?;
         let mut events = records
@@ -118,11 +126,11 @@ impl DeliveryState {
     /// One parked event of a subscription, if it is parked.
     pub async fn parked_event(
         &self,
-        subscription_id: &str,
-        event_id: &str,
+        subscription_id: &SubscriptionId,
+        event_id: &EventId,
     ) -> Result<Option<ParkedEvent>, StateError> {
         let key = self.keys.parked(subscription_id);
-        let record: Option<String> = self.connection().hget(&key, event_id).await?;
+        let record: Option<String> = self.connection().hget(&key, event_id.as_str()).await?;
         record
             .map(|record| {
                 serde_json::from_str(&record).map_err(|e| StateError::Corrupt {
@@ -134,7 +142,7 @@ impl DeliveryState {
     }
 
     /// How many events each of `ids` has parked, in one round trip.
-    pub async fn parked_counts(&self, ids: &[String]) -> Result<Vec<usize>, StateError> {
+    pub async fn parked_counts(&self, ids: &[SubscriptionId]) -> Result<Vec<usize>, StateError> {
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.hlen(self.keys.parked(id));
@@ -146,8 +154,8 @@ impl DeliveryState {
     /// so the replayed copy is delivered rather than skipped.
     pub async fn prepare_replay(
         &self,
-        subscription_id: &str,
-        event_id: &str,
+        subscription_id: &SubscriptionId,
+        event_id: &EventId,
     ) -> Result<(), StateError> {
         let _: () = self
             .connection()
@@ -157,10 +165,14 @@ impl DeliveryState {
     }
 
     /// Removes a parked event once its replayed copy is safely queued.
-    pub async fn unpark(&self, subscription_id: &str, event_id: &str) -> Result<(), StateError> {
+    pub async fn unpark(
+        &self,
+        subscription_id: &SubscriptionId,
+        event_id: &EventId,
+    ) -> Result<(), StateError> {
         let _: () = self
             .connection()
-            .hdel(self.keys.parked(subscription_id), event_id)
+            .hdel(self.keys.parked(subscription_id), event_id.as_str())
             .await?;
         Ok(())
     }

@@ -9,6 +9,7 @@
 //!   subscription's sets vanish and a busy one's stay bounded.
 
 use super::{DeliveryState, StateError};
+use crate::model::ids::SubscriptionId;
 use crate::model::subscription::semantics::EntityMark;
 use crate::model::subscription::Tracking;
 
@@ -59,7 +60,7 @@ impl DeliveryState {
     pub(crate) fn track(
         &self,
         pipe: &mut redis::Pipeline,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
         tracking: &Tracking,
     ) {
         if let Some(dedup) = &tracking.dedup {
@@ -75,7 +76,12 @@ impl DeliveryState {
         }
     }
 
-    fn track_entity(&self, pipe: &mut redis::Pipeline, subscription_id: &str, entity: &EntityMark) {
+    fn track_entity(
+        &self,
+        pipe: &mut redis::Pipeline,
+        subscription_id: &SubscriptionId,
+        entity: &EntityMark,
+    ) {
         let open = self.keys.open_entities(subscription_id);
         let complete = self.keys.complete_entities(subscription_id);
         let member = &entity.mark.hash;
@@ -100,7 +106,7 @@ impl DeliveryState {
     /// complete while its events keep coming).
     pub async fn record_dropped(
         &self,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
         why: Dropped,
         tracking: &Tracking,
     ) -> Result<(), StateError> {
@@ -123,7 +129,7 @@ impl DeliveryState {
     /// How many entities are open and complete within `ttl_secs` of last being seen.
     pub async fn entity_counts(
         &self,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
         ttl_secs: u64,
     ) -> Result<EntityCounts, StateError> {
         let cutoff = cutoff_ms(ttl_secs);
