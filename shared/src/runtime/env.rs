@@ -63,6 +63,17 @@ pub fn from_env<T: clap::Parser + Validate>() -> Result<T, ConfigError> {
     match parse::<T>(command, &T::command(), std::env::args_os()) {
         Ok(config) => config.validate(),
         Err(Refusal::Config(error)) => Err(error),
+        Err(Refusal::Clap(error)) if error.kind() == ErrorKind::DisplayHelp => {
+            // Help from the whole command: every variable, empty ones too.
+            let mut command = T::command();
+            let long = std::env::args_os().any(|arg| arg == "--help");
+            let shown = if long {
+                command.print_long_help()
+            } else {
+                command.print_help()
+            };
+            std::process::exit(if shown.is_ok() { 0 } else { 2 })
+        }
         Err(Refusal::Clap(error)) => error.exit(),
     }
 }
@@ -140,15 +151,18 @@ pub fn variables(command: &Command) -> Vec<Variable> {
 
 /// What `program --help` fails to say of `command`'s variables (each with
 /// its default), or a secret value it shows: run with every secret variable
-/// set to a marker, it must exit 0 and never print the marker. Empty when
+/// set to a marker and every other one set but empty, it must exit 0, list
+/// them all and never print the marker. Empty when
 /// all is well; the services' `tests/help.rs` assert that.
 pub fn help_problems(program: &std::path::Path, command: &Command) -> Vec<String> {
     const MARKER: &str = "do-not-show-this-value";
     let listed = variables(command);
     let mut run = std::process::Command::new(program);
     run.arg("--help");
-    for variable in listed.iter().filter(|variable| variable.secret) {
-        run.env(&variable.name, MARKER);
+    for variable in &listed {
+        // Secret ones set (never to be shown), the others set but empty
+        // (which counts as unset, and must still be listed).
+        run.env(&variable.name, if variable.secret { MARKER } else { "" });
     }
     let output = match run.output() {
         Ok(output) => output,
