@@ -3,7 +3,7 @@
 //! default.
 
 use postline_shared::redis::delivery_state::{DEFAULT_ATTEMPT_LOG_CAP, DEFAULT_SETTLED_TTL_SECS};
-use postline_shared::runtime::config::{ConfigError, ServiceConfig, Validate};
+use postline_shared::runtime::config::ServiceConfig;
 use postline_shared::runtime::env::secs;
 use postline_shared::CommonConfig;
 use std::net::SocketAddr;
@@ -62,13 +62,6 @@ pub struct DeliveryConfig {
     /// passive declare per subscription queue), in seconds.
     #[arg(long = "backlog-refresh-secs", value_name = "SECS", env = "POSTLINE_BACKLOG_REFRESH_SECS", default_value = "15", value_parser = secs)]
     pub backlog_refresh: Duration,
-}
-
-impl Validate for DeliveryConfig {
-    fn validate(mut self) -> Result<Self, ConfigError> {
-        self.common = self.common.validate()?;
-        Ok(self)
-    }
 }
 
 impl ServiceConfig for DeliveryConfig {

@@ -3,7 +3,7 @@
 //! default.
 
 use postline_shared::model::secret::Secret;
-use postline_shared::runtime::config::{ConfigError, ServiceConfig, Validate};
+use postline_shared::runtime::config::{ConfigError, ServiceConfig};
 use postline_shared::runtime::env::secs;
 use postline_shared::runtime::http_server::ServerLimits;
 use postline_shared::CommonConfig;
@@ -75,7 +75,7 @@ pub struct IngestConfig {
     #[command(flatten)]
     pub operator_webhook: OperatorWebhook,
     /// Operational events, on when [`Self::operator_webhook`] has a URL; set
-    /// by [`Validate::validate`].
+    /// by [`ServiceConfig::check`].
     #[arg(skip)]
     pub operator: Option<crate::operator::OperatorConfig>,
     /// Life of a tenant's access token from `/oauth/token` (seconds).
@@ -127,21 +127,6 @@ pub struct UiConfig {
     pub secure_cookies: bool,
 }
 
-impl Validate for IngestConfig {
-    fn validate(mut self) -> Result<Self, ConfigError> {
-        self.common = self.common.validate()?;
-        if self.admin_token == self.producer_token {
-            // One token for both would let every producer manage subscriptions.
-            return Err(ConfigError::redacted(
-                "POSTLINE_PRODUCER_TOKEN",
-                "must differ from POSTLINE_ADMIN_TOKEN",
-            ));
-        }
-        self.operator = self.operator_webhook.config()?;
-        Ok(self)
-    }
-}
-
 impl OperatorWebhook {
     /// The operator's endpoint, or `None` when no URL is set.
     fn config(&self) -> Result<Option<crate::operator::OperatorConfig>, ConfigError> {
@@ -171,6 +156,18 @@ impl OperatorWebhook {
 impl ServiceConfig for IngestConfig {
     fn common_mut(&mut self) -> &mut CommonConfig {
         &mut self.common
+    }
+
+    fn check(mut self) -> Result<Self, ConfigError> {
+        if self.admin_token == self.producer_token {
+            // One token for both would let every producer manage subscriptions.
+            return Err(ConfigError::redacted(
+                "POSTLINE_PRODUCER_TOKEN",
+                "must differ from POSTLINE_ADMIN_TOKEN",
+            ));
+        }
+        self.operator = self.operator_webhook.config()?;
+        Ok(self)
     }
 }
 

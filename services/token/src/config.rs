@@ -2,7 +2,7 @@
 //! variables (or the matching flags); `postline-token --help` lists every one
 //! with its default.
 
-use postline_shared::runtime::config::{ConfigError, ServiceConfig, Validate};
+use postline_shared::runtime::config::ServiceConfig;
 use postline_shared::runtime::env::{millis, secs};
 use postline_shared::CommonConfig;
 use std::net::SocketAddr;
@@ -38,13 +38,6 @@ pub struct TokenConfig {
     /// (seconds; at most a third of its use).
     #[arg(long = "refresh-ahead-secs", value_name = "SECS", env = "POSTLINE_TOKEN_REFRESH_AHEAD_SECS", default_value = "60", value_parser = secs)]
     pub refresh_ahead: Duration,
-}
-
-impl Validate for TokenConfig {
-    fn validate(mut self) -> Result<Self, ConfigError> {
-        self.common = self.common.validate()?;
-        Ok(self)
-    }
 }
 
 impl ServiceConfig for TokenConfig {

@@ -108,9 +108,15 @@ impl Validate for CommonConfig {
 /// A service's whole configuration: a command whose common part is a
 /// [`CommonConfig`]. Read with [`ServiceConfig::from_env`]; tests build the
 /// defaults with [`ServiceConfig::local`].
-pub trait ServiceConfig: clap::Parser + Validate {
+pub trait ServiceConfig: clap::Parser {
     /// The common part.
     fn common_mut(&mut self) -> &mut CommonConfig;
+
+    /// Checks the service's own rules between its variables, once the
+    /// common part is checked (none by default).
+    fn check(self) -> Result<Self, ConfigError> {
+        Ok(self)
+    }
 
     /// Reads the configuration from the arguments and the environment;
     /// `--help` prints every setting and exits (call from `main` only).
@@ -128,6 +134,16 @@ pub trait ServiceConfig: clap::Parser + Validate {
             // Constant defaults that pass validation (the unit tests check them).
             Err(error) => unreachable!("the default configuration is invalid: {error}"),
         }
+    }
+}
+
+/// A service's configuration is checked part by part: the common part, then
+/// the service's own rules.
+impl<T: ServiceConfig> Validate for T {
+    fn validate(mut self) -> Result<Self, ConfigError> {
+        let common = self.common_mut().clone().validate()?;
+        *self.common_mut() = common;
+        self.check()
     }
 }
 
