@@ -7,7 +7,7 @@
 //! session ends. A message handed back is never in a batch: hand-backs end
 //! the session, after the batch of the messages before it is flushed.
 
-use crate::consumer::ConsumerError;
+use crate::consumer_error::ConsumerError;
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use lapin::Acker;

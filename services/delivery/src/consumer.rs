@@ -14,6 +14,7 @@
 use crate::acks::Acks;
 use crate::attempt::{self, Attempt};
 use crate::connections::within;
+pub use crate::consumer_error::ConsumerError;
 use crate::decision::{
     self, AfterFailure, Arrival, DisableCause, History, OnArrival, Screened, Stale,
 };
@@ -26,7 +27,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;
-use postline_shared::amqp::broker::{ConfirmedPublisher, PublishError};
+use postline_shared::amqp::broker::ConfirmedPublisher;
 use postline_shared::amqp::migration;
 use postline_shared::amqp::redelivery::{Redelivery, RetryHeaders};
 use postline_shared::amqp::topology::Topology;
@@ -88,21 +89,6 @@ pub enum Ended {
     },
     /// The broker cancelled the consumer (queue deleted).
     Cancelled,
-}
-
-/// Why a consumer session failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ConsumerError {
-    /// Channel or connection trouble.
-    #[error("broker: {0}")]
-    Broker(#[from] lapin::Error),
-    /// The channel ended before the broker took an ack or nack: the message
-    /// is unsettled and the broker hands it out again.
-    #[error("broker: the channel ended before the ack or nack reached it")]
-    Unsettled,
-    /// Dead-lettering an unreadable message failed.
-    #[error(transparent)]
-    Publish(#[from] PublishError),
 }
 
 /// What became of one message.

@@ -8,6 +8,7 @@ pub mod attempt;
 pub mod config;
 pub mod connections;
 pub mod consumer;
+mod consumer_error;
 pub mod decision;
 mod interval;
 pub mod metrics;
