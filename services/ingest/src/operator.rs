@@ -292,8 +292,8 @@ impl Notifier {
                 &self.topology.deliver_exchange(),
                 OPERATOR_ID,
                 &envelope.to_wire(),
-                crate::fanout::for_incarnation(
-                    crate::fanout::copy_properties(&envelope),
+                crate::intake::copy::for_incarnation(
+                    crate::intake::copy::copy_properties(&envelope),
                     OPERATOR_INCARNATION,
                 ),
             )
