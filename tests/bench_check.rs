@@ -19,6 +19,7 @@ fn tiny(name: &str, layout: Layout, intake: Intake, events: usize) -> PipelineSp
         publish_window: 64,
         stall_timeout: Duration::from_secs(30),
         tuning: Tuning::default(),
+        registered: layout.subscriptions(),
     }
 }
 
@@ -79,10 +80,34 @@ async fn http_intake_arrives_once_in_order() {
     assert_passes(tiny(
         "d",
         Layout::Spread { subscriptions: 3 },
-        Intake::Http { clients: 2 },
+        Intake::Http {
+            clients: 2,
+            batch: None,
+        },
         30,
     ))
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_batches_arrive_once_in_order() {
+    assert_passes(tiny(
+        "d2",
+        Layout::Spread { subscriptions: 3 },
+        Intake::Http {
+            clients: 2,
+            batch: Some(7),
+        },
+        45,
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_that_cannot_match_get_nothing() {
+    let mut spec = tiny("f", Layout::Spread { subscriptions: 2 }, Intake::Amqp, 30);
+    spec.registered = 40;
+    assert_passes(spec).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,6 +109,13 @@ async fn run(options: &Options) -> anyhow::Result<RunReport> {
                 Ok(result) => report.startup = Some(result),
                 Err(error) => report.errors.push(format!("f: {error}")),
             }
+            for spec in options.registered_intake() {
+                eprintln!("scenario {}: {} ...", spec.name, spec.title);
+                match pipeline::run(&endpoints, &spec).await {
+                    Ok(result) => report.pipelines.push(result),
+                    Err(error) => report.errors.push(format!("{}: {error}", spec.name)),
+                }
+            }
             continue;
         }
         let Some(spec) = options.pipeline(scenario) else {

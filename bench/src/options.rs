@@ -18,9 +18,12 @@ pub enum Scenario {
     C,
     /// (d) HTTP intake instead of AMQP.
     D,
+    /// (d2) HTTP intake posting batches (`POST /v1/events/batch`).
+    D2,
     /// (e) a fixed offered load, for latency.
     E,
-    /// (f) many subscriptions registered: delivery start-up time and memory.
+    /// (f) many subscriptions registered: delivery start-up time and
+    /// memory, and ingest's CPU per event with many against few registered.
     F,
     /// (g) the layout of b on the three-node cluster with quorum queues,
     /// against a ceiling measured on that cluster.
@@ -29,7 +32,15 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 6] = [Self::A, Self::B, Self::C, Self::D, Self::E, Self::F];
+    pub const ALL: [Scenario; 7] = [
+        Self::A,
+        Self::B,
+        Self::C,
+        Self::D,
+        Self::D2,
+        Self::E,
+        Self::F,
+    ];
     /// What runs without `--scenario`: the throughput and latency targets, about a minute.
     pub const DEFAULT: [Scenario; 3] = [Self::A, Self::B, Self::E];
 
@@ -42,13 +53,14 @@ impl Scenario {
                 "b" => chosen.push(Self::B),
                 "c" => chosen.push(Self::C),
                 "d" => chosen.push(Self::D),
+                "d2" => chosen.push(Self::D2),
                 "e" => chosen.push(Self::E),
                 "f" => chosen.push(Self::F),
                 "g" => chosen.push(Self::G),
                 "ceiling" => {}
                 other => {
                     return Err(BenchError::Invalid(format!(
-                        "unknown scenario {other:?} (a, b, c, d, e, f, g, all, ceiling)"
+                        "unknown scenario {other:?} (a, b, c, d, d2, e, f, g, all, ceiling)"
                     )))
                 }
             }
@@ -74,7 +86,7 @@ pub struct Options {
     pub publish_window: usize,
     /// Consumer prefetch of the ceiling.
     pub ceiling_prefetch: u16,
-    /// Events of (a); `--events` sets (a)–(d) at once.
+    /// Events of (a); `--events` sets every scenario's count at once.
     pub events_a: usize,
     /// Events of (b).
     pub events_b: usize,
@@ -82,11 +94,17 @@ pub struct Options {
     pub events_c: usize,
     /// Events of (d).
     pub events_d: usize,
+    /// Events of (d2).
+    pub events_d2: usize,
+    /// Events per `POST /v1/events/batch` in (d2).
+    pub batch_size: usize,
+    /// Events of f's intake runs.
+    pub events_f: usize,
     /// Subscriptions of (b), (d) and (e).
     pub subscriptions: usize,
     /// Subscriptions of the fan-out (c).
     pub fanout: usize,
-    /// Concurrent HTTP producers of (d).
+    /// Concurrent HTTP producers of (d) and (d2).
     pub http_clients: usize,
     /// Offered load of (e), events/s.
     pub rate: f64,
@@ -127,6 +145,9 @@ impl Default for Options {
             events_b: 20_000,
             events_c: 1_000,
             events_d: 5_000,
+            events_d2: 20_000,
+            batch_size: 100,
+            events_f: 5_000,
             subscriptions: 100,
             fanout: 50,
             http_clients: 16,
@@ -154,22 +175,28 @@ postline-bench: the broker's own ceiling, then the whole Postline pipeline again
 USAGE: cargo run --release -p postline-bench -- [OPTIONS]
 
 Scenarios (default: a,b,e; the broker ceiling is always measured first unless --no-ceiling):
-  --scenario LIST        comma-separated: a,b,c,d,e,f,g, or all (a-f)
+  --scenario LIST        comma-separated: a,b,c,d,d2,e,f,g, or all (a-f)
       a  1 strict subscription (AMQP intake)
       b  --subscriptions strict subscriptions, events spread across them
       c  fan-out: 1 event type to --fanout subscriptions
       d  HTTP intake (POST /v1/events from --http-clients producers), layout of b
+      d2 HTTP intake in batches (POST /v1/events/batch of --batch-size events
+         from --http-clients producers), layout of b
       e  fixed offered load (--rate events/s for --duration s), layout of b: latency
       f  --registered subscriptions, --active of them active: delivery as its own
-         process, time until ready and delivering, resident memory
+         process, time until ready and delivering, resident memory; then
+         ingest's CPU per event (AMQP intake, --active subscriptions wanting
+         the events) with --registered and with only --active registered
       g  the layout of b on a RabbitMQ cluster with quorum queues (--cluster-url,
          default the nodes of scripts/cluster), against a ceiling measured there
 
 Sizes:
-  --events N             events of a, b, c and d (defaults 10000, 20000, 1000, 5000)
+  --events N             events of a, b, c, d, d2 and f's intake runs
+                         (defaults 10000, 20000, 1000, 5000, 20000, 5000)
   --subscriptions N      subscriptions of b, d, e (100)
   --fanout N             subscriptions of c (50)
-  --http-clients N       concurrent HTTP producers of d (16)
+  --http-clients N       concurrent HTTP producers of d and d2 (16)
+  --batch-size N         events per batch in d2 (100)
   --rate N               offered load of e, events/s (1000)
   --duration SECS        duration of e (10)
   --registered N         subscriptions registered in f (10000)
@@ -222,10 +249,13 @@ impl Options {
                     options.events_b = n;
                     options.events_c = n;
                     options.events_d = n;
+                    options.events_d2 = n;
+                    options.events_f = n;
                 }
                 "--subscriptions" => options.subscriptions = number(&flag, &value()?)?,
                 "--fanout" => options.fanout = number(&flag, &value()?)?,
                 "--http-clients" => options.http_clients = number(&flag, &value()?)?,
+                "--batch-size" => options.batch_size = number(&flag, &value()?)?,
                 "--rate" => options.rate = number::<f64>(&flag, &value()?)?,
                 "--duration" => {
                     options.duration = Duration::from_secs_f64(number(&flag, &value()?)?)
@@ -278,6 +308,7 @@ impl Options {
                 publish_window: self.publish_window,
                 stall_timeout: self.stall_timeout,
                 tuning: self.tuning.clone(),
+                registered: layout.subscriptions(),
             }
         };
         let spread = Layout::Spread {
@@ -313,8 +344,22 @@ impl Options {
                 spread,
                 Intake::Http {
                     clients: self.http_clients,
+                    batch: None,
                 },
                 self.events_d,
+            ),
+            Scenario::D2 => base(
+                "d2",
+                format!(
+                    "HTTP batches of {}, {} subs",
+                    self.batch_size, self.subscriptions
+                ),
+                spread,
+                Intake::Http {
+                    clients: self.http_clients,
+                    batch: Some(self.batch_size.max(1)),
+                },
+                self.events_d2,
             ),
             Scenario::E => {
                 let events = (self.rate * self.duration.as_secs_f64()).round().max(1.0) as usize;
@@ -336,6 +381,29 @@ impl Options {
                 Intake::Amqp,
                 self.events_b,
             ),
+        })
+    }
+
+    /// f's intake runs: the AMQP intake feeding `--active` subscriptions,
+    /// with only those registered and with `--registered` in all (the rest
+    /// want other event types), so ingest's CPU per event shows whether
+    /// matching grows with subscriptions that cannot match.
+    pub fn registered_intake(&self) -> [PipelineSpec; 2] {
+        let active = self.active.max(1);
+        [active, self.registered.max(active)].map(|registered| PipelineSpec {
+            name: format!("f/{registered}"),
+            title: format!("intake, {registered} registered"),
+            layout: Layout::Spread {
+                subscriptions: active,
+            },
+            intake: Intake::Amqp,
+            events: self.events_f,
+            rate: None,
+            message_bytes: self.message_bytes,
+            publish_window: self.publish_window,
+            stall_timeout: self.stall_timeout,
+            tuning: self.tuning.clone(),
+            registered,
         })
     }
 
@@ -404,5 +472,22 @@ mod tests {
         let spec = options.pipeline(Scenario::E).expect("a pipeline");
         assert_eq!((spec.events, spec.rate), (600, Some(200.0)));
         assert!(options.pipeline(Scenario::F).is_none());
+    }
+
+    #[test]
+    fn d2_posts_batches_and_f_compares_registered_counts() {
+        let options = parse(&["--scenario", "d2,f", "--batch-size", "50"]);
+        assert_eq!(options.scenarios, vec![Scenario::D2, Scenario::F]);
+        let spec = options.pipeline(Scenario::D2).expect("a pipeline");
+        assert_eq!(
+            spec.intake,
+            Intake::Http {
+                clients: 16,
+                batch: Some(50)
+            }
+        );
+        let [few, many] = options.registered_intake();
+        assert_eq!((few.registered, many.registered), (10, 10_000));
+        assert_eq!(few.layout, many.layout);
     }
 }

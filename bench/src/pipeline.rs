@@ -31,10 +31,12 @@ const WARM_UP_DEADLINE: Duration = Duration::from_secs(60);
 pub enum Intake {
     /// Published to the `<ns>.ingest` exchange.
     Amqp,
-    /// `POST /v1/events`, from this many concurrent producers.
+    /// `POST /v1/events` (or `/v1/events/batch`), from this many concurrent producers.
     Http {
         /// Concurrent producers.
         clients: usize,
+        /// Events per `POST /v1/events/batch`; `None` posts one at a time.
+        batch: Option<usize>,
     },
 }
 
@@ -125,6 +127,9 @@ pub struct PipelineSpec {
     pub stall_timeout: Duration,
     /// Service settings.
     pub tuning: Tuning,
+    /// Subscriptions registered in all: beyond the layout's, paused ones
+    /// wanting event types no event has (exact names and patterns).
+    pub registered: usize,
 }
 
 /// The result of one scenario.
@@ -215,7 +220,9 @@ pub async fn run(endpoints: &Endpoints, spec: &PipelineSpec) -> Result<PipelineR
     let namespace = crate::fresh_namespace();
     let common = endpoints.common_config(&namespace)?;
     let subscriptions = spec.layout.subscriptions();
-    let ids: Vec<String> = (0..subscriptions).map(subscription_id).collect();
+    let ids: Vec<String> = (0..subscriptions.max(spec.registered))
+        .map(subscription_id)
+        .collect();
     let receivers_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("pl-receiver")
@@ -235,6 +242,15 @@ pub async fn run(endpoints: &Endpoints, spec: &PipelineSpec) -> Result<PipelineR
 /// The id of subscription `index` (sorts in index order).
 pub fn subscription_id(index: usize) -> String {
     format!("s{index:05}")
+}
+
+/// What registered-only subscription `index` wants: no event of the bench
+/// has it; every other one is a pattern, so both kinds of matching are loaded.
+fn unmatched_type(index: usize) -> String {
+    match index % 2 {
+        0 => format!("other.t{index}"),
+        _ => format!("other.t{index}.*"),
+    }
 }
 
 /// A strict subscription as an operator would write it, with one signing
@@ -278,14 +294,18 @@ async fn measure(
     receivers_runtime: &tokio::runtime::Handle,
 ) -> Result<PipelineReport, BenchError> {
     let layout = spec.layout;
-    let farm = ReceiverFarm::start(ids.len(), receivers_runtime).await?;
+    let subscriptions = layout.subscriptions();
+    let farm = ReceiverFarm::start(subscriptions, receivers_runtime).await?;
     let (store, mut redis) =
         SubscriptionStore::connect(&common.redis_url, common.keys(), common.encryption.clone())
             .await?;
     let specs = ids
         .iter()
         .enumerate()
-        .map(|(i, id)| subscription_spec(id, farm.url(i), &layout.wants(i), true))
+        .map(|(i, id)| match i < subscriptions {
+            true => subscription_spec(id, farm.url(i), &layout.wants(i), true),
+            false => subscription_spec(id, farm.url(0), &unmatched_type(i), false),
+        })
         .collect::<Result<Vec<_>, _>>()?;
     store_all(&store, specs, 32).await?;
 
@@ -366,7 +386,7 @@ async fn drive(
                     producer::publish_amqp(&amqp_url, &exchange, &factory, &plan, window, rate)
                         .await
                 }
-                Intake::Http { clients } => {
+                Intake::Http { clients, batch } => {
                     let groups: Vec<usize> = match layout {
                         Layout::Spread { .. } => plan.type_of.clone(),
                         // Every subscription gets every event: one producer keeps them in order.
@@ -379,6 +399,7 @@ async fn drive(
                         &plan,
                         &groups,
                         clients,
+                        batch,
                     )
                     .await
                 }
@@ -484,7 +505,14 @@ async fn drive(
         title: spec.title.clone(),
         intake: match spec.intake {
             Intake::Amqp => "amqp".into(),
-            Intake::Http { clients } => format!("http x{clients}"),
+            Intake::Http {
+                clients,
+                batch: None,
+            } => format!("http x{clients}"),
+            Intake::Http {
+                clients,
+                batch: Some(n),
+            } => format!("b{n} x{clients}"),
         },
         subscriptions,
         layout_spread: matches!(layout, Layout::Spread { .. }),

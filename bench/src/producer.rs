@@ -178,6 +178,20 @@ pub async fn publish_burst(
     Ok(confirms)
 }
 
+/// A JSON array of the event bodies (each a JSON object).
+fn batch_body(bodies: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(bodies.iter().map(|b| b.len() + 1).sum::<usize>() + 2);
+    body.push(b'[');
+    for (i, event) in bodies.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(event);
+    }
+    body.push(b']');
+    body
+}
+
 async fn confirmed(seq: usize, confirm: PublisherConfirm) -> Result<(), BenchError> {
     match confirm.await? {
         Confirmation::Ack(None) => Ok(()),
@@ -185,7 +199,8 @@ async fn confirmed(seq: usize, confirm: PublisherConfirm) -> Result<(), BenchErr
     }
 }
 
-/// Posts every event of `plan` to `POST {ingest_url}/v1/events` from
+/// Posts every event of `plan` to `POST {ingest_url}/v1/events` (or, with
+/// `batch`, that many at a time to `POST {ingest_url}/v1/events/batch`) from
 /// `clients` concurrent producers. Events of one `group` always go through
 /// the same producer, one after another, so their order at intake is defined.
 pub async fn post_http(
@@ -195,13 +210,18 @@ pub async fn post_http(
     plan: &Plan,
     group_of: &[usize],
     clients: usize,
+    batch: Option<usize>,
 ) -> Result<SendTimes, BenchError> {
     let clients = clients.max(1);
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .tcp_nodelay(true)
         .build()?;
-    let url: Arc<str> = format!("{ingest_url}/v1/events").into();
+    let url: Arc<str> = match batch {
+        Some(_) => format!("{ingest_url}/v1/events/batch").into(),
+        None => format!("{ingest_url}/v1/events").into(),
+    };
+    let per_post = batch.unwrap_or(1).max(1);
     let auth: Arc<str> = format!("Bearer {token}").into();
     let mut lanes: Vec<Vec<usize>> = vec![Vec::new(); clients];
     for seq in 0..plan.len() {
@@ -218,8 +238,17 @@ pub async fn post_http(
             .collect();
         tasks.spawn(async move {
             let mut times = Vec::with_capacity(lane.len());
-            for (seq, event_type) in lane.into_iter().zip(types) {
-                let body = factory.body(seq as u64, &event_type);
+            for (seqs, types) in lane.chunks(per_post).zip(types.chunks(per_post)) {
+                let bodies: Vec<Vec<u8>> = seqs
+                    .iter()
+                    .zip(types)
+                    .map(|(&seq, event_type)| factory.body(seq as u64, event_type))
+                    .collect();
+                let body = match batch {
+                    Some(_) => batch_body(&bodies),
+                    None => bodies.concat(),
+                };
+                let seq = seqs[0];
                 let at = Instant::now();
                 let response = http
                     .post(url.as_ref())
@@ -235,7 +264,7 @@ pub async fn post_http(
                         "event {seq}: ingest answered {status}: {text}"
                     )));
                 }
-                times.push((seq, at));
+                times.extend(seqs.iter().map(|&seq| (seq, at)));
             }
             Ok::<_, BenchError>(times)
         });

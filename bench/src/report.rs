@@ -99,6 +99,33 @@ impl RunReport {
                 _ => {}
             }
         }
+        let named = |name: &str| self.pipelines.iter().find(|p| p.name == name);
+        if let (Some(d2), Some(b)) = (named("d2"), named("b")) {
+            targets.push(Target {
+                scenario: "d2".into(),
+                wanted: format!(
+                    "HTTP batches >= the AMQP intake (b: {:.0} events/s)",
+                    b.events_per_sec
+                ),
+                got: format!(
+                    "{:.0} events/s, check {}",
+                    d2.events_per_sec,
+                    d2.check.verdict()
+                ),
+                met: d2.events_per_sec >= b.events_per_sec && d2.check.passed(),
+            });
+        }
+        if let Some((few, many)) = self.registered_intake() {
+            targets.push(Target {
+                scenario: "f".into(),
+                wanted: format!(
+                    "ingest CPU per event with {} registered within 1.5x of {} registered",
+                    many.0, few.0
+                ),
+                got: format!("{:.1} us against {:.1} us", many.1, few.1),
+                met: many.1 <= few.1 * 1.5,
+            });
+        }
         if let Some(s) = &self.startup {
             targets.push(Target {
                 scenario: "f".into(),
@@ -117,6 +144,24 @@ impl RunReport {
             });
         }
         self.targets = targets;
+    }
+
+    /// f's intake runs as (registered, ingest CPU us per event), fewest
+    /// registered first: every event of those runs has exactly one delivery.
+    pub fn registered_intake(&self) -> Option<((usize, f64), (usize, f64))> {
+        let mut runs: Vec<(usize, f64)> = self
+            .pipelines
+            .iter()
+            .filter_map(|p| {
+                let registered = p.name.strip_prefix("f/")?.parse().ok()?;
+                Some((registered, p.cpu_us_per_delivery.get("ingest").copied()?))
+            })
+            .collect();
+        runs.sort_by_key(|(registered, _)| *registered);
+        match runs.as_slice() {
+            [few, .., many] => Some((*few, *many)),
+            _ => None,
+        }
     }
 
     /// The summary table.
@@ -191,6 +236,17 @@ impl RunReport {
                 s.consumers.map_or("?".into(), |c| format!("{c:.0}")),
                 s.register_secs,
                 s.check.verdict(),
+            );
+        }
+        if let Some((few, many)) = self.registered_intake() {
+            let _ = writeln!(
+                out,
+                "f  ingest CPU per event: {:.1} us with {} subscriptions registered, {:.1} us with {} registered ({:.2}x)",
+                few.1,
+                few.0,
+                many.1,
+                many.0,
+                many.1 / few.1.max(1e-9),
             );
         }
         if !self.pipelines.is_empty() {

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// How long a service may take to report ready.
-const READY_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a service may take to report ready: ingest declares every
+/// registered subscription's queue first (f's intake run registers 10,000).
+const READY_DEADLINE: Duration = Duration::from_secs(300);
 
 /// Service settings a run may change (`None` keeps the service's default).
 #[derive(Debug, Clone, Default)]

@@ -5,7 +5,7 @@
 use anyhow::{anyhow, bail, Context};
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
@@ -182,6 +182,41 @@ impl AmqpClient {
             Err(error) if is_not_found(&error) => Ok(()),
             Err(error) => Err(anyhow!(error).context(format!("deleting queue {queue}"))),
         }
+    }
+
+    /// Declares `queue` to hold at most `max_length` messages and refuse
+    /// (nack) every publish beyond, bound to `exchange` under `routing_key`:
+    /// a broker that refuses part of a batch.
+    pub async fn declare_refusing_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        max_length: u32,
+    ) -> anyhow::Result<()> {
+        let channel = self.connection.create_channel().await?;
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-max-length".into(), AMQPValue::LongUInt(max_length));
+        arguments.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+        channel
+            .queue_declare(queue.into(), QueueDeclareOptions::default(), arguments)
+            .await
+            .with_context(|| format!("declaring {queue}"))?;
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("binding {queue}"))?;
+        let _ = channel.close(200, "done".into()).await;
+        Ok(())
     }
 
     /// Deletes an exchange (missing is fine).

@@ -3,16 +3,20 @@
 //! confirmed and the event's id remembered. Unacceptable messages go to
 //! `<ns>.ingest.rejected` with the reason.
 //!
-//! The intake is pipelined rather than one message at a time: whatever the
-//! prefetch window holds is taken as one batch (one Redis round trip checks
-//! its ids, then every copy is published), and handed to a settler while the
-//! next batch is read and published. The settler takes batches strictly in
-//! order: it awaits a batch's confirms, writes its dedup markers in one round
-//! trip, and acks it with one `multiple` ack. When anything fails, the
-//! session closes its channel, which hands every unacked message back to the
-//! queue in its original order, so order and at-least-once survive failures.
+//! The messages go through the intake pipeline (`crate::intake`), pipelined:
+//! whatever the prefetch window holds is taken as one batch (planned with one
+//! Redis round trip, then every copy and dead letter published), and handed
+//! to a settler while the next batch is read and published. The settler takes
+//! batches strictly in order: it awaits a batch's confirms, writes its dedup
+//! markers in one round trip, and acks it with one `multiple` ack. When
+//! anything fails, the session closes its channel, which hands every unacked
+//! message back to the queue in its original order, so order and
+//! at-least-once survive failures; a batch whose copies found no queue is
+//! published again that way once the queues are healed.
 
-use crate::fanout::{Copies, Fanout, PendingCopy, Source};
+use crate::intake::publish::{Item, Published};
+use crate::intake::settle::{self, Confirmed};
+use crate::intake::{validate, Intake, Source};
 use crate::metrics::IngestMetrics;
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
@@ -20,16 +24,16 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Acker, Connection};
 use postline_shared::amqp::broker::{
-    self as broker, dead_letter_properties, ConfirmedPublisher, Outgoing, PendingConfirm,
-    PublishError, SettleError,
+    self as broker, dead_letter_properties, ConfirmedPublisher, PublishError, SettleError,
 };
 use postline_shared::amqp::migration;
 use postline_shared::amqp::topology::Topology;
-use postline_shared::model::problem::{Problem, ProblemCode};
-use postline_shared::Envelope;
+use postline_shared::model::ids::{EventId, SubscriptionId};
+use postline_shared::model::problem::Problem;
+use postline_shared::runtime::locks;
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -57,7 +61,7 @@ pub enum IntakeError {
 /// Consumes the intake queue.
 #[derive(Clone)]
 pub struct AmqpIntake {
-    fanout: Fanout,
+    pipeline: Intake,
     topology: Topology,
     metrics: IngestMetrics,
     max_event_bytes: usize,
@@ -74,52 +78,28 @@ enum SessionEnd {
     RedisDown,
     /// Copies came back unroutable: declare these subscriptions' queues,
     /// then consume again (the affected events are still unacked).
-    Heal(Vec<String>),
-}
-
-/// A message's fate, decided before anything of its batch is published
-/// (a valid event may still turn out to be a duplicate).
-enum Verdict {
-    Valid(Envelope),
-    Reject(Problem),
-}
-
-/// What one message of a batch needs published.
-enum Plan {
-    Nothing,
-    Copies(Copies),
-    DeadLetter(lapin::BasicProperties),
-}
-
-/// A publish of a batch still waiting for the broker's confirm.
-enum Pending {
-    Copy(PendingCopy),
-    DeadLetter(PendingConfirm),
+    Heal(Vec<SubscriptionId>),
 }
 
 /// One batch, published, waiting to be settled.
 struct Batch {
     /// Acks the whole batch (and nothing unsettled: batches settle in order).
     last: Acker,
-    /// Every publish of the batch, in order.
-    pending: Vec<Pending>,
-    /// Published events: id and number of copies.
-    accepted: Vec<(String, usize)>,
-    /// When its first publish started.
-    started: Instant,
+    /// Its publishes and events.
+    published: Published,
 }
 
 impl AmqpIntake {
-    /// An intake feeding `fanout`.
+    /// An intake feeding `pipeline`.
     pub fn new(
-        fanout: Fanout,
+        pipeline: Intake,
         topology: Topology,
         metrics: IngestMetrics,
         max_event_bytes: usize,
         prefetch: u16,
     ) -> Self {
         Self {
-            fanout,
+            pipeline,
             topology,
             metrics,
             max_event_bytes,
@@ -228,11 +208,7 @@ impl AmqpIntake {
                     // Nothing is being published now (the session is over), so
                     // no later event can reach a healed queue before the
                     // requeued ones are published again: order is kept.
-                    for subscription in subscriptions {
-                        self.fanout
-                            .heal(publisher, &subscription, "(requeued)")
-                            .await?;
-                    }
+                    self.pipeline.heal(publisher, &subscriptions).await?;
                 }
             }
         }
@@ -268,7 +244,7 @@ impl AmqpIntake {
         stop: &CancellationToken,
         halt: &CancellationToken,
         batches: mpsc::Sender<Batch>,
-        in_flight: &Mutex<HashSet<String>>,
+        in_flight: &Mutex<HashSet<EventId>>,
     ) -> Result<SessionEnd, IntakeError> {
         // Returning drops `batches`: the settler then finishes what is in
         // flight and ends too.
@@ -309,123 +285,33 @@ impl AmqpIntake {
         }
     }
 
-    /// Decides every message of the batch, then publishes its copies and dead
+    /// Plans every message of the batch, then publishes its copies and dead
     /// letters in message order. `None` when Redis could not be asked.
     async fn publish_batch(
         &self,
         deliveries: Vec<Delivery>,
         publisher: &ConfirmedPublisher,
-        in_flight: &Mutex<HashSet<String>>,
+        in_flight: &Mutex<HashSet<EventId>>,
     ) -> Result<Option<Batch>, IntakeError> {
-        let verdicts: Vec<Verdict> = deliveries.iter().map(|d| self.validate(d)).collect();
-        let mut duplicate = vec![false; verdicts.len()];
-        // Duplicates: ids still in flight from earlier batches, or earlier in
-        // this one, are known here; the rest are asked of Redis in one round
-        // trip. The in-flight set is read before Redis is asked: an id leaves
-        // it only after its marker is written, so it is always in one or the other.
-        let mut to_ask = Vec::new();
-        {
-            let in_flight = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            let mut in_batch = HashSet::new();
-            for (i, verdict) in verdicts.iter().enumerate() {
-                if let Verdict::Valid(envelope) = verdict {
-                    if in_flight.contains(envelope.id.as_str())
-                        || !in_batch.insert(envelope.id.as_str())
-                    {
-                        duplicate[i] = true;
-                    } else {
-                        to_ask.push((i, envelope.id.as_str()));
-                    }
-                }
-            }
-        }
-        let ids: Vec<&str> = to_ask.iter().map(|(_, id)| *id).collect();
-        let seen = match self.fanout.seen(&ids).await {
-            Ok(seen) => seen,
+        let Some(last) = deliveries.last().map(|d| d.acker.clone()) else {
+            return Ok(None);
+        };
+        let items: Vec<Item> = deliveries.iter().map(|d| self.validate(d)).collect();
+        // Ids still in flight from earlier batches are duplicates without
+        // asking Redis; the in-flight set is read before Redis is asked: an id
+        // leaves it only after its marker is written, so it is always in one
+        // or the other.
+        let known = |id: &EventId| locks::lock(in_flight).contains(id);
+        let steps = match self.pipeline.plan(&items, known).await {
+            Ok(steps) => steps,
             Err(error) => {
                 tracing::warn!(%error, "redis unavailable; the intake pauses and the events will be retried");
                 return Ok(None);
             }
         };
-        for ((i, _), seen) in to_ask.iter().zip(seen) {
-            duplicate[*i] |= seen;
-        }
-
-        let Some(last) = deliveries.last().map(|d| d.acker.clone()) else {
-            return Ok(None);
-        };
-        // What each message needs published, decided before anything is sent.
-        let rejected_queue = self.topology.rejected_queue();
-        let mut plans = Vec::with_capacity(deliveries.len());
-        let mut accepted = Vec::new();
-        for ((delivery, verdict), duplicate) in deliveries.iter().zip(verdicts).zip(duplicate) {
-            plans.push(match verdict {
-                Verdict::Valid(envelope) if duplicate => {
-                    tracing::debug!(event_id = %envelope.id, "intake event is a duplicate");
-                    self.fanout.count_duplicate(Source::Amqp);
-                    Plan::Nothing
-                }
-                Verdict::Valid(envelope) => {
-                    let copies = self.fanout.copies(&envelope);
-                    tracing::debug!(event_id = %envelope.id, event_type = %envelope.event_type, copies = copies.subscription_ids.len(), "intake event accepted");
-                    accepted.push((envelope.id.into(), copies.subscription_ids.len()));
-                    Plan::Copies(copies)
-                }
-                Verdict::Reject(problem) => Plan::DeadLetter(self.rejection(delivery, &problem)),
-            });
-        }
-        // Every message of the batch goes out in one go, in message order.
-        let exchange = self.fanout.deliver_exchange();
-        let mut outgoing = Vec::new();
-        let mut kinds = Vec::new();
-        for (delivery, plan) in deliveries.iter().zip(&plans) {
-            match plan {
-                Plan::Nothing => {}
-                Plan::Copies(copies) => {
-                    outgoing.extend(copies.outgoing(exchange));
-                    kinds.extend(
-                        copies
-                            .subscription_ids
-                            .iter()
-                            .zip(&copies.incarnations)
-                            .map(|(id, incarnation)| Some((id.clone(), incarnation.clone()))),
-                    );
-                }
-                Plan::DeadLetter(properties) => {
-                    outgoing.push(Outgoing {
-                        exchange: "",
-                        routing_key: &rejected_queue,
-                        body: &delivery.data,
-                        properties: properties.clone(),
-                    });
-                    kinds.push(None);
-                }
-            }
-        }
-        let started = Instant::now();
-        let confirms = publisher.publish_all(outgoing).await?;
-        let pending = kinds
-            .into_iter()
-            .zip(confirms)
-            .map(|(kind, confirm)| match kind {
-                Some((subscription_id, incarnation)) => Pending::Copy(PendingCopy {
-                    subscription_id,
-                    incarnation,
-                    confirm,
-                }),
-                None => Pending::DeadLetter(confirm),
-            })
-            .collect();
-        in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(accepted.iter().map(|(id, _): &(String, usize)| id.clone()));
-        Ok(Some(Batch {
-            last,
-            pending,
-            accepted,
-            started,
-        }))
+        let published = self.pipeline.publish(publisher, &items, &steps).await?;
+        locks::lock(in_flight).extend(published.accepted.iter().map(|(id, _)| id.clone()));
+        Ok(Some(Batch { last, published }))
     }
 
     /// Settles batches in order; `Some` when it gave up (the reader is halted).
@@ -433,45 +319,30 @@ impl AmqpIntake {
         &self,
         mut batches: mpsc::Receiver<Batch>,
         halt: &CancellationToken,
-        in_flight: &Mutex<HashSet<String>>,
+        in_flight: &Mutex<HashSet<EventId>>,
     ) -> Result<Option<SessionEnd>, IntakeError> {
         let given_up = |end| {
             halt.cancel();
             Some(end)
         };
-        while let Some(batch) = batches.recv().await {
-            let mut unroutable = Vec::new();
-            for pending in batch.pending {
-                let confirmed = match pending {
-                    Pending::Copy(copy) => match copy.confirm.confirmed().await {
-                        Err(PublishError::Unroutable { .. }) => {
-                            if !unroutable.contains(&copy.subscription_id) {
-                                unroutable.push(copy.subscription_id);
-                            }
-                            Ok(())
-                        }
-                        other => other,
-                    },
-                    Pending::DeadLetter(confirm) => confirm.confirmed().await,
-                };
-                if let Err(error) = confirmed {
+        while let Some(mut batch) = batches.recv().await {
+            match settle::confirms(&mut batch.published).await {
+                Ok(Confirmed::All) => {}
+                Ok(Confirmed::Unroutable(subscriptions)) => {
+                    // A subscription's queue is missing. Not acked: this batch
+                    // and all after it go back to the queue, and are published
+                    // again once the queues are declared, rather than lost.
+                    tracing::warn!(subscriptions = ?subscriptions, "copies were unroutable; redeclaring and retrying");
+                    return Ok(given_up(SessionEnd::Heal(subscriptions)));
+                }
+                Err(error) => {
                     tracing::warn!(%error, "publishing copies failed; the events will be retried");
                     halt.cancel();
                     // Not acked: the broker redelivers them after the reconnect.
                     return Err(error.into());
                 }
             }
-            if !unroutable.is_empty() {
-                // A subscription's queue is missing (deleted by hand, or a
-                // declare lost in a crash). Not acked: this batch and all
-                // after it go back to the queue, and are published again once
-                // the queues are declared, rather than lost.
-                tracing::warn!(subscriptions = ?unroutable, "copies were unroutable; redeclaring and retrying");
-                return Ok(given_up(SessionEnd::Heal(unroutable)));
-            }
-            let publish_secs = batch.started.elapsed().as_secs_f64();
-            let ids: Vec<&str> = batch.accepted.iter().map(|(id, _)| id.as_str()).collect();
-            if let Err(error) = self.fanout.remember(&ids).await {
+            if let Err(error) = self.pipeline.remember(&batch.published).await {
                 // Not acked: the events go back to the queue and are published
                 // again when Redis is back (delivered markers stop a second POST).
                 tracing::warn!(%error, "redis unavailable; the intake pauses and the events will be retried");
@@ -484,39 +355,24 @@ impl AmqpIntake {
             let last = &batch.last;
             broker::settle(last, last.ack(BasicAckOptions { multiple: true })).await?;
             {
-                let mut in_flight = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-                for id in &ids {
-                    in_flight.remove(*id);
+                let mut in_flight = locks::lock(in_flight);
+                for (id, _) in &batch.published.accepted {
+                    in_flight.remove(id);
                 }
             }
-            let latency = self
-                .metrics
-                .publish_latency
-                .with_label_values(&[Source::Amqp.label()]);
-            for (_, copies) in &batch.accepted {
-                latency.observe(publish_secs);
-                self.fanout.count_accepted(Source::Amqp, *copies);
-            }
+            self.pipeline.count(&batch.published, Source::Amqp);
         }
         Ok(None)
     }
 
-    fn validate(&self, delivery: &Delivery) -> Verdict {
-        let parsed = if delivery.data.len() > self.max_event_bytes {
-            Err(Problem::whole(
-                ProblemCode::TooLarge,
-                format!(
-                    "event is {} bytes; the limit is {}",
-                    delivery.data.len(),
-                    self.max_event_bytes
-                ),
-            ))
-        } else {
-            Envelope::from_input_bytes(&delivery.data, chrono::Utc::now())
-        };
-        match parsed {
-            Ok(envelope) => Verdict::Valid(envelope),
-            Err(problem) => Verdict::Reject(problem),
+    /// The message as an event, or as a dead letter with its reason.
+    fn validate(&self, delivery: &Delivery) -> Item {
+        match validate::event(&delivery.data, self.max_event_bytes, chrono::Utc::now()) {
+            Ok(envelope) => Item::Event(envelope),
+            Err(problem) => Item::Rejected {
+                body: delivery.data.clone(),
+                properties: self.rejection(delivery, &problem),
+            },
         }
     }
 

@@ -8,7 +8,7 @@ pub mod amqp_intake;
 pub mod api;
 pub mod broker_link;
 pub mod config;
-pub mod fanout;
+pub mod intake;
 pub mod metrics;
 pub mod operator;
 mod secret_expiry;
@@ -87,7 +87,7 @@ pub async fn start(
         TokenClientMetrics::register(&service.registry).context("registering token metrics")?,
     )
     .context("building the token service client")?;
-    let fanout = fanout::Fanout::new(
+    let pipeline = intake::Intake::new(
         catalog.clone(),
         topology.clone(),
         keys.clone(),
@@ -126,8 +126,9 @@ pub async fn start(
         catalog.clone(),
         background.clone(),
     ));
+    let http_intake = intake::http::HttpIntake::start(pipeline.clone(), link_rx.clone());
     let intake = amqp_intake::AmqpIntake::new(
-        fanout.clone(),
+        pipeline,
         topology.clone(),
         metrics.clone(),
         config.max_event_bytes,
@@ -146,7 +147,7 @@ pub async fn start(
     ));
 
     let state = api::ApiState {
-        fanout,
+        intake: http_intake,
         broker: link_rx,
         store,
         catalog,

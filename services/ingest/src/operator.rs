@@ -273,7 +273,7 @@ impl Notifier {
         let Some(link) = self.broker.borrow().clone().filter(|l| l.is_connected()) else {
             return;
         };
-        let claim = self.keys.operator_event(envelope.id.as_str());
+        let claim = self.keys.operator_event(&envelope.id);
         let mut redis = self.redis.clone();
         let claimed: Result<Option<String>, _> = redis::cmd("SET")
             .arg(&claim)
@@ -292,8 +292,8 @@ impl Notifier {
                 &self.topology.deliver_exchange(),
                 OPERATOR_ID,
                 &envelope.to_wire(),
-                crate::fanout::for_incarnation(
-                    crate::fanout::copy_properties(&envelope),
+                crate::intake::copy::for_incarnation(
+                    crate::intake::copy::copy_properties(&envelope),
                     OPERATOR_INCARNATION,
                 ),
             )

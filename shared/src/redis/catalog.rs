@@ -3,12 +3,14 @@
 //! Ingest matches events against it; delivery reconciles its consumers with
 //! it. [`sync`] loads everything, then applies each announced change, and
 //! reloads in full after a lost pub/sub connection and periodically, so a
-//! missed announcement heals within one period. A full reload is refused
+//! missed announcement heals within one period. It keeps the subscriptions
+//! indexed by event type too ([`TypeIndex`]), so matching an event does not
+//! scan the subscriptions that cannot want it. A full reload is refused
 //! while Redis has no installation marker: an emptied Redis is never taken
 //! for "no subscriptions" (see [`crate::runtime::installation`]).
 
 use crate::model::envelope::Envelope;
-use crate::model::subscription::Subscription;
+use crate::model::subscription::{Subscription, TypeIndex};
 use crate::redis::subscription_store::{StoreError, SubscriptionStore};
 use crate::runtime::backoff::Backoff;
 use futures::StreamExt;
@@ -23,7 +25,22 @@ pub const FULL_RELOAD_EVERY: Duration = Duration::from_secs(30);
 /// The current subscriptions by id.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    subscriptions: RwLock<HashMap<String, Arc<Subscription>>>,
+    state: RwLock<Current>,
+}
+
+/// The subscriptions by id, and the same by event type (always in step).
+#[derive(Debug, Default)]
+struct Current {
+    by_id: HashMap<String, Arc<Subscription>>,
+    by_type: TypeIndex,
+}
+
+impl Current {
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.by_id.remove(id) {
+            self.by_type.remove(&old);
+        }
+    }
 }
 
 impl Catalog {
@@ -32,20 +49,25 @@ impl Catalog {
         Arc::new(Self::default())
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Subscription>>> {
-        // A poisoned lock only means a panic elsewhere mid-update of a plain
-        // map; the data is still a consistent map, so keep serving it.
-        crate::runtime::locks::read(&self.subscriptions)
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Current> {
+        // A poisoned lock only means a panic elsewhere mid-update of plain
+        // maps; keep serving them.
+        crate::runtime::locks::read(&self.state)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Subscription>>> {
-        crate::runtime::locks::write(&self.subscriptions)
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Current> {
+        crate::runtime::locks::write(&self.state)
     }
 
     /// Inserts or replaces one subscription.
     pub fn upsert(&self, subscription: Subscription) {
-        self.write()
-            .insert(subscription.id().to_string(), Arc::new(subscription));
+        let subscription = Arc::new(subscription);
+        let mut current = self.write();
+        current.remove(subscription.id().as_str());
+        current.by_type.insert(subscription.clone());
+        current
+            .by_id
+            .insert(subscription.id().to_string(), subscription);
     }
 
     /// Removes one subscription.
@@ -61,56 +83,51 @@ impl Catalog {
             .into_iter()
             .map(|s| (s.id().to_string(), Arc::new(s)))
             .collect();
+        let by_type = TypeIndex::of(fresh.values());
         let mut current = self.write();
         let changed = current
+            .by_id
             .iter()
             .filter(|(id, old)| fresh.get(*id).is_none_or(|new| !same_version(old, new)))
             .map(|(id, _)| id.clone())
             .chain(
                 fresh
                     .keys()
-                    .filter(|id| !current.contains_key(*id))
+                    .filter(|id| !current.by_id.contains_key(*id))
                     .cloned(),
             )
             .collect();
-        *current = fresh;
+        *current = Current {
+            by_id: fresh,
+            by_type,
+        };
         changed
     }
 
     /// One subscription.
     pub fn get(&self, id: &str) -> Option<Arc<Subscription>> {
-        self.read().get(id).cloned()
+        self.read().by_id.get(id).cloned()
     }
 
     /// Every subscription.
     pub fn all(&self) -> Vec<Arc<Subscription>> {
-        self.read().values().cloned().collect()
+        self.read().by_id.values().cloned().collect()
     }
 
     /// How many subscriptions there are.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().by_id.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.read().is_empty()
+        self.read().by_id.is_empty()
     }
 
-    /// The subscriptions that want `envelope`, sorted by id.
-    pub fn matching(
-        &self,
-        envelope: &Envelope,
-        tree: &serde_json::Value,
-    ) -> Vec<Arc<Subscription>> {
-        let mut wanted: Vec<_> = self
-            .read()
-            .values()
-            .filter(|s| s.wants(envelope, tree))
-            .cloned()
-            .collect();
-        wanted.sort_by(|a, b| a.id().cmp(b.id()));
-        wanted
+    /// The subscriptions that want `envelope` ([`Subscription::wants`]),
+    /// sorted by id, found through the event-type index.
+    pub fn matching(&self, envelope: &Envelope) -> Vec<Arc<Subscription>> {
+        self.read().by_type.matching(envelope)
     }
 }
 
@@ -253,5 +270,29 @@ mod tests {
         assert_eq!(changed, BTreeSet::from(["b".to_string(), "c".to_string()]));
         let removed = catalog.replace_all(vec![subscription("c")]);
         assert!(removed.contains("a") && removed.contains("b") && removed.contains("c"));
+    }
+
+    #[test]
+    fn matching_follows_upserts_removals_and_reloads() {
+        let catalog = Catalog::new();
+        let event = |event_type: &str| {
+            let input = format!(r#"{{"id":"e","type":"{event_type}","payload":{{}}}}"#);
+            Envelope::from_input_bytes(input.as_bytes(), Utc::now()).unwrap()
+        };
+        let ids = |found: Vec<Arc<Subscription>>| -> Vec<String> {
+            found.iter().map(|s| s.id().to_string()).collect()
+        };
+        catalog.replace_all(vec![subscription("x"), subscription("y")]);
+        assert_eq!(ids(catalog.matching(&event("a"))), ["x", "y"]);
+        let mut moved = subscription("x");
+        moved.spec.event_types = vec!["b.*".into()];
+        catalog.upsert(moved);
+        assert_eq!(ids(catalog.matching(&event("a"))), ["y"]);
+        assert_eq!(ids(catalog.matching(&event("b.c"))), ["x"]);
+        catalog.remove("y");
+        assert!(catalog.matching(&event("a")).is_empty());
+        catalog.replace_all(vec![subscription("z")]);
+        assert_eq!(ids(catalog.matching(&event("a"))), ["z"]);
+        assert!(catalog.matching(&event("b.c")).is_empty());
     }
 }

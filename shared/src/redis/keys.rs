@@ -41,7 +41,7 @@ impl RedisKeys {
     }
 
     /// Marks an event id as already accepted by intake (idempotent intake).
-    pub fn intake_dedup(&self, event_id: &str) -> String {
+    pub fn intake_dedup(&self, event_id: &EventId) -> String {
         format!("{}:seen:{event_id}", self.prefix)
     }
 
@@ -108,7 +108,7 @@ impl RedisKeys {
     }
 
     /// Claims one operational event (by its occurrence id) so it is sent once.
-    pub fn operator_event(&self, event_id: &str) -> String {
+    pub fn operator_event(&self, event_id: &EventId) -> String {
         format!("{}:operator-event:{event_id}", self.prefix)
     }
 

@@ -1,14 +1,17 @@
-//! `POST /v1/events` and `POST /v1/events/batch`: validate, fan out, and
-//! answer 202 only after the broker confirmed every copy.
+//! `POST /v1/events` and `POST /v1/events/batch`: validate, hand the events
+//! to the intake pipeline (`crate::intake`), and answer 202 only after the
+//! broker confirmed every copy and the ids were remembered.
 
 use super::auth::ProducerToken;
 use super::{ApiError, ApiState};
-use crate::fanout::{Accepted, FanoutError, Source};
+use crate::intake::http::Refused;
+use crate::intake::{validate, Accepted};
 use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use postline_shared::model::ids::EventId;
 use postline_shared::model::problem::{parse_json, Problem, ProblemCode};
 use postline_shared::Envelope;
 use serde_json::value::RawValue;
@@ -33,7 +36,7 @@ pub async fn post_one(
     let bytes = read_limited(&state, body, state.max_event_bytes).await?;
     let envelope =
         Envelope::from_input_bytes(&bytes, chrono::Utc::now()).map_err(|p| reject(&state, p))?;
-    publish_all(&state, vec![envelope]).await
+    accept(&state, vec![envelope]).await
 }
 
 /// An array of events, validated all-or-nothing before anything is published.
@@ -67,46 +70,34 @@ pub async fn post_batch(
     let now = chrono::Utc::now();
     let mut envelopes = Vec::with_capacity(raw_events.len());
     for (i, raw) in raw_events.iter().enumerate() {
-        let position = format!("[{i}]");
-        if raw.get().len() > state.max_event_bytes {
-            return Err(reject(
-                &state,
-                too_large(raw.get().len(), state.max_event_bytes).within(&position),
-            ));
-        }
-        let envelope = Envelope::from_input_bytes(raw.get().as_bytes(), now)
-            .map_err(|p| reject(&state, p.within(&position)))?;
+        let envelope = validate::event(raw.get().as_bytes(), state.max_event_bytes, now)
+            .map_err(|p| reject(&state, p.within(&format!("[{i}]"))))?;
         envelopes.push(envelope);
     }
-    publish_all(&state, envelopes).await
+    accept(&state, envelopes).await
 }
 
-async fn publish_all(state: &ApiState, envelopes: Vec<Envelope>) -> Result<Response, ApiError> {
-    let publisher = super::broker(state)?.publisher;
-    let mut ids = Vec::with_capacity(envelopes.len());
-    let mut duplicates = Vec::new();
-    for envelope in envelopes {
-        match state
-            .fanout
-            .accept(&publisher, &envelope, Source::Http)
-            .await
-        {
-            Ok(Accepted::Published(copies)) => {
-                tracing::debug!(event_id = %envelope.id, copies, "event accepted over HTTP");
-            }
-            Ok(Accepted::Duplicate) => duplicates.push(envelope.id.clone()),
-            Err(error) => {
-                tracing::warn!(%error, event_id = %envelope.id, "event not accepted");
-                let message = match error {
-                    FanoutError::Publish(_) => "broker did not confirm; retry with the same ids",
-                    FanoutError::Redis(_) => "redis unavailable; retry with the same ids",
-                    FanoutError::StateLost => return Err(ApiError::state_lost()),
-                };
-                return Err(ApiError::unavailable(message));
-            }
-        }
-        ids.push(envelope.id);
-    }
+/// Runs `envelopes` through the intake pipeline (batched with whatever
+/// other requests are waiting) and answers 202 with every id, naming those
+/// accepted before.
+async fn accept(state: &ApiState, envelopes: Vec<Envelope>) -> Result<Response, ApiError> {
+    let ids: Vec<EventId> = envelopes.iter().map(|e| e.id.clone()).collect();
+    let fates = state
+        .intake
+        .accept(envelopes)
+        .await
+        .map_err(|refused| match refused {
+            Refused::Unavailable(message) => ApiError::unavailable(message),
+            Refused::StateLost => ApiError::state_lost(),
+        })?;
+    let duplicates: Vec<&EventId> = ids
+        .iter()
+        .zip(&fates)
+        .filter(|(_, fate)| **fate == Accepted::Duplicate)
+        .map(|(id, _)| id)
+        .collect();
+    // Safe to answer 202: the pipeline answered only once every copy was
+    // confirmed by the broker and every new id remembered.
     let body = serde_json::json!({ "ids": ids, "duplicates": duplicates });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
@@ -117,13 +108,6 @@ async fn read_limited(state: &ApiState, body: Body, limit: usize) -> Result<Byte
     to_bytes(body, limit)
         .await
         .map_err(|_| reject(state, too_large_unknown(limit)))
-}
-
-fn too_large(size: usize, limit: usize) -> Problem {
-    Problem::whole(
-        ProblemCode::TooLarge,
-        format!("event is {size} bytes; the limit is {limit}"),
-    )
 }
 
 fn too_large_unknown(limit: usize) -> Problem {

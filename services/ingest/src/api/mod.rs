@@ -20,7 +20,7 @@ mod tenants;
 pub use error::ApiError;
 
 use crate::broker_link::{BrokerLink, LinkHandle};
-use crate::fanout::Fanout;
+use crate::intake::http::HttpIntake;
 use crate::metrics::IngestMetrics;
 use axum::Router;
 use postline_shared::amqp::topology::Topology;
@@ -36,8 +36,8 @@ use utoipa_axum::routes;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct ApiState {
-    /// Publishes accepted events.
-    pub fanout: Fanout,
+    /// Runs posted events through the intake pipeline.
+    pub intake: HttpIntake,
     /// The current broker link (`None` while reconnecting).
     pub broker: LinkHandle,
     /// Subscription storage.

@@ -31,6 +31,28 @@ impl<'a> EventTypePattern<'a> {
     pub fn matches(&self, event_type: &str) -> bool {
         glob_match(self.pattern.as_bytes(), event_type.as_bytes())
     }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &'a str {
+        self.pattern
+    }
+
+    /// The one event type it matches, when it has no `*`.
+    pub fn exact(&self) -> Option<&'a str> {
+        (!self.pattern.contains('*')).then_some(self.pattern)
+    }
+
+    /// What every matching event type starts with: the text before the first `*`.
+    pub fn literal_prefix(&self) -> &'a str {
+        self.pattern
+            .split_once('*')
+            .map_or(self.pattern, |(prefix, _)| prefix)
+    }
+}
+
+/// Whether `event_type` matches `pattern`, a pattern [`EventTypePattern::parse`] accepted.
+pub(super) fn glob_match_str(pattern: &str, event_type: &str) -> bool {
+    glob_match(pattern.as_bytes(), event_type.as_bytes())
 }
 
 fn glob_match(pattern: &[u8], text: &[u8]) -> bool {

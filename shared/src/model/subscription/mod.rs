@@ -9,6 +9,7 @@ pub mod pacing;
 mod receiver_auth;
 pub mod rotation;
 pub mod semantics;
+mod type_index;
 
 pub use filter::{EventTypePattern, Filter};
 pub use pacing::RateLimit;
@@ -19,6 +20,7 @@ pub use receiver_auth::{
 };
 pub use rotation::RetiringSecret;
 pub use semantics::{Completion, Dedup, Tracking};
+pub use type_index::TypeIndex;
 
 use crate::model::envelope::Envelope;
 use crate::model::ids::{EventId, SubscriptionId};
@@ -474,15 +476,34 @@ impl Subscription {
 
     /// Whether `envelope` (and its JSON tree `tree`) is wanted by this subscription.
     pub fn wants(&self, envelope: &Envelope, tree: &serde_json::Value) -> bool {
-        let type_matches = self
-            .spec
+        self.wants_type(&envelope.event_type) && self.wants_beyond_type(envelope, || tree)
+    }
+
+    /// Whether one of the subscription's event-type patterns matches `event_type`.
+    pub fn wants_type(&self, event_type: &str) -> bool {
+        self.spec
             .event_types
             .iter()
             .filter_map(|p| EventTypePattern::parse(p).ok())
-            .any(|p| p.matches(&envelope.event_type));
-        crate::model::tenant::may_receive(self.spec.tenant.as_ref(), envelope.tenant.as_ref())
-            && type_matches
-            && self.spec.filters.iter().all(|f| f.matches(tree))
+            .any(|p| p.matches(event_type))
+    }
+
+    /// The rest of [`Subscription::wants`], for an event whose type is known
+    /// to match (see [`TypeIndex`]): its tenant and the payload filters.
+    /// `tree` gives the envelope's JSON tree, asked for only when a filter needs it.
+    pub fn wants_beyond_type<'t>(
+        &self,
+        envelope: &Envelope,
+        tree: impl FnOnce() -> &'t serde_json::Value,
+    ) -> bool {
+        if !crate::model::tenant::may_receive(self.spec.tenant.as_ref(), envelope.tenant.as_ref()) {
+            return false;
+        }
+        if self.spec.filters.is_empty() {
+            return true;
+        }
+        let tree = tree();
+        self.spec.filters.iter().all(|f| f.matches(tree))
     }
 
     /// The API view, without secrets.
