@@ -11,9 +11,13 @@ use postline_shared::Envelope;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-/// Batches in the pipeline at once (each waits for its confirms while the
-/// next is gathered and published).
-const WORKERS: usize = 4;
+/// Batches in the pipeline at once. Each waits for its confirms (a broker
+/// fsync, milliseconds) while others are gathered and published, so there
+/// are enough for every producer waiting on an answer to be in one: with
+/// fewer, a request arriving while all are busy waits a whole confirm
+/// round before its own starts. Requests in memory are bounded by the HTTP
+/// server's connection limit, not by this.
+const WORKERS: usize = 32;
 /// A worker stops gathering requests once its batch holds this many events
 /// (a single request may bring up to the batch limit on its own).
 const GATHER_UP_TO: usize = 1_000;
