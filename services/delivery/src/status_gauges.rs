@@ -105,6 +105,7 @@ pub async fn run_backlog(
     cancel: CancellationToken,
 ) {
     let mut shown = HashSet::new();
+    let mut known = HashSet::new();
     let mut tick = tokio::time::interval(every.max(MIN_BACKLOG_REFRESH));
     // A slow broker delays the next reading rather than bunching them up.
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -115,7 +116,7 @@ pub async fn run_backlog(
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
-            refreshed = refresh_backlog(&catalog, &mut broker, &metrics, &mut shown) => {
+            refreshed = refresh_backlog(&catalog, &mut broker, &metrics, &mut shown, &mut known) => {
                 if let Err(error) = refreshed {
                     tracing::debug!(%error, "reading subscription backlogs from the broker failed");
                 }
@@ -125,24 +126,42 @@ pub async fn run_backlog(
     broker.close().await;
 }
 
-/// Reads every subscription's depth, then updates the gauge: sets the ones
-/// read and drops the series of subscriptions that are gone (deleted, or
-/// their queue is missing). On a broker error the gauge keeps its last values.
+/// Which of the subscriptions now in the catalog get their queue read: those
+/// that were there at the previous refresh too. A subscription that just
+/// appeared (every one, right after start-up) may not have its queue
+/// declared yet, and a passive declare of a missing queue makes the broker
+/// close the channel, which lapin logs as an error; its depth is read from
+/// the next refresh on.
+fn to_probe<'a>(now: &'a [String], known: &HashSet<String>) -> Vec<&'a str> {
+    now.iter()
+        .filter(|id| known.contains(*id))
+        .map(String::as_str)
+        .collect()
+}
+
+/// Reads the depth of every subscription's queue (see [`to_probe`]), then
+/// updates the gauge: sets the ones read and drops the series of
+/// subscriptions that are gone (deleted, or their queue is missing). On a
+/// broker error the gauge keeps its last values.
 async fn refresh_backlog(
     catalog: &Catalog,
     broker: &mut BrokerDepths,
     metrics: &DeliveryMetrics,
     shown: &mut HashSet<String>,
+    known: &mut HashSet<String>,
 ) -> Result<(), lapin::Error> {
+    let now: Vec<String> = catalog.all().iter().map(|s| s.id().to_string()).collect();
     let mut depths = Vec::new();
-    for subscription in catalog.all() {
-        let id = subscription.id();
-        if let Some(depth) = broker.depth(id.as_str()).await? {
+    for id in to_probe(&now, known) {
+        if let Some(depth) = broker.depth(id).await? {
             depths.push((id.to_string(), depth));
         }
     }
-    let now: HashSet<String> = depths.iter().map(|(id, _)| id.clone()).collect();
-    for gone in shown.difference(&now) {
+    // Only once the reads succeeded: after a broker error the same
+    // subscriptions are probed again, none skipped.
+    *known = now.into_iter().collect();
+    let read: HashSet<String> = depths.iter().map(|(id, _)| id.clone()).collect();
+    for gone in shown.difference(&read) {
         let _ = metrics.subscription_backlog.remove_label_values(&[gone]);
     }
     for (id, depth) in &depths {
@@ -151,7 +170,7 @@ async fn refresh_backlog(
             .with_label_values(&[id])
             .set(i64::from(*depth));
     }
-    *shown = now;
+    *shown = read;
     Ok(())
 }
 
@@ -229,5 +248,25 @@ impl BrokerDepths {
             let closing = connection.close(200, "delivery stopping".into());
             let _ = tokio::time::timeout(CLOSE_WITHIN, closing).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn nothing_is_probed_at_the_first_refresh() {
+        assert!(to_probe(&ids(&["a", "b"]), &HashSet::new()).is_empty());
+    }
+
+    #[test]
+    fn subscriptions_known_at_the_previous_refresh_are_probed_and_new_ones_wait_one() {
+        let known: HashSet<String> = ids(&["a", "b", "gone"]).into_iter().collect();
+        assert_eq!(to_probe(&ids(&["a", "new", "b"]), &known), ["a", "b"]);
     }
 }
