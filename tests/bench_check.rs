@@ -116,3 +116,33 @@ async fn a_fixed_offered_load_arrives_once_in_order() {
     spec.rate = Some(200.0);
     assert_passes(spec).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ceiling_reports_every_run_and_both_bounds() {
+    use postline_bench::ceiling::{self, CeilingSpec, Publishing};
+    let spec = CeilingSpec {
+        messages: 400,
+        message_bytes: 64,
+        confirm_window: 32,
+        // Above the 64 of the batched-ack run, or its consumer waits forever.
+        prefetch: 128,
+        spread: 4,
+        quorum: false,
+        awaiting_publishers: 3,
+    };
+    let queue = format!("{}.ceiling", postline_bench::fresh_namespace());
+    let measured = ceiling::measure(Endpoints::from_env().first_node(), &queue, &spec)
+        .await
+        .expect("the ceiling is measured");
+    assert_eq!(measured.runs.len(), 5, "{:?}", measured.runs);
+    let awaited = measured
+        .runs
+        .iter()
+        .find(|run| run.publishing == Publishing::Awaited(3))
+        .expect("an awaited run");
+    // Every message of every run was consumed, or measure would have failed.
+    assert_eq!(awaited.messages, 100);
+    assert!(measured.runs.iter().all(|run| run.per_sec > 0.0));
+    assert_eq!(measured.awaited_per_sec, Some(awaited.per_sec));
+    assert!(measured.two_hop_per_sec.is_some_and(|bound| bound > 0.0));
+}

@@ -41,6 +41,19 @@ pub enum QueueStyle {
     Spread(usize),
 }
 
+/// How the messages of a ceiling run are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Publishing {
+    /// As fast as the confirm window allows (the AMQP intake's producers).
+    Windowed,
+    /// This many producers, each waiting for its message's confirm before
+    /// publishing the next: the shape of scenario d, where every HTTP
+    /// producer waits for its 202 and ingest answers only once the event is
+    /// confirmed.
+    Awaited(usize),
+}
+
 /// One ceiling measurement.
 #[derive(Debug, Clone, Serialize)]
 pub struct CeilingRun {
@@ -48,6 +61,8 @@ pub struct CeilingRun {
     pub queue: QueueStyle,
     /// Consumer acknowledgement mode.
     pub ack: AckMode,
+    /// Publishing mode.
+    pub publishing: Publishing,
     /// Messages sent through the queue.
     pub messages: usize,
     /// First publish to last message consumed.
@@ -79,6 +94,10 @@ pub struct Ceiling {
     /// intake queue, then the spread over subscription-style queues):
     /// `1 / (1/plain + 1/spread)` messages per second.
     pub two_hop_per_sec: Option<f64>,
+    /// What the broker alone allows for scenario d (one hop, the spread
+    /// over subscription-style queues, each producer waiting for its
+    /// confirm): messages per second.
+    pub awaited_per_sec: Option<f64>,
 }
 
 /// Settings of a ceiling measurement.
@@ -97,6 +116,9 @@ pub struct CeilingSpec {
     /// Quorum queues (declared as Postline declares them on a cluster:
     /// single active consumer and a delivery limit, no priorities).
     pub quorum: bool,
+    /// Producers of the awaited run (scenario d's HTTP producers); 0 leaves
+    /// that run out.
+    pub awaiting_publishers: usize,
 }
 
 /// Measures the one-hop ceiling with both ack modes in queue `queue`
@@ -107,13 +129,19 @@ pub async fn measure(
     spec: &CeilingSpec,
 ) -> Result<Ceiling, BenchError> {
     let mut runs = Vec::new();
-    for (style, ack) in [
-        (QueueStyle::Plain, AckMode::Each),
-        (QueueStyle::Plain, AckMode::Batched(64)),
-        (QueueStyle::Subscription, AckMode::Each),
-        (QueueStyle::Spread(spec.spread), AckMode::Each),
-    ] {
-        runs.push(one_run(amqp_url, queue, spec, style, ack).await?);
+    let windowed = Publishing::Windowed;
+    let mut plan = vec![
+        (QueueStyle::Plain, AckMode::Each, windowed),
+        (QueueStyle::Plain, AckMode::Batched(64), windowed),
+        (QueueStyle::Subscription, AckMode::Each, windowed),
+        (QueueStyle::Spread(spec.spread), AckMode::Each, windowed),
+    ];
+    if spec.awaiting_publishers > 0 {
+        let awaited = Publishing::Awaited(spec.awaiting_publishers);
+        plan.push((QueueStyle::Spread(spec.spread), AckMode::Each, awaited));
+    }
+    for (style, ack, publishing) in plan {
+        runs.push(one_run(amqp_url, queue, spec, style, ack, publishing).await?);
     }
     let per_sec = runs
         .iter()
@@ -122,7 +150,11 @@ pub async fn measure(
         .fold(0.0, f64::max);
     let spread_per_sec = runs
         .iter()
-        .find(|r| matches!(r.queue, QueueStyle::Spread(_)))
+        .find(|r| matches!(r.queue, QueueStyle::Spread(_)) && r.publishing == windowed)
+        .map(|r| r.per_sec);
+    let awaited_per_sec = runs
+        .iter()
+        .find(|r| matches!(r.publishing, Publishing::Awaited(_)))
         .map(|r| r.per_sec);
     Ok(Ceiling {
         message_bytes: spec.message_bytes,
@@ -135,6 +167,7 @@ pub async fn measure(
         two_hop_per_sec: spread_per_sec
             .filter(|&spread| spread > 0.0 && per_sec > 0.0)
             .map(|spread| 1.0 / (1.0 / per_sec + 1.0 / spread)),
+        awaited_per_sec,
     })
 }
 
@@ -144,6 +177,7 @@ async fn one_run(
     spec: &CeilingSpec,
     style: QueueStyle,
     ack: AckMode,
+    publishing: Publishing,
 ) -> Result<CeilingRun, BenchError> {
     let queues: Vec<String> = match style {
         QueueStyle::Spread(n) => (0..n.max(1)).map(|i| format!("{queue}.{i}")).collect(),
@@ -152,7 +186,8 @@ async fn one_run(
     let publisher = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
     let consumer = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
     let before = crate::cpu::Snapshot::take();
-    let mut outcome = run_between(&publisher, &consumer, &queues, spec, style, ack).await;
+    let mut outcome =
+        run_between(&publisher, &consumer, &queues, spec, style, ack, publishing).await;
     let cpu = before.until(&crate::cpu::Snapshot::take());
     if let Ok(run) = &mut outcome {
         run.cpu_us_per_message = cpu
@@ -184,6 +219,7 @@ async fn run_between(
     spec: &CeilingSpec,
     style: QueueStyle,
     ack: AckMode,
+    publishing: Publishing,
 ) -> Result<CeilingRun, BenchError> {
     let pub_channel = publisher.create_channel().await?;
     pub_channel
@@ -218,7 +254,11 @@ async fn run_between(
             .with_priority(0)
             .with_headers(headers);
     }
-    let messages = spec.messages;
+    let messages = match publishing {
+        // Slower by its nature: fewer messages keep the run short.
+        Publishing::Awaited(_) => spec.messages.div_ceil(4),
+        Publishing::Windowed => spec.messages,
+    };
     let mut consuming = Vec::with_capacity(queues.len());
     for (i, queue) in queues.iter().enumerate() {
         pub_channel
@@ -246,31 +286,19 @@ async fn run_between(
     }
 
     let body = vec![b'x'; spec.message_bytes];
-    let window = spec.confirm_window.max(1);
-    let mut pending: VecDeque<PublisherConfirm> = VecDeque::with_capacity(window);
     let started = Instant::now();
-    let mut published = 0;
-    while published < messages {
-        if pending.len() >= window {
-            if let Some(confirm) = pending.pop_front() {
-                confirmed(confirm).await?;
-            }
-            continue;
+    match publishing {
+        Publishing::Windowed => {
+            publish_windowed(&pub_channel, queues, &body, &properties, messages, spec).await?
         }
-        let burst = (window - pending.len()).min(128).min(messages - published);
-        let batch: Vec<Message<'_>> = (published..published + burst)
-            .map(|n| Message {
-                exchange: "",
-                routing_key: &queues[n % queues.len()],
-                body: &body,
-                properties: properties.clone(),
-            })
-            .collect();
-        pending.extend(publish_burst(&pub_channel, &batch).await?);
-        published += burst;
-    }
-    while let Some(confirm) = pending.pop_front() {
-        confirmed(confirm).await?;
+        Publishing::Awaited(producers) => {
+            let producers = producers.max(1);
+            let each = (0..producers).map(|first| {
+                let own = (first..messages).step_by(producers);
+                publish_awaited(&pub_channel, queues, &body, &properties, own)
+            });
+            futures::future::try_join_all(each).await?;
+        }
     }
     let mut count = 0;
     let mut finished = started;
@@ -292,11 +320,73 @@ async fn run_between(
     Ok(CeilingRun {
         queue: style,
         ack,
+        publishing,
         messages,
         secs,
         per_sec: messages as f64 / secs.max(1e-9),
         cpu_us_per_message: Default::default(),
     })
+}
+
+/// Publishes `messages` round-robin over `queues` with up to the spec's
+/// window of confirms outstanding.
+async fn publish_windowed(
+    channel: &lapin::Channel,
+    queues: &[String],
+    body: &[u8],
+    properties: &BasicProperties,
+    messages: usize,
+    spec: &CeilingSpec,
+) -> Result<(), BenchError> {
+    let window = spec.confirm_window.max(1);
+    let mut pending: VecDeque<PublisherConfirm> = VecDeque::with_capacity(window);
+    let mut published = 0;
+    while published < messages {
+        if pending.len() >= window {
+            if let Some(confirm) = pending.pop_front() {
+                confirmed(confirm).await?;
+            }
+            continue;
+        }
+        let burst = (window - pending.len()).min(128).min(messages - published);
+        let batch: Vec<Message<'_>> = (published..published + burst)
+            .map(|n| Message {
+                exchange: "",
+                routing_key: &queues[n % queues.len()],
+                body,
+                properties: properties.clone(),
+            })
+            .collect();
+        pending.extend(publish_burst(channel, &batch).await?);
+        published += burst;
+    }
+    while let Some(confirm) = pending.pop_front() {
+        confirmed(confirm).await?;
+    }
+    Ok(())
+}
+
+/// One producer of an awaited run: publishes message `n` (to queue
+/// `n % queues`) for each `n` of `own`, waiting for each one's confirm.
+async fn publish_awaited(
+    channel: &lapin::Channel,
+    queues: &[String],
+    body: &[u8],
+    properties: &BasicProperties,
+    own: impl Iterator<Item = usize>,
+) -> Result<(), BenchError> {
+    for n in own {
+        let message = Message {
+            exchange: "",
+            routing_key: &queues[n % queues.len()],
+            body,
+            properties: properties.clone(),
+        };
+        for confirm in publish_burst(channel, std::slice::from_ref(&message)).await? {
+            confirmed(confirm).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Consumes `expected` messages; returns how many came and when the last did.

@@ -7,11 +7,14 @@ use futures::StreamExt;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Channel, Connection, ConnectionProperties};
 use postline_shared::amqp::topology::Topology;
+use postline_shared::model::retry_policy::RetryPolicy;
 use postline_shared::redis::keys::RedisKeys;
 use redis::AsyncCommands;
 
-/// Deletes the namespace's core queues and exchanges, the queues of
-/// `subscription_ids`, `extra_queues`, and every Redis key of the namespace.
+/// Deletes the namespace's core queues and exchanges, the delay queues of
+/// the default retry policy (the bench's subscriptions use it), the queues
+/// of `subscription_ids`, `extra_queues`, and every Redis key of the
+/// namespace.
 pub async fn purge(
     endpoints: &Endpoints,
     namespace: &str,
@@ -26,6 +29,12 @@ pub async fn purge(
         subscription_ids
             .iter()
             .map(|id| topology.subscription_queue(id)),
+    );
+    queues.extend(
+        RetryPolicy::default()
+            .delays_ms()
+            .into_iter()
+            .map(|delay_ms| topology.delay_queue(delay_ms)),
     );
     queues.extend(extra_queues.iter().cloned());
     let mut channel = connection.create_channel().await?;

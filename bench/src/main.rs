@@ -74,6 +74,11 @@ async fn run(options: &Options) -> anyhow::Result<RunReport> {
             prefetch: options.ceiling_prefetch,
             spread: options.subscriptions,
             quorum: false,
+            awaiting_publishers: if options.scenarios.contains(&Scenario::D) {
+                options.http_clients
+            } else {
+                0
+            },
         };
         let queue = format!("{}.ceiling", postline_bench::fresh_namespace());
         report.ceiling = Some(
@@ -93,6 +98,7 @@ async fn run(options: &Options) -> anyhow::Result<RunReport> {
             prefetch: options.ceiling_prefetch,
             spread: options.subscriptions,
             quorum: true,
+            awaiting_publishers: 0,
         };
         let queue = format!("{}.ceiling", postline_bench::fresh_namespace());
         match ceiling::measure(cluster.first_node(), &queue, &spec).await {

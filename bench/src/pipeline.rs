@@ -145,6 +145,9 @@ pub struct PipelineReport {
     pub subscriptions: usize,
     /// Whether events were spread over the subscriptions (not fanned out).
     pub layout_spread: bool,
+    /// HTTP producers each waiting for one event's 202 at a time (scenario
+    /// d), measured against the awaited-confirm bound.
+    pub awaits_each_event: Option<usize>,
     /// Events sent.
     pub events: usize,
     /// Offered load, when fixed (events/s).
@@ -169,6 +172,9 @@ pub struct PipelineReport {
     /// Deliveries per second divided by the broker's own two-hop bound for
     /// the same number of subscription queues (spread layouts only).
     pub ratio_to_two_hop: Option<f64>,
+    /// Deliveries per second divided by what the broker alone allows when
+    /// as many producers each wait for every confirm (scenario d).
+    pub ratio_to_awaited: Option<f64>,
     /// Event sent → receiver got it.
     pub latency: Latency,
     /// Exactly once, in order.
@@ -202,10 +208,23 @@ impl PipelineReport {
         if ceiling.per_sec > 0.0 {
             self.ratio_to_ceiling = Some(self.deliveries_per_sec / ceiling.per_sec);
         }
-        if self.layout_spread && self.subscriptions == ceiling.spread {
-            self.ratio_to_two_hop = ceiling
-                .two_hop_per_sec
-                .map(|bound| self.deliveries_per_sec / bound);
+        if !self.layout_spread || self.subscriptions != ceiling.spread {
+            return;
+        }
+        let awaited = ceiling.runs.iter().find(|run| {
+            Some(run.publishing)
+                == self
+                    .awaits_each_event
+                    .map(crate::ceiling::Publishing::Awaited)
+        });
+        match awaited {
+            Some(run) => self.ratio_to_awaited = Some(self.deliveries_per_sec / run.per_sec),
+            None if self.awaits_each_event.is_none() => {
+                self.ratio_to_two_hop = ceiling
+                    .two_hop_per_sec
+                    .map(|bound| self.deliveries_per_sec / bound);
+            }
+            None => {}
         }
     }
 }
@@ -516,6 +535,13 @@ async fn drive(
         },
         subscriptions,
         layout_spread: matches!(layout, Layout::Spread { .. }),
+        awaits_each_event: match spec.intake {
+            Intake::Http {
+                clients,
+                batch: None,
+            } => Some(clients),
+            _ => None,
+        },
         events: spec.events,
         offered_rate: spec.rate,
         deliveries_expected: expected.total(),
@@ -529,6 +555,7 @@ async fn drive(
         deliveries_per_sec: deliveries as f64 / secs,
         ratio_to_ceiling: None,
         ratio_to_two_hop: None,
+        ratio_to_awaited: None,
         latency,
         check,
         cpu_us_per_delivery: cpu

@@ -3,9 +3,15 @@
 //! its own; a strict session, which settles messages strictly in delivery
 //! order, batches them: it remembers the last settled message and acks it
 //! with `multiple` (settling it and every one before it on the channel) when
-//! the batch is full, before waiting for the next message, and before the
-//! session ends. A message handed back is never in a batch: hand-backs end
-//! the session, after the batch of the messages before it is flushed.
+//! the batch is full, when no next message came within [`LINGER`], and
+//! before the session ends. A message handed back is never in a batch:
+//! hand-backs end the session, after the batch of the messages before it is
+//! flushed.
+//!
+//! Holding an ack back costs nothing but a longer redelivery after a crash
+//! (each redelivered message is skipped as settled by its Redis record),
+//! and it saves the broker an ack per message on queues where events
+//! trickle in one at a time, which is most of them.
 
 use crate::consumer_error::ConsumerError;
 use lapin::message::Delivery;
@@ -17,11 +23,17 @@ use std::sync::Mutex;
 
 /// Most messages one `multiple` ack settles.
 const MAX_BATCH: usize = 64;
+/// How long a strict session waits for its next message before it acks
+/// what it has settled: long enough for a trickle of events to share an ack,
+/// short enough that a quiet queue's consumer settles promptly.
+pub(crate) const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// How a consumer session acks.
 pub(crate) struct Acks {
     /// `None`: each on its own; otherwise the pending batch.
     batch: Option<Mutex<Batch>>,
+    /// Messages a batch holds at most.
+    limit: usize,
 }
 
 #[derive(Default)]
@@ -35,14 +47,28 @@ struct Batch {
 impl Acks {
     /// Each message acked on its own (concurrent settling, order mode `none`).
     pub(crate) fn each() -> Self {
-        Self { batch: None }
+        Self {
+            batch: None,
+            limit: 1,
+        }
     }
 
-    /// Batched `multiple` acks (strict sessions, settling in delivery order).
-    pub(crate) fn batched() -> Self {
+    /// Batched `multiple` acks (strict sessions, settling in delivery
+    /// order) on a channel with `window` unacked messages at most: a batch
+    /// holds at most half of it, so the broker never stops delivering for
+    /// want of an ack held back.
+    pub(crate) fn batched(window: u16) -> Self {
         Self {
             batch: Some(Mutex::new(Batch::default())),
+            limit: batch_limit(window),
         }
+    }
+
+    /// Whether settled messages wait for an ack.
+    pub(crate) fn pending(&self) -> bool {
+        self.batch
+            .as_ref()
+            .is_some_and(|batch| locks::lock(batch).pending > 0)
     }
 
     /// Acks `delivery`, now or with the batch: call it only once the work
@@ -60,7 +86,7 @@ impl Acks {
             let mut batch = locks::lock(batch);
             batch.last = Some(delivery.acker.clone());
             batch.pending += 1;
-            batch.pending >= MAX_BATCH
+            batch.pending >= self.limit
         };
         if full {
             self.flush().await?;
@@ -89,6 +115,11 @@ impl Acks {
     }
 }
 
+/// Messages one batch holds on a channel whose prefetch is `window`.
+fn batch_limit(window: u16) -> usize {
+    (usize::from(window) / 2).clamp(1, MAX_BATCH)
+}
+
 /// Awaits an ack (see [`broker::settle`]).
 async fn settle(
     acker: &Acker,
@@ -100,4 +131,18 @@ async fn settle(
             SettleError::Unsettled => ConsumerError::Unsettled,
             SettleError::Broker(error) => ConsumerError::Broker(error),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_holds_at_most_half_the_window_and_never_more_than_the_cap() {
+        assert_eq!(batch_limit(64), 32);
+        assert_eq!(batch_limit(1_000), MAX_BATCH);
+        assert_eq!(batch_limit(3), 1);
+        assert_eq!(batch_limit(1), 1);
+        assert_eq!(batch_limit(0), 1);
+    }
 }

@@ -298,7 +298,8 @@ impl SubscriptionConsumer {
             self.consume_unordered(id, &mut consumer, tick, usize::from(window), stop)
                 .await
         } else {
-            self.consume_in_order(id, &mut consumer, tick, stop).await
+            self.consume_in_order(id, &mut consumer, tick, window, stop)
+                .await
         };
         // Closing the channel returns every prefetched, unacked message to the
         // queue in its original position, so the next consumer resumes in order.
@@ -314,9 +315,10 @@ impl SubscriptionConsumer {
         id: &SubscriptionId,
         consumer: &mut lapin::Consumer,
         tick: Option<Tick>,
+        window: u16,
         stop: &CancellationToken,
     ) -> Result<Ended, ConsumerError> {
-        let acks = Acks::batched();
+        let acks = Acks::batched(window);
         let ended = self
             .consume_in_order_with(id, consumer, tick, &acks, stop)
             .await;
@@ -404,14 +406,23 @@ impl SubscriptionConsumer {
     }
 
     /// The next message of a strict session; the batch of acks goes out
-    /// before waiting for one.
+    /// when none comes within [`crate::acks::LINGER`].
     async fn next_in_order(
         &self,
         consumer: &mut lapin::Consumer,
         acks: &Acks,
         stop: &CancellationToken,
     ) -> Result<Next, ConsumerError> {
-        let next = match consumer.next().now_or_never() {
+        let mut next = consumer.next().now_or_never();
+        if next.is_none() && acks.pending() {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(Next::Ended(Ended::Stopped)),
+                arrived = consumer.next() => next = Some(arrived),
+                _ = tokio::time::sleep(crate::acks::LINGER) => {}
+            }
+        }
+        let next = match next {
             Some(next) => next,
             None => {
                 acks.flush().await?;
