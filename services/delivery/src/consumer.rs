@@ -308,8 +308,8 @@ impl SubscriptionConsumer {
     }
 
     /// Strict order: one event at a time; a blocked event ends the session.
-    /// Acks are batched (see [`crate::acks`]) and flushed before waiting for
-    /// the next message and when the session ends.
+    /// Acks are batched (see [`crate::acks`]) and flushed when no next
+    /// message comes within [`crate::acks::LINGER`] and when the session ends.
     async fn consume_in_order(
         &self,
         id: &SubscriptionId,
