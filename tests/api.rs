@@ -3,6 +3,7 @@
 
 use postline_tests::events::event;
 use postline_tests::receiver::ids;
+use postline_tests::sub_id;
 use postline_tests::{Receiver, TestEnv, DEADLINE, QUIET};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -45,7 +46,7 @@ async fn subscription_crud_round_trip_follows_each_change_live() {
     assert_eq!(created["success"], "200");
     assert_eq!(created["timeout_ms"], 5000);
     assert_eq!(created["secrets_count"], 0);
-    let queue = env.topology.subscription_queue("acme_us");
+    let queue = env.topology.subscription_queue(&sub_id("acme_us"));
     assert!(
         env.queue_exists(&queue).await,
         "creating declares the queue"
@@ -214,7 +215,7 @@ async fn a_paused_subscription_queues_events_until_resumed() {
         env.send_event(event(&format!("q-{i}"), "order.created", json!({})))
             .await;
     }
-    let queue = env.topology.subscription_queue("later");
+    let queue = env.topology.subscription_queue(&sub_id("later"));
     env.wait_queue_depth(&queue, 3).await;
     receiver.assert_no_more(QUIET).await;
     assert_eq!(receiver.count(), 0, "nothing is delivered while paused");

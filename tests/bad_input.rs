@@ -6,6 +6,7 @@
 use postline_tests::api::Auth;
 use postline_tests::events::{assert_sequence, event, ids_of, numbered};
 use postline_tests::receiver::ids;
+use postline_tests::sub_id;
 use postline_tests::{Receiver, TestEnv, DEADLINE, QUIET};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -54,7 +55,7 @@ async fn http_events_with_bad_input_get_clear_errors_and_publish_nothing() {
         .await;
     env.subscribe(catch_all("all", "http://127.0.0.1:9/hook"))
         .await;
-    let queue = env.topology.subscription_queue("all");
+    let queue = env.topology.subscription_queue(&sub_id("all"));
 
     let oversized = format!(
         r#"{{"type":"big.event","payload":{{"blob":"{}"}}}}"#,
@@ -165,7 +166,7 @@ async fn http_batch_is_validated_all_or_nothing() {
         .await;
     env.subscribe(catch_all("all", "http://127.0.0.1:9/hook"))
         .await;
-    let queue = env.topology.subscription_queue("all");
+    let queue = env.topology.subscription_queue(&sub_id("all"));
 
     let (status, body) = env
         .post_batch(json!([
@@ -313,7 +314,7 @@ async fn missing_or_wrong_tokens_are_refused() {
         "nothing was created: {body}"
     );
     assert_eq!(
-        env.queue_depth(&env.topology.subscription_queue("nope"))
+        env.queue_depth(&env.topology.subscription_queue(&sub_id("nope")))
             .await,
         None
     );
@@ -410,7 +411,7 @@ async fn bad_subscriptions_are_refused_naming_the_field() {
         "nothing was stored: {body}"
     );
     assert!(
-        !env.queue_exists(&env.topology.subscription_queue("s1"))
+        !env.queue_exists(&env.topology.subscription_queue(&sub_id("s1")))
             .await,
         "no queue was declared for a refused subscription"
     );
@@ -554,7 +555,7 @@ async fn amqp_bad_messages_are_dead_lettered_with_their_reason() {
     );
 
     // The valid events all reached the subscription queue, in order.
-    let queue = env.topology.subscription_queue("all");
+    let queue = env.topology.subscription_queue(&sub_id("all"));
     env.wait_queue_depth(&queue, 4).await;
     let copies: Vec<String> = env
         .drain_subscription_queue("all")

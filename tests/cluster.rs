@@ -17,6 +17,7 @@ use postline_shared::amqp::topology::QueueType;
 use postline_tests::amqp::AmqpClient;
 use postline_tests::events::{assert_sequence, collapse_adjacent, ids_of, numbered};
 use postline_tests::receiver::ids;
+use postline_tests::sub_id;
 use postline_tests::{namespace, Receiver, TestEnv, DEADLINE, QUIET};
 use serde_json::json;
 use std::net::{SocketAddr, TcpStream};
@@ -185,7 +186,7 @@ async fn killing_the_leader_node_of_quorum_subscription_queues_loses_and_reorder
     }
     let _turn = NODE_LOSS.lock().await;
     let (env, receivers, want) = quorum_pipeline_with_2000_events(false).await;
-    let queue = env.topology.subscription_queue("fleet");
+    let queue = env.topology.subscription_queue(&sub_id("fleet"));
     let leader: usize = cluster(&["leader", &queue])
         .trim()
         .parse()

@@ -4,6 +4,7 @@
 //! waiting in a delay queue for its former life.
 
 use postline_tests::events::event;
+use postline_tests::sub_id;
 use postline_tests::{wait, Receiver, TestEnv, DEADLINE, QUIET};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -93,7 +94,7 @@ async fn discard_on_disable_leaves_no_copy_behind_for_an_unordered_subscription(
     receiver.accept_event("waiting");
     receiver.accept_event("gone");
     // Past the delay step the copy of `waiting` is back in the queue...
-    let queue = env.topology.subscription_queue("discarding");
+    let queue = env.topology.subscription_queue(&sub_id("discarding"));
     env.wait_queue_depth(&queue, 1).await;
     let (status, body) = env.operate(Method::POST, "discarding", "enable").await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -5,6 +5,7 @@
 
 use postline_tests::events::{assert_sequence, event};
 use postline_tests::receiver::ids;
+use postline_tests::sub_id;
 use postline_tests::{Receiver, TestEnv, DEADLINE, QUIET};
 use serde_json::json;
 
@@ -71,7 +72,7 @@ async fn a_subscription_queue_deleted_by_hand_is_healed_without_loss_or_reorderi
 
     // Gone behind Postline's back: the next copies come back unroutable.
     env.amqp()
-        .delete_queue(&env.topology.subscription_queue("healed"))
+        .delete_queue(&env.topology.subscription_queue(&sub_id("healed")))
         .await
         .expect("deleting the queue");
     let rest: Vec<_> = (5..200)

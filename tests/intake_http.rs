@@ -6,6 +6,7 @@
 
 use postline_tests::events::{assert_sequence, event};
 use postline_tests::receiver::ids;
+use postline_tests::sub_id;
 use postline_tests::{Receiver, TestEnv, DEADLINE, QUIET};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -40,14 +41,14 @@ async fn a_posted_batch_heals_a_deleted_subscription_queue_without_loss_or_reord
 
     // Gone behind Postline's back: the next batch's copies come back unroutable.
     env.amqp()
-        .delete_queue(&env.topology.subscription_queue("healed"))
+        .delete_queue(&env.topology.subscription_queue(&sub_id("healed")))
         .await
         .expect("deleting the queue");
     let (status, body) = env.post_batch(json!(batch("h", "heal.it", 3..60))).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(strings(&body["duplicates"]), Vec::<String>::new());
     assert!(
-        env.queue_exists(&env.topology.subscription_queue("healed"))
+        env.queue_exists(&env.topology.subscription_queue(&sub_id("healed")))
             .await,
         "the queue is declared again"
     );
@@ -110,7 +111,7 @@ async fn a_batch_the_broker_refuses_part_of_is_not_accepted() {
         .await;
     // The subscription's queue replaced by one that takes two copies and
     // refuses the rest: the third copy of the batch is nacked.
-    let queue = env.topology.subscription_queue("full");
+    let queue = env.topology.subscription_queue(&sub_id("full"));
     env.amqp()
         .delete_queue(&queue)
         .await

@@ -7,6 +7,7 @@
 use postline_shared::amqp::topology::{QueueType, Topology};
 use postline_tests::events::{assert_sequence, collapse_adjacent, ids_of, numbered};
 use postline_tests::receiver::ids;
+use postline_tests::sub_id;
 use postline_tests::{wait, Receiver, TestEnv, DEADLINE, QUIET};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -30,7 +31,7 @@ async fn moving_from_classic_to_quorum_queues_with_events_in_flight_loses_and_re
             "id": id, "endpoint": receiver.url(), "event_types": [types], "retry": retry,
         }))
         .await;
-        env.track_queue(&quorum.subscription_queue(id));
+        env.track_queue(&quorum.subscription_queue(&sub_id(id)));
     }
     env.track_queue(&quorum.delay_queue(200));
     // `stuck` is blocked on its first event, its backlog waiting behind it.
@@ -79,8 +80,8 @@ async fn moving_from_classic_to_quorum_queues_with_events_in_flight_loses_and_re
     // The classic queues were drained and deleted.
     let classic = Topology::new(&env.namespace, QueueType::Classic);
     for queue in [
-        classic.subscription_queue("fleet"),
-        classic.subscription_queue("stuck"),
+        classic.subscription_queue(&sub_id("fleet")),
+        classic.subscription_queue(&sub_id("stuck")),
         classic.ingest_queue(),
     ] {
         wait::until(&format!("{queue} deleted"), DEADLINE, || async {

@@ -4,6 +4,7 @@
 //! really exported by the services, the compose file runs them (and Redis
 //! with AOF), and `postline_subscription_backlog` follows a subscription's queue.
 
+use postline_tests::sub_id;
 use postline_tests::{wait, Receiver, TestEnv, TokenServer, DEADLINE};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -329,7 +330,7 @@ async fn the_backlog_gauge_follows_the_queue_of_a_paused_subscription_until_it_d
         env.send_event(json!({"type": "order.created", "payload": {"n": n}}))
             .await;
     }
-    env.wait_queue_depth(&env.topology.subscription_queue("held"), 5)
+    env.wait_queue_depth(&env.topology.subscription_queue(&sub_id("held")), 5)
         .await;
     env.wait_metric(
         "postline_subscription_backlog",

@@ -8,6 +8,7 @@ use postline_delivery::decision::retry_after::RETRY_AFTER_STEPS_MS;
 use postline_tests::events::{assert_sequence, event, ids_of, numbered};
 use postline_tests::receiver::{describe, ids};
 use postline_tests::signatures::{assert_standard_webhooks, new_whsec};
+use postline_tests::sub_id;
 use postline_tests::{wait, Receiver, TestEnv, DEADLINE, QUIET};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -73,7 +74,7 @@ async fn a_410_gone_disables_the_subscription_at_once_with_the_reason() {
     let all = receiver.assert_no_more(QUIET).await;
     assert_eq!(ids(&all), ["g-00000"], "{}", describe(&all));
     // The event is kept at the head of the backlog, the rest behind it.
-    let queue = env.topology.subscription_queue("gone");
+    let queue = env.topology.subscription_queue(&sub_id("gone"));
     env.wait_queue_depth(&queue, 3).await;
     env.cleanup().await;
 }

@@ -7,6 +7,7 @@
 use postline_tests::events::{assert_sequence, event, ids_of};
 use postline_tests::receiver::{describe, ids};
 use postline_tests::signatures::{body_hex, new_whsec, standard_webhooks_v1};
+use postline_tests::sub_id;
 use postline_tests::{Receiver, Recorded, TestEnv, TokenServer, DEADLINE, QUIET};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -69,7 +70,7 @@ async fn a_failed_ping_refuses_create_and_update_and_a_passed_one_lets_them_thro
     let (status, _) = env.get_subscription("guarded").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
-        !env.queue_exists(&env.topology.subscription_queue("guarded"))
+        !env.queue_exists(&env.topology.subscription_queue(&sub_id("guarded")))
             .await
     );
 

@@ -13,6 +13,7 @@ use postline_tests::events::{assert_sequence, event};
 use postline_tests::receiver::ids;
 use postline_tests::redis_server::PrivateRedis;
 use postline_tests::signatures::{new_whsec, standard_webhooks_v1};
+use postline_tests::sub_id;
 use postline_tests::Recorded;
 use postline_tests::{wait, Receiver, TestEnv, DEADLINE};
 use reqwest::{Method, StatusCode};
@@ -364,7 +365,7 @@ async fn the_operator_endpoint_gets_each_operational_event_once_signed() {
         scan_every: std::time::Duration::from_millis(100),
     });
     let env = builder.start().await;
-    env.track_queue(&env.topology.subscription_queue("_operator"));
+    env.track_queue(&env.topology.subscription_queue(&sub_id("_operator")));
     let partner = Receiver::start().await;
     subscribe_strict(&env, &partner, "blocky").await;
     for (id, rule) in [("quitter", "disable"), ("skipper", "skip")] {

@@ -9,6 +9,7 @@
 use postline_tests::events::event;
 use postline_tests::logs;
 use postline_tests::receiver::ids;
+use postline_tests::sub_id;
 use postline_tests::tenants::Client;
 use postline_tests::{wait, Receiver, TestEnv, DEADLINE, QUIET};
 use reqwest::{Method, StatusCode};
@@ -388,11 +389,11 @@ async fn each_tenant_sees_changes_and_deletes_only_its_own_subscriptions() {
         .await;
     assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.text);
     assert!(
-        !env.queue_exists(&env.topology.subscription_queue("acme-orders"))
+        !env.queue_exists(&env.topology.subscription_queue(&sub_id("acme-orders")))
             .await
     );
     assert!(
-        env.queue_exists(&env.topology.subscription_queue("globex-orders"))
+        env.queue_exists(&env.topology.subscription_queue(&sub_id("globex-orders")))
             .await
     );
 
@@ -561,7 +562,7 @@ async fn expired_revoked_and_suspended_credentials_are_refused() {
     let (status, _) = env.get_subscription("acme-orders").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
-        !env.queue_exists(&env.topology.subscription_queue("acme-orders"))
+        !env.queue_exists(&env.topology.subscription_queue(&sub_id("acme-orders")))
             .await
     );
     let response = env

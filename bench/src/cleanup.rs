@@ -7,6 +7,7 @@ use futures::StreamExt;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Channel, Connection, ConnectionProperties};
 use postline_shared::amqp::topology::Topology;
+use postline_shared::model::ids::SubscriptionId;
 use postline_shared::model::retry_policy::RetryPolicy;
 use postline_shared::redis::keys::RedisKeys;
 use redis::AsyncCommands;
@@ -25,10 +26,12 @@ pub async fn purge(
     let connection =
         Connection::connect(endpoints.first_node(), ConnectionProperties::default()).await?;
     let mut queues = vec![topology.ingest_queue(), topology.rejected_queue()];
+    // Only a well-formed id can have a queue.
     queues.extend(
         subscription_ids
             .iter()
-            .map(|id| topology.subscription_queue(id)),
+            .filter_map(|id| SubscriptionId::parse(id).ok())
+            .map(|id| topology.subscription_queue(&id)),
     );
     queues.extend(
         RetryPolicy::default()

@@ -14,6 +14,7 @@ use crate::receiver::ReceiverFarm;
 use crate::Endpoints;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use postline_shared::model::ids::SubscriptionId;
 use postline_shared::redis::subscription_store::SubscriptionStore;
 use postline_shared::{CommonConfig, Envelope};
 use serde::Serialize;
@@ -232,7 +233,8 @@ async fn publish_probes(
     let exchange = topology.deliver_exchange();
     let mut pending = Vec::with_capacity(active.len());
     for (k, &index) in active.iter().enumerate() {
-        let id = subscription_id(index);
+        let id = SubscriptionId::parse(&subscription_id(index))
+            .map_err(|e| BenchError::Invalid(format!("subscription id: {e}")))?;
         topology.declare_subscription(&channel, &id).await?;
         let body = factory.body(k as u64, &format!("bench.s{index}"));
         let envelope = Envelope::from_input_bytes(&body, chrono::Utc::now())

@@ -11,6 +11,7 @@
 use postline_shared::amqp::topology::QueueType;
 use postline_tests::events::{assert_sequence, collapse_adjacent, ids_of, numbered};
 use postline_tests::receiver::{describe, ids};
+use postline_tests::sub_id;
 use postline_tests::{wait, Receiver, Recorded, TestEnv, DEADLINE, QUIET};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -310,7 +311,7 @@ async fn give_up_disables_keeps_the_backlog_and_reenabling_delivers_it_in_order(
     // Events keep queueing while disabled; the given-up one heads the backlog.
     let later = numbered("e", "vehicle.moved", 2);
     env.publish_events_amqp(&later).await;
-    let queue = env.topology.subscription_queue("gone");
+    let queue = env.topology.subscription_queue(&sub_id("gone"));
     wait::until("the backlog kept in the queue", DEADLINE, || async {
         let depth = env.queue_depth(&queue).await;
         if depth.is_some_and(|n| holds_backlog(&env, &n.into(), 7)) {
@@ -363,7 +364,7 @@ async fn give_up_with_discard_on_disable_drops_the_backlog() {
         disabled["disabled"]["backlog_discarded"], true,
         "{disabled}"
     );
-    let queue = env.topology.subscription_queue("dropped");
+    let queue = env.topology.subscription_queue(&sub_id("dropped"));
     env.wait_queue_depth(&queue, 0).await;
     let state = env
         // The 5 events; on a quorum queue also the delayed copies of the

@@ -8,6 +8,7 @@ use crate::{logs, namespace, wait, DEADLINE};
 use postline_delivery::DeliveryConfig;
 use postline_ingest::IngestConfig;
 use postline_shared::amqp::topology::{QueueType, Topology};
+use postline_shared::model::ids::SubscriptionId;
 use postline_shared::model::secret::Secret;
 use postline_shared::outbound::OutboundConfig;
 use postline_shared::redis::keys::RedisKeys;
@@ -496,7 +497,11 @@ impl TestEnv {
     /// while delivery is not running).
     pub async fn drain_subscription_queue(&self, subscription_id: &str) -> Vec<GotMessage> {
         self.amqp
-            .drain(&self.topology.subscription_queue(subscription_id))
+            .drain(
+                &self
+                    .topology
+                    .subscription_queue(&crate::sub_id(subscription_id)),
+            )
             .await
             .expect("draining a subscription queue")
     }
@@ -711,10 +716,13 @@ async fn purge(common: &CommonConfig, plan: &PurgePlan) -> anyhow::Result<()> {
 
     let amqp = AmqpClient::connect(&common.amqp_url.to_env_value()).await?;
     let mut queues = vec![topology.ingest_queue(), topology.rejected_queue()];
+    // Only a well-formed id can have a queue: a malformed one (a test's
+    // refused create, or planted in Redis) is skipped.
     queues.extend(
         subscriptions
             .iter()
-            .map(|id| topology.subscription_queue(id)),
+            .filter_map(|id| SubscriptionId::parse(id).ok())
+            .map(|id| topology.subscription_queue(&id)),
     );
     queues.extend(plan.extra_queues.iter().cloned());
     for queue in &queues {

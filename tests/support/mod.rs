@@ -34,6 +34,13 @@ pub use env::{TestEnv, TestEnvBuilder};
 pub use receiver::{Receiver, Recorded};
 pub use token_server::TokenServer;
 
+/// The subscription id `id`, as a test names it (a malformed literal is a
+/// bug in the test, so it panics).
+pub fn sub_id(id: &str) -> postline_shared::model::ids::SubscriptionId {
+    postline_shared::model::ids::SubscriptionId::parse(id)
+        .unwrap_or_else(|e| panic!("subscription id {id:?}: {e}"))
+}
+
 use std::time::Duration;
 
 /// The default deadline of every wait in the tests: generous, because the

@@ -190,7 +190,7 @@ impl SubscriptionConsumer {
         // An installation moving to quorum queues drains the subscription's
         // classic queue first: everything in it precedes the quorum queue.
         if let Some(legacy) = topology.legacy() {
-            let queue = legacy.subscription_queue(id.as_str());
+            let queue = legacy.subscription_queue(&id);
             if migration::depth(connection, &queue)
                 .await
                 .map_err(lapin::Error::from)?
@@ -200,18 +200,18 @@ impl SubscriptionConsumer {
             }
         }
         let channel = within(connection.create_channel()).await?;
-        topology.declare_subscription(&channel, id.as_str()).await?;
+        topology.declare_subscription(&channel, &id).await?;
         let _ = channel.close(200, "declared".into()).await;
         let outcome = self
             .session(
                 connection,
                 &settings,
-                &topology.subscription_queue(id.as_str()),
+                &topology.subscription_queue(&id),
                 stop,
             )
             .await;
         if let Ok(Ended::Disabled { discard: true }) = outcome {
-            self.discard_backlog(connection, &id, &topology.subscription_queue(id.as_str()))
+            self.discard_backlog(connection, &id, &topology.subscription_queue(&id))
                 .await;
         }
         outcome
@@ -242,7 +242,7 @@ impl SubscriptionConsumer {
             Ended::Stopped if drained => {}
             Ended::Disabled { discard: true } => {
                 self.discard_backlog(connection, id, queue).await;
-                let current = self.context.topology.subscription_queue(id.as_str());
+                let current = self.context.topology.subscription_queue(id);
                 self.discard_backlog(connection, id, &current).await;
                 return Ok(Ended::Disabled { discard: true });
             }

@@ -19,6 +19,7 @@ pub mod supervisor;
 pub use config::DeliveryConfig;
 
 use anyhow::Context;
+use postline_shared::model::ids::SubscriptionId;
 use postline_shared::outbound::token_client::{TokenClient, TokenClientMetrics};
 use postline_shared::redis::catalog;
 use postline_shared::redis::delivery_state::DeliveryState;
@@ -67,12 +68,15 @@ pub async fn start(
     );
     let background = service.background();
     let (changed_tx, changed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (catalog, sync) =
-        catalog::start_sync(store.clone(), background.clone(), move |id: &str| {
-            let _ = changed_tx.send(id.to_string());
-        })
-        .await
-        .context("loading subscriptions")?;
+    let (catalog, sync) = catalog::start_sync(
+        store.clone(),
+        background.clone(),
+        move |id: &SubscriptionId| {
+            let _ = changed_tx.send(id.clone());
+        },
+    )
+    .await
+    .context("loading subscriptions")?;
     service.adopt(sync);
 
     let state = DeliveryState::new(redis.clone(), keys.clone())

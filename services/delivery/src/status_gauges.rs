@@ -132,11 +132,11 @@ pub async fn run_backlog(
 /// declared yet, and a passive declare of a missing queue makes the broker
 /// close the channel, which lapin logs as an error; its depth is read from
 /// the next refresh on.
-fn to_probe<'a>(now: &'a [String], known: &HashSet<String>) -> Vec<&'a str> {
-    now.iter()
-        .filter(|id| known.contains(*id))
-        .map(String::as_str)
-        .collect()
+fn to_probe<'a>(
+    now: &'a [SubscriptionId],
+    known: &HashSet<SubscriptionId>,
+) -> Vec<&'a SubscriptionId> {
+    now.iter().filter(|id| known.contains(*id)).collect()
 }
 
 /// Reads the depth of every subscription's queue (see [`to_probe`]), then
@@ -147,27 +147,29 @@ async fn refresh_backlog(
     catalog: &Catalog,
     broker: &mut BrokerDepths,
     metrics: &DeliveryMetrics,
-    shown: &mut HashSet<String>,
-    known: &mut HashSet<String>,
+    shown: &mut HashSet<SubscriptionId>,
+    known: &mut HashSet<SubscriptionId>,
 ) -> Result<(), lapin::Error> {
-    let now: Vec<String> = catalog.all().iter().map(|s| s.id().to_string()).collect();
+    let now: Vec<SubscriptionId> = catalog.all().iter().map(|s| s.id().clone()).collect();
     let mut depths = Vec::new();
     for id in to_probe(&now, known) {
         if let Some(depth) = broker.depth(id).await? {
-            depths.push((id.to_string(), depth));
+            depths.push((id.clone(), depth));
         }
     }
     // Only once the reads succeeded: after a broker error the same
     // subscriptions are probed again, none skipped.
     *known = now.into_iter().collect();
-    let read: HashSet<String> = depths.iter().map(|(id, _)| id.clone()).collect();
+    let read: HashSet<SubscriptionId> = depths.iter().map(|(id, _)| id.clone()).collect();
     for gone in shown.difference(&read) {
-        let _ = metrics.subscription_backlog.remove_label_values(&[gone]);
+        let _ = metrics
+            .subscription_backlog
+            .remove_label_values(&[gone.as_str()]);
     }
     for (id, depth) in &depths {
         metrics
             .subscription_backlog
-            .with_label_values(&[id])
+            .with_label_values(&[id.as_str()])
             .set(i64::from(*depth));
     }
     *shown = read;
@@ -216,7 +218,10 @@ impl BrokerDepths {
 
     /// The depth of a subscription's queue; `None` when the queue does not
     /// exist (the broker closes the channel, not the connection, for that).
-    pub async fn depth(&mut self, subscription_id: &str) -> Result<Option<u32>, lapin::Error> {
+    pub async fn depth(
+        &mut self,
+        subscription_id: &SubscriptionId,
+    ) -> Result<Option<u32>, lapin::Error> {
         let channel = self.channel().await?;
         match self
             .topology
@@ -255,8 +260,10 @@ impl BrokerDepths {
 mod tests {
     use super::*;
 
-    fn ids(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
+    fn ids(list: &[&str]) -> Vec<SubscriptionId> {
+        list.iter()
+            .map(|s| SubscriptionId::parse(s).unwrap())
+            .collect()
     }
 
     #[test]
@@ -266,7 +273,7 @@ mod tests {
 
     #[test]
     fn subscriptions_known_at_the_previous_refresh_are_probed_and_new_ones_wait_one() {
-        let known: HashSet<String> = ids(&["a", "b", "gone"]).into_iter().collect();
+        let known: HashSet<SubscriptionId> = ids(&["a", "b", "gone"]).into_iter().collect();
         assert_eq!(to_probe(&ids(&["a", "new", "b"]), &known), ["a", "b"]);
     }
 }

@@ -6,6 +6,7 @@ use crate::connections::{Connections, Placement};
 use crate::consumer::{ConsumerContext, Ended, SubscriptionConsumer};
 use crate::pacing::Pacer;
 use postline_shared::amqp::broker_nodes::{BrokerConnector, BrokerNodes};
+use postline_shared::model::ids::SubscriptionId;
 use postline_shared::model::subscription::{Subscription, SubscriptionStatus};
 use postline_shared::redis::catalog::Catalog;
 use postline_shared::runtime::backoff::{self, Backoff};
@@ -38,12 +39,12 @@ struct RunningConsumer {
 /// unacked messages.
 struct Consumers {
     connections: Connections,
-    by_id: HashMap<String, RunningConsumer>,
+    by_id: HashMap<SubscriptionId, RunningConsumer>,
     tasks: JoinSet<()>,
 }
 
 impl Consumers {
-    fn remove(&mut self, id: &str) -> Option<RunningConsumer> {
+    fn remove(&mut self, id: &SubscriptionId) -> Option<RunningConsumer> {
         let running = self.by_id.remove(id)?;
         self.connections.release(running.shard);
         Some(running)
@@ -68,7 +69,7 @@ impl Supervisor {
     /// Runs until `shutdown`; `changed` carries ids of subscriptions that changed.
     pub async fn run(
         self,
-        mut changed: mpsc::UnboundedReceiver<String>,
+        mut changed: mpsc::UnboundedReceiver<SubscriptionId>,
         shutdown: CancellationToken,
     ) {
         let mut backoff = Backoff::broker_reconnect();
@@ -113,10 +114,7 @@ impl Supervisor {
             while changed.try_recv().is_ok() {}
             let mut healthy = true;
             for subscription in self.catalog.all() {
-                if !self
-                    .reconcile(&mut consumers, subscription.id().as_str())
-                    .await
-                {
+                if !self.reconcile(&mut consumers, subscription.id()).await {
                     healthy = false;
                     break;
                 }
@@ -149,7 +147,7 @@ impl Supervisor {
                         // Restart consumers that ended on their own (queue
                         // re-created, channel error) if still wanted.
                         while consumers.tasks.try_join_next().is_some() {}
-                        let ended: Vec<String> = consumers
+                        let ended: Vec<SubscriptionId> = consumers
                             .by_id
                             .iter()
                             .filter(|(_, c)| c.task.is_finished())
@@ -177,7 +175,7 @@ impl Supervisor {
 
     /// Brings the consumer of `id` in line with the catalog; false when no
     /// connection could be opened for it (the caller starts over).
-    async fn reconcile(&self, consumers: &mut Consumers, id: &str) -> bool {
+    async fn reconcile(&self, consumers: &mut Consumers, id: &SubscriptionId) -> bool {
         let wanted = self
             .catalog
             .get(id)
@@ -202,7 +200,7 @@ impl Supervisor {
                     }
                 };
                 let running = self.spawn(&mut consumers.tasks, subscription, placement);
-                consumers.by_id.insert(id.to_string(), running);
+                consumers.by_id.insert(id.clone(), running);
             }
             (None, Some(_)) => {
                 if let Some(running) = consumers.remove(id) {
@@ -241,7 +239,7 @@ impl Supervisor {
         let task_stop = stop.clone();
         let mut settings_changed = consumer.subscription.clone();
         let task = tasks.spawn(async move {
-            let id = subscription.id().to_string();
+            let id = subscription.id().clone();
             let mut idle = Backoff::new(MIN_IDLE_PAUSE, MAX_IDLE_PAUSE);
             loop {
                 match consumer.run(&connection, &task_stop).await {

@@ -7,6 +7,7 @@ use crate::amqp_intake::AmqpIntake;
 use postline_shared::amqp::broker::ConfirmedPublisher;
 use postline_shared::amqp::broker_nodes::{BrokerConnector, BrokerNodes};
 use postline_shared::amqp::topology::Topology;
+use postline_shared::model::ids::SubscriptionId;
 use postline_shared::redis::catalog::Catalog;
 use postline_shared::runtime::backoff::Backoff;
 use postline_shared::runtime::ops::Readiness;
@@ -108,7 +109,7 @@ async fn prepare(
     let mut delays = std::collections::BTreeSet::new();
     for subscription in catalog.all() {
         topology
-            .declare_subscription(publisher.channel(), subscription.id().as_str())
+            .declare_subscription(publisher.channel(), subscription.id())
             .await?;
         delays.extend(subscription.spec.retry.delays_ms());
     }
@@ -134,7 +135,7 @@ async fn prepare(
     // copies from now on (before intake publishes anything); what they hold
     // is drained first (see `postline_shared::amqp::migration`).
     if let Some(legacy) = topology.legacy() {
-        let ids: Vec<String> = catalog.all().iter().map(|s| s.id().to_string()).collect();
+        let ids: Vec<SubscriptionId> = catalog.all().iter().map(|s| s.id().clone()).collect();
         Topology::unbind_legacy(&legacy, connection, &ids, legacy_delays).await?;
     }
     Ok(publisher)

@@ -9,6 +9,7 @@
 //! - `<ns>.delay` headers exchange → `<ns>.delay.<ms>` per ladder step, each
 //!   with a per-queue TTL and dead-lettered back to `<ns>.deliver`
 
+use crate::model::ids::SubscriptionId;
 use lapin::options::{
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
@@ -95,7 +96,7 @@ impl Topology {
     }
 
     /// The queue of one subscription.
-    pub fn subscription_queue(&self, subscription_id: &str) -> String {
+    pub fn subscription_queue(&self, subscription_id: &SubscriptionId) -> String {
         self.queue_name(format!("{}.sub.{subscription_id}", self.namespace))
     }
 
@@ -182,7 +183,7 @@ impl Topology {
     pub async fn declare_subscription(
         &self,
         channel: &Channel,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
     ) -> Result<u32, lapin::Error> {
         let queue = channel
             .queue_declare(
@@ -195,7 +196,7 @@ impl Topology {
             .queue_bind(
                 self.subscription_queue(subscription_id).into(),
                 self.deliver_exchange().into(),
-                subscription_id.into(),
+                subscription_id.as_str().into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -208,7 +209,7 @@ impl Topology {
     pub async fn subscription_backlog(
         &self,
         channel: &Channel,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
     ) -> Result<u32, lapin::Error> {
         let queue = channel
             .queue_declare(
@@ -224,7 +225,7 @@ impl Topology {
     pub async fn delete_subscription(
         &self,
         channel: &Channel,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
     ) -> Result<u32, lapin::Error> {
         channel
             .queue_delete(
@@ -287,7 +288,7 @@ impl Topology {
     pub async fn unbind_legacy(
         legacy: &Topology,
         connection: &lapin::Connection,
-        subscription_ids: &[String],
+        subscription_ids: &[SubscriptionId],
         delays_ms: impl IntoIterator<Item = u64>,
     ) -> Result<(), crate::amqp::migration::MigrationError> {
         use crate::amqp::migration::{depth, unbind};
@@ -309,7 +310,7 @@ impl Topology {
                     connection,
                     &queue,
                     &legacy.deliver_exchange(),
-                    id,
+                    id.as_str(),
                     FieldTable::default(),
                 )
                 .await?;
@@ -451,12 +452,16 @@ pub fn header_str(headers: Option<&FieldTable>, name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn acme() -> SubscriptionId {
+        SubscriptionId::parse("acme").unwrap()
+    }
+
     #[test]
     fn quorum_queues_have_names_of_their_own_and_exchanges_are_shared() {
         let classic = Topology::new("ns", QueueType::Classic);
         let quorum = Topology::new("ns", QueueType::Quorum);
-        assert_eq!(classic.subscription_queue("acme"), "ns.sub.acme");
-        assert_eq!(quorum.subscription_queue("acme"), "ns.sub.acme.q");
+        assert_eq!(classic.subscription_queue(&acme()), "ns.sub.acme");
+        assert_eq!(quorum.subscription_queue(&acme()), "ns.sub.acme.q");
         assert_eq!(quorum.ingest_queue(), "ns.ingest.q");
         assert_eq!(quorum.rejected_queue(), "ns.ingest.rejected.q");
         assert_eq!(quorum.delay_queue(300), "ns.delay.300.q");
@@ -475,7 +480,7 @@ mod tests {
             .migrating_from_classic(true)
             .legacy()
             .expect("the classic topology");
-        assert_eq!(legacy.subscription_queue("acme"), "ns.sub.acme");
+        assert_eq!(legacy.subscription_queue(&acme()), "ns.sub.acme");
         assert_eq!(legacy.queue_type(), QueueType::Classic);
     }
 }

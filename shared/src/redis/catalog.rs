@@ -10,6 +10,7 @@
 //! for "no subscriptions" (see [`crate::runtime::installation`]).
 
 use crate::model::envelope::Envelope;
+use crate::model::ids::SubscriptionId;
 use crate::model::subscription::{Subscription, TypeIndex};
 use crate::redis::subscription_store::{StoreError, SubscriptionStore};
 use crate::runtime::backoff::Backoff;
@@ -31,12 +32,12 @@ pub struct Catalog {
 /// The subscriptions by id, and the same by event type (always in step).
 #[derive(Debug, Default)]
 struct Current {
-    by_id: HashMap<String, Arc<Subscription>>,
+    by_id: HashMap<SubscriptionId, Arc<Subscription>>,
     by_type: TypeIndex,
 }
 
 impl Current {
-    fn remove(&mut self, id: &str) {
+    fn remove(&mut self, id: &SubscriptionId) {
         if let Some(old) = self.by_id.remove(id) {
             self.by_type.remove(&old);
         }
@@ -63,25 +64,25 @@ impl Catalog {
     pub fn upsert(&self, subscription: Subscription) {
         let subscription = Arc::new(subscription);
         let mut current = self.write();
-        current.remove(subscription.id().as_str());
+        current.remove(subscription.id());
         current.by_type.insert(subscription.clone());
         current
             .by_id
-            .insert(subscription.id().to_string(), subscription);
+            .insert(subscription.id().clone(), subscription);
     }
 
     /// Removes one subscription.
-    pub fn remove(&self, id: &str) {
+    pub fn remove(&self, id: &SubscriptionId) {
         self.write().remove(id);
     }
 
     /// Replaces everything; returns the ids that were added, removed, or
     /// stored anew since (a full reload must not wake consumers whose
     /// subscription did not change).
-    pub fn replace_all(&self, subscriptions: Vec<Subscription>) -> BTreeSet<String> {
-        let fresh: HashMap<String, Arc<Subscription>> = subscriptions
+    pub fn replace_all(&self, subscriptions: Vec<Subscription>) -> BTreeSet<SubscriptionId> {
+        let fresh: HashMap<SubscriptionId, Arc<Subscription>> = subscriptions
             .into_iter()
-            .map(|s| (s.id().to_string(), Arc::new(s)))
+            .map(|s| (s.id().clone(), Arc::new(s)))
             .collect();
         let by_type = TypeIndex::of(fresh.values());
         let mut current = self.write();
@@ -105,7 +106,7 @@ impl Catalog {
     }
 
     /// One subscription.
-    pub fn get(&self, id: &str) -> Option<Arc<Subscription>> {
+    pub fn get(&self, id: &SubscriptionId) -> Option<Arc<Subscription>> {
         self.read().by_id.get(id).cloned()
     }
 
@@ -138,7 +139,7 @@ pub async fn sync(
     store: SubscriptionStore,
     catalog: Arc<Catalog>,
     cancel: CancellationToken,
-    changed: impl Fn(&str) + Send + Sync,
+    changed: impl Fn(&SubscriptionId) + Send + Sync,
     loaded: Option<tokio::sync::oneshot::Sender<()>>,
 ) {
     let mut loaded = loaded;
@@ -180,13 +181,13 @@ pub async fn sync(
                     };
                     match store.find(&change.id).await {
                         Ok(Some(subscription)) => catalog.upsert(subscription),
-                        Ok(None) => catalog.remove(change.id.as_str()),
+                        Ok(None) => catalog.remove(&change.id),
                         Err(error) => {
                             tracing::warn!(%error, subscription = %change.id, "reloading a changed subscription failed");
                             continue;
                         }
                     }
-                    changed(change.id.as_str());
+                    changed(&change.id);
                 }
             }
         }
@@ -198,7 +199,7 @@ pub async fn sync(
 pub async fn start_sync(
     store: SubscriptionStore,
     cancel: CancellationToken,
-    changed: impl Fn(&str) + Send + Sync + 'static,
+    changed: impl Fn(&SubscriptionId) + Send + Sync + 'static,
 ) -> Result<(Arc<Catalog>, tokio::task::JoinHandle<()>), LoadAborted> {
     let catalog = Catalog::new();
     let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
@@ -227,7 +228,7 @@ fn same_version(a: &Subscription, b: &Subscription) -> bool {
 async fn reload(
     store: &SubscriptionStore,
     catalog: &Catalog,
-    changed: &(impl Fn(&str) + Send + Sync),
+    changed: &(impl Fn(&SubscriptionId) + Send + Sync),
 ) -> Result<(), StoreError> {
     if !store.installed().await? {
         tracing::error!(
@@ -249,6 +250,10 @@ mod tests {
     use crate::model::subscription::SubscriptionSpec;
     use chrono::{TimeDelta, Utc};
 
+    fn id(id: &str) -> SubscriptionId {
+        SubscriptionId::parse(id).unwrap()
+    }
+
     fn subscription(id: &str) -> Subscription {
         let spec: SubscriptionSpec = serde_json::from_value(serde_json::json!({
             "id": id, "endpoint": "https://example.com/", "event_types": ["a"],
@@ -262,12 +267,12 @@ mod tests {
         let catalog = Catalog::new();
         let (a, b, c) = (subscription("a"), subscription("b"), subscription("c"));
         let first = catalog.replace_all(vec![a.clone(), b.clone()]);
-        assert_eq!(first, BTreeSet::from(["a".to_string(), "b".to_string()]));
+        assert_eq!(first, BTreeSet::from([id("a"), id("b")]));
         assert!(catalog.replace_all(vec![a.clone(), b.clone()]).is_empty());
         let mut b2 = b.clone();
         b2.updated_at += TimeDelta::seconds(1);
         let changed = catalog.replace_all(vec![a.clone(), b2, c]);
-        assert_eq!(changed, BTreeSet::from(["b".to_string(), "c".to_string()]));
+        assert_eq!(changed, BTreeSet::from([id("b"), id("c")]));
         let removed = catalog.replace_all(vec![subscription("c")]);
         assert!(removed.contains("a") && removed.contains("b") && removed.contains("c"));
     }
@@ -289,7 +294,7 @@ mod tests {
         catalog.upsert(moved);
         assert_eq!(ids(catalog.matching(&event("a"))), ["y"]);
         assert_eq!(ids(catalog.matching(&event("b.c"))), ["x"]);
-        catalog.remove("y");
+        catalog.remove(&id("y"));
         assert!(catalog.matching(&event("a")).is_empty());
         catalog.replace_all(vec![subscription("z")]);
         assert_eq!(ids(catalog.matching(&event("a"))), ["z"]);

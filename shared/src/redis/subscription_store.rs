@@ -521,11 +521,20 @@ impl SubscriptionStore {
         let mut pubsub = self.client.get_async_pubsub().await?;
         pubsub.subscribe(self.keys.subscription_changes()).await?;
         Ok(pubsub.into_on_message().filter_map(|message| async move {
-            message
-                .get_payload::<String>()
-                .ok()
-                .and_then(|id| SubscriptionId::try_from(id).ok())
-                .map(|id| SubscriptionChange { id })
+            // The announcement comes from outside the process: a malformed
+            // one is logged (the reason, never the text) and skipped.
+            // (A conversion error quotes the value, so it is not logged.)
+            let Ok(announced) = message.get_payload::<String>() else {
+                tracing::warn!("a subscription change announcement is not text; skipping it");
+                return None;
+            };
+            match SubscriptionId::try_from(announced) {
+                Ok(id) => Some(SubscriptionChange { id }),
+                Err(invalid) => {
+                    tracing::warn!(%invalid, "a subscription change announcement names a malformed id; skipping it");
+                    None
+                }
+            }
         }))
     }
 }

@@ -287,11 +287,7 @@ pub async fn reset_state(
             tracing::warn!(%error, "opening a management channel failed");
             ApiError::unavailable("broker not reachable; retry")
         })?;
-        let queued = state
-            .topology
-            .subscription_backlog(&channel, id.as_str())
-            .await
-            .ok();
+        let queued = state.topology.subscription_backlog(&channel, id).await.ok();
         close(channel).await;
         let blocked = state.delivery.block(id).await?.is_some();
         if let Some(queued) = queued.filter(|&n| n > 0 && !blocked) {
@@ -337,7 +333,7 @@ async fn declare_queues(
 ) -> Result<(), lapin::Error> {
     state
         .topology
-        .declare_subscription(channel, subscription.id().as_str())
+        .declare_subscription(channel, subscription.id())
         .await?;
     state
         .topology

@@ -77,7 +77,7 @@ pub async fn show(
         Ok(channel) => {
             let depth = state
                 .topology
-                .subscription_backlog(&channel, id.as_str())
+                .subscription_backlog(&channel, &id)
                 .await
                 .ok();
             close(channel).await;

@@ -205,7 +205,7 @@ pub async fn create(
     let channel = admin_channel(&state).await?;
     let declared = state
         .topology
-        .declare_subscription(&channel, spec.id.as_str())
+        .declare_subscription(&channel, &spec.id)
         .await;
     close(channel).await;
     declared.map_err(|error| {
@@ -278,11 +278,7 @@ pub async fn get(
     let mut shown = view(&subscription);
     // Backlog depth straight from the broker, when it is reachable.
     if let Ok(channel) = admin_channel(&state).await {
-        if let Ok(depth) = state
-            .topology
-            .subscription_backlog(&channel, id.as_str())
-            .await
-        {
+        if let Ok(depth) = state.topology.subscription_backlog(&channel, &id).await {
             shown["backlog"] = depth.into();
         }
         close(channel).await;
@@ -402,18 +398,15 @@ pub(super) async fn remove(state: &ApiState, id: &SubscriptionId) -> Result<Valu
     let channel = admin_channel(state).await?;
     // The subscription goes first so no new copy is routed to the queue.
     let outcome = state.store.delete(id).await;
-    state.catalog.remove(id.as_str());
+    state.catalog.remove(id);
     // Removing the queue is idempotent, so a repeated DELETE (after a 404 or
     // a broker hiccup) still cleans up a queue left behind.
-    let discarded = state
-        .topology
-        .delete_subscription(&channel, id.as_str())
-        .await;
+    let discarded = state.topology.delete_subscription(&channel, id).await;
     close(channel).await;
     // Moving to quorum queues: the classic queue may still be there too.
     if let Some(legacy) = state.topology.legacy() {
         if let Ok(channel) = admin_channel(state).await {
-            let _ = legacy.delete_subscription(&channel, id.as_str()).await;
+            let _ = legacy.delete_subscription(&channel, id).await;
             close(channel).await;
         }
     }

@@ -181,7 +181,7 @@ impl Intake {
         for subscription in subscriptions {
             tracing::warn!(%subscription, "subscription queue missing; redeclaring");
             self.topology
-                .declare_subscription(publisher.channel(), subscription.as_str())
+                .declare_subscription(publisher.channel(), subscription)
                 .await
                 .map_err(|source| PublishError::Broker {
                     exchange: self.deliver_exchange.clone(),

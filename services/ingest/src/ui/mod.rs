@@ -450,11 +450,7 @@ async fn row(
         .and_then(|c| c.first().copied())
         .unwrap_or(0);
     let backlog = match channel {
-        Some(channel) => state
-            .topology
-            .subscription_backlog(channel, id.as_str())
-            .await
-            .ok(),
+        Some(channel) => state.topology.subscription_backlog(channel, id).await.ok(),
         None => None,
     };
     let status = match subscription.spec.status {
