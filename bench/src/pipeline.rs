@@ -145,9 +145,10 @@ pub struct PipelineReport {
     pub subscriptions: usize,
     /// Whether events were spread over the subscriptions (not fanned out).
     pub layout_spread: bool,
-    /// HTTP producers each waiting for one event's 202 at a time (scenario
-    /// d), measured against the awaited-confirm bound.
-    pub awaits_each_event: Option<usize>,
+    /// Whether each HTTP producer waits for one event's 202 at a time
+    /// (scenario d), so it is measured against the awaited-confirm bound
+    /// (whose producers are as many: both are `--http-clients`).
+    pub awaits_each_event: bool,
     /// Events sent.
     pub events: usize,
     /// Offered load, when fixed (events/s).
@@ -211,20 +212,14 @@ impl PipelineReport {
         if !self.layout_spread || self.subscriptions != ceiling.spread {
             return;
         }
-        let awaited = ceiling.runs.iter().find(|run| {
-            Some(run.publishing)
-                == self
-                    .awaits_each_event
-                    .map(crate::ceiling::Publishing::Awaited)
-        });
-        match awaited {
-            Some(run) => self.ratio_to_awaited = Some(self.deliveries_per_sec / run.per_sec),
-            None if self.awaits_each_event.is_none() => {
-                self.ratio_to_two_hop = ceiling
-                    .two_hop_per_sec
-                    .map(|bound| self.deliveries_per_sec / bound);
-            }
-            None => {}
+        if self.awaits_each_event {
+            self.ratio_to_awaited = ceiling
+                .awaited_per_sec
+                .map(|bound| self.deliveries_per_sec / bound);
+        } else {
+            self.ratio_to_two_hop = ceiling
+                .two_hop_per_sec
+                .map(|bound| self.deliveries_per_sec / bound);
         }
     }
 }
@@ -535,13 +530,7 @@ async fn drive(
         },
         subscriptions,
         layout_spread: matches!(layout, Layout::Spread { .. }),
-        awaits_each_event: match spec.intake {
-            Intake::Http {
-                clients,
-                batch: None,
-            } => Some(clients),
-            _ => None,
-        },
+        awaits_each_event: matches!(spec.intake, Intake::Http { batch: None, .. }),
         events: spec.events,
         offered_rate: spec.rate,
         deliveries_expected: expected.total(),

@@ -32,25 +32,21 @@ pub(crate) const LINGER: std::time::Duration = std::time::Duration::from_millis(
 pub(crate) struct Acks {
     /// `None`: each on its own; otherwise the pending batch.
     batch: Option<Mutex<Batch>>,
-    /// Messages a batch holds at most.
-    limit: usize,
 }
 
-#[derive(Default)]
 struct Batch {
     /// The last settled message not acked yet.
     last: Option<Acker>,
     /// How many settled messages wait for the ack.
     pending: usize,
+    /// Messages a batch holds at most.
+    limit: usize,
 }
 
 impl Acks {
     /// Each message acked on its own (concurrent settling, order mode `none`).
     pub(crate) fn each() -> Self {
-        Self {
-            batch: None,
-            limit: 1,
-        }
+        Self { batch: None }
     }
 
     /// Batched `multiple` acks (strict sessions, settling in delivery
@@ -59,8 +55,11 @@ impl Acks {
     /// want of an ack held back.
     pub(crate) fn batched(window: u16) -> Self {
         Self {
-            batch: Some(Mutex::new(Batch::default())),
-            limit: batch_limit(window),
+            batch: Some(Mutex::new(Batch {
+                last: None,
+                pending: 0,
+                limit: batch_limit(window),
+            })),
         }
     }
 
@@ -86,7 +85,7 @@ impl Acks {
             let mut batch = locks::lock(batch);
             batch.last = Some(delivery.acker.clone());
             batch.pending += 1;
-            batch.pending >= self.limit
+            batch.pending >= batch.limit
         };
         if full {
             self.flush().await?;
