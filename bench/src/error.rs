@@ -12,6 +12,9 @@ pub enum BenchError {
     /// Writing subscriptions failed.
     #[error("subscription store: {0}")]
     Store(#[from] postline_shared::redis::subscription_store::StoreError),
+    /// The namespace's installation marker could not be written.
+    #[error("installation marker: {0}")]
+    Installation(#[from] postline_shared::runtime::installation::InstallationError),
     /// An HTTP call (intake, readiness) failed.
     #[error("http: {0}")]
     Http(#[from] reqwest::Error),

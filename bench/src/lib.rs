@@ -28,6 +28,7 @@ pub mod producer;
 pub mod receiver;
 pub mod redis_stats;
 pub mod report;
+pub mod rounds;
 pub mod services;
 pub mod startup;
 pub mod stats;

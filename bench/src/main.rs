@@ -5,6 +5,7 @@
 use anyhow::Context;
 use postline_bench::options::{Options, Scenario, USAGE};
 use postline_bench::report::RunReport;
+use postline_bench::rounds::RoundsReport;
 use postline_bench::{ceiling, cpu, pipeline, startup, Endpoints};
 use std::path::PathBuf;
 
@@ -25,24 +26,50 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("building the bench runtime")?;
-    let report = runtime.block_on(run(&options))?;
-    print!("{}", report.table());
+    let mut rounds = Vec::with_capacity(options.rounds);
+    for round in 1..=options.rounds {
+        if options.rounds > 1 {
+            eprintln!("round {round} of {} ...", options.rounds);
+        }
+        let report = runtime.block_on(run(&options))?;
+        if options.rounds > 1 {
+            println!("\nRound {round} of {}", options.rounds);
+        }
+        print!("{}", report.table());
+        rounds.push(report);
+    }
+    let (json, checks_passed, targets_met) = match rounds.as_slice() {
+        [only] => (
+            serde_json::to_string_pretty(only),
+            only.checks_passed(),
+            only.targets_met(),
+        ),
+        _ => {
+            let rounds = RoundsReport::new(rounds);
+            print!("{}", rounds.table());
+            (
+                serde_json::to_string_pretty(&rounds),
+                rounds.checks_passed(),
+                rounds.targets_met(),
+            )
+        }
+    };
+    let json = json.context("serializing the report")?;
     let path = options.json.clone().unwrap_or_else(default_json_path);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let json = serde_json::to_string_pretty(&report).context("serializing the report")?;
     std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
     println!("\nJSON report: {}", path.display());
     runtime.shutdown_background();
-    if !report.checks_passed() {
+    if !checks_passed {
         eprintln!(
             "FAILED: events were lost, duplicated or reordered, or a scenario did not complete"
         );
         std::process::exit(2);
     }
-    if options.enforce_targets && !report.targets_met() {
+    if options.enforce_targets && !targets_met {
         eprintln!("FAILED: a target was missed (--enforce-targets)");
         std::process::exit(1);
     }

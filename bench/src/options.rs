@@ -124,6 +124,9 @@ pub struct Options {
     pub json: Option<PathBuf>,
     /// Exit non-zero when a target is missed (a failed check always does).
     pub enforce_targets: bool,
+    /// Times the whole run (ceiling and scenarios) is repeated; with more
+    /// than one, the targets are judged on the median over the rounds.
+    pub rounds: usize,
     /// The cluster's node URLs for g (`--cluster-url`; default
     /// `POSTLINE_BENCH_CLUSTER_URL`, else the nodes `scripts/cluster` runs).
     pub cluster_url: String,
@@ -160,6 +163,7 @@ impl Default for Options {
             tuning: Tuning::default(),
             json: None,
             enforce_targets: false,
+            rounds: 1,
             cluster_url: std::env::var("POSTLINE_BENCH_CLUSTER_URL")
                 .ok()
                 .filter(|urls| !urls.trim().is_empty())
@@ -218,6 +222,8 @@ Output:
   --json PATH            where to write the JSON report (default target/bench/bench-<time>.json)
   --stall-timeout SECS   give up when nothing arrives for this long (20)
   --enforce-targets      exit 1 when a target is missed, not only when a check fails
+  --rounds N             repeat the whole run N times (each round with its own
+                         ceiling) and judge the targets on the median (1)
 
 Broker and Redis: POSTLINE_AMQP_URL and POSTLINE_REDIS_URL, default local.
 ";
@@ -281,12 +287,16 @@ impl Options {
                     options.stall_timeout = Duration::from_secs_f64(number(&flag, &value()?)?)
                 }
                 "--enforce-targets" => options.enforce_targets = true,
+                "--rounds" => options.rounds = number(&flag, &value()?)?,
                 other => {
                     return Err(BenchError::Invalid(format!(
                         "unknown option {other:?}; see --help"
                     )))
                 }
             }
+        }
+        if options.rounds == 0 {
+            return Err(BenchError::Invalid("--rounds must be at least 1".into()));
         }
         if options.rate <= 0.0 || options.rate.is_nan() {
             return Err(BenchError::Invalid("--rate must be positive".into()));

@@ -16,6 +16,7 @@ use crate::Endpoints;
 use futures::StreamExt;
 use postline_shared::model::subscription::SubscriptionSpec;
 use postline_shared::redis::subscription_store::SubscriptionStore;
+use postline_shared::runtime::installation;
 use postline_shared::CommonConfig;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -133,7 +134,7 @@ pub struct PipelineSpec {
 }
 
 /// The result of one scenario.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct PipelineReport {
     /// Short name.
     pub name: String,
@@ -286,6 +287,19 @@ pub fn subscription_spec(
     .map_err(|e| BenchError::Invalid(format!("subscription spec: {e}")))
 }
 
+/// The subscription store of a fresh namespace, whose installation marker
+/// is written first, as a new installation's services write it before any
+/// subscription exists (the bench stores its subscriptions itself).
+pub async fn fresh_store(
+    common: &CommonConfig,
+) -> Result<(SubscriptionStore, redis::aio::ConnectionManager), BenchError> {
+    let (store, mut redis) =
+        SubscriptionStore::connect(&common.redis_url, common.keys(), common.encryption.clone())
+            .await?;
+    installation::write_marker(&mut redis, &common.keys(), &installation::Marker::fresh()).await?;
+    Ok((store, redis))
+}
+
 /// Stores `specs` `concurrency` at a time.
 pub async fn store_all(
     store: &SubscriptionStore,
@@ -310,9 +324,7 @@ async fn measure(
     let layout = spec.layout;
     let subscriptions = layout.subscriptions();
     let farm = ReceiverFarm::start(subscriptions, receivers_runtime).await?;
-    let (store, mut redis) =
-        SubscriptionStore::connect(&common.redis_url, common.keys(), common.encryption.clone())
-            .await?;
+    let (store, mut redis) = fresh_store(common).await?;
     let specs = ids
         .iter()
         .enumerate()

@@ -9,13 +9,12 @@
 use crate::check::{self, Arrived, CheckReport, Expected};
 use crate::error::BenchError;
 use crate::event::{delivered_id, EventFactory};
-use crate::pipeline::{store_all, subscription_id, subscription_spec};
+use crate::pipeline::{fresh_store, store_all, subscription_id, subscription_spec};
 use crate::receiver::ReceiverFarm;
 use crate::Endpoints;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 use postline_shared::model::ids::SubscriptionId;
-use postline_shared::redis::subscription_store::SubscriptionStore;
 use postline_shared::{CommonConfig, Envelope};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -108,9 +107,7 @@ async fn measure(
     receivers_runtime: &tokio::runtime::Handle,
 ) -> Result<StartupReport, BenchError> {
     let farm = ReceiverFarm::start(active.len(), receivers_runtime).await?;
-    let (store, _redis) =
-        SubscriptionStore::connect(&common.redis_url, common.keys(), common.encryption.clone())
-            .await?;
+    let (store, _redis) = fresh_store(common).await?;
     let mut listener_of = vec![None; spec.registered];
     for (k, &index) in active.iter().enumerate() {
         listener_of[index] = Some(k);
