@@ -1,7 +1,7 @@
 //! Staying up when things around Postline fail: the broker connection drops
 //! under ingest or delivery (the supervisors reconnect, redeclare and resume,
-//! losing nothing), and an unordered subscription keeps flowing past an event
-//! its receiver refuses.
+//! losing nothing), delivery starts before the exchanges exist, and an
+//! unordered subscription keeps flowing past an event its receiver refuses.
 
 use postline_tests::events::{assert_sequence, collapse_adjacent, ids_of, numbered};
 use postline_tests::proxy::TcpProxy;
@@ -114,6 +114,38 @@ async fn ingest_reconnects_after_losing_the_broker() {
     let (http, amqp): (Vec<String>, Vec<String>) = got.into_iter().partition(|id| *id == third_id);
     assert_eq!(http.len(), 1, "the HTTP event must arrive once");
     assert_sequence("AMQP events after ingest reconnected", &amqp, &want);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_starting_before_the_deliver_exchange_exists_declares_it_and_delivers() {
+    let mut env = TestEnv::builder().without_delivery().start().await;
+    let receiver = Receiver::start().await;
+    subscribe(&env, &receiver, "strict").await;
+    // As in a fresh namespace whose delivery pods start before ingest's: the
+    // exchange the subscription queues are bound to does not exist.
+    env.amqp()
+        .delete_exchange(&env.topology.deliver_exchange())
+        .await
+        .expect("deleting the deliver exchange");
+    env.start_delivery().await;
+    // The consumer comes once its queue is bound again; only then can
+    // ingest's copies be routed to it.
+    let queue = env
+        .topology
+        .subscription_queue(&postline_tests::sub_id("fleet"));
+    wait::until("the subscription's consumer", DEADLINE, || async {
+        match env.amqp().consumer_count(&queue).await {
+            Ok(Some(n)) if n > 0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let events = numbered("x", "vehicle.moved", 20);
+    env.publish_events_amqp(&events).await;
+    receiver.wait_for_successes(events.len(), DEADLINE).await;
+    receiver.assert_no_more(QUIET).await;
+    assert_all_in_order(&receiver, &ids_of(&events));
     env.cleanup().await;
 }
 

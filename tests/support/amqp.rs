@@ -144,9 +144,25 @@ impl AmqpClient {
         Ok(all)
     }
 
-    /// The number of ready messages in `queue`, or `None` when it does not
-    /// exist (a passive declare on a fresh channel, which the broker closes on 404).
+    /// The number of ready messages in `queue`, or `None` when it does not exist.
     pub async fn queue_depth(&self, queue: &str) -> anyhow::Result<Option<u32>> {
+        Ok(self
+            .passive_declare(queue)
+            .await?
+            .map(|q| q.message_count()))
+    }
+
+    /// The number of consumers of `queue`, or `None` when it does not exist.
+    pub async fn consumer_count(&self, queue: &str) -> anyhow::Result<Option<u32>> {
+        Ok(self
+            .passive_declare(queue)
+            .await?
+            .map(|q| q.consumer_count()))
+    }
+
+    /// `queue` as the broker has it, or `None` when it does not exist (a
+    /// passive declare on a fresh channel, which the broker closes on 404).
+    async fn passive_declare(&self, queue: &str) -> anyhow::Result<Option<lapin::Queue>> {
         let channel = self.connection.create_channel().await?;
         let declared = channel
             .queue_declare(
@@ -161,7 +177,7 @@ impl AmqpClient {
         match declared {
             Ok(queue) => {
                 let _ = channel.close(200, "done".into()).await;
-                Ok(Some(queue.message_count()))
+                Ok(Some(queue))
             }
             Err(error) if is_not_found(&error) => Ok(None),
             Err(error) => Err(anyhow!(error).context(format!("passive declare of {queue}"))),

@@ -125,34 +125,9 @@ impl Topology {
 
     /// Declares the exchanges and intake queues (idempotent; run after every connect).
     pub async fn declare_core(&self, channel: &Channel) -> Result<(), lapin::Error> {
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        channel
-            .exchange_declare(
-                self.ingest_exchange().into(),
-                ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .exchange_declare(
-                self.deliver_exchange().into(),
-                ExchangeKind::Direct,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .exchange_declare(
-                self.delay_exchange().into(),
-                ExchangeKind::Headers,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
+        declare_exchange(channel, &self.ingest_exchange(), ExchangeKind::Topic).await?;
+        declare_exchange(channel, &self.deliver_exchange(), ExchangeKind::Direct).await?;
+        declare_exchange(channel, &self.delay_exchange(), ExchangeKind::Headers).await?;
         channel
             .queue_declare(
                 self.ingest_queue().into(),
@@ -185,6 +160,10 @@ impl Topology {
         channel: &Channel,
         subscription_id: &SubscriptionId,
     ) -> Result<u32, lapin::Error> {
+        // The exchange the queue is bound to is declared here too: delivery
+        // may start before ingest has declared it (a fresh namespace, pods
+        // starting in any order), and a bind to a missing exchange fails.
+        declare_exchange(channel, &self.deliver_exchange(), ExchangeKind::Direct).await?;
         let queue = channel
             .queue_declare(
                 self.subscription_queue(subscription_id).into(),
@@ -211,6 +190,10 @@ impl Topology {
         channel: &Channel,
         subscription_id: &SubscriptionId,
     ) -> Result<u32, lapin::Error> {
+        // The exchange the queue is bound to is declared here too: delivery
+        // may start before ingest has declared it (a fresh namespace, pods
+        // starting in any order), and a bind to a missing exchange fails.
+        declare_exchange(channel, &self.deliver_exchange(), ExchangeKind::Direct).await?;
         let queue = channel
             .queue_declare(
                 self.subscription_queue(subscription_id).into(),
@@ -266,6 +249,7 @@ impl Topology {
             );
             args.insert("x-overflow".into(), long_string("reject-publish"));
         }
+        declare_exchange(channel, &self.delay_exchange(), ExchangeKind::Headers).await?;
         channel
             .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
             .await?;
@@ -427,6 +411,21 @@ pub const DELAY_HEADER: &str = "postline-delay-ms";
 pub const QUEUED_AT_HEADER: &str = "postline-queued-at";
 
 /// The binding of a delay queue to the delay exchange: its step, as text.
+/// Declares a durable exchange of `kind` without arguments (idempotent).
+async fn declare_exchange(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> Result<(), lapin::Error> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(name.into(), kind, durable, FieldTable::default())
+        .await
+}
+
 fn delay_binding(delay_ms: u64) -> FieldTable {
     let mut binding = FieldTable::default();
     binding.insert("x-match".into(), long_string("all"));
