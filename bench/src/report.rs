@@ -413,11 +413,8 @@ impl RunReport {
             for t in &self.targets {
                 let _ = writeln!(
                     out,
-                    "  [{}] {}: {} (got {})",
-                    if t.met { "met" } else { "MISSED" },
-                    t.scenario,
-                    t.wanted,
-                    t.got
+                    "{}",
+                    target_line(t.met, &t.scenario, &t.wanted, &t.got)
                 );
             }
         }
@@ -426,6 +423,12 @@ impl RunReport {
         }
         out
     }
+}
+
+/// One target's line: `  [met] a: throughput >= 4000 events/s (got …)`.
+pub fn target_line(met: bool, scenario: &str, wanted: &str, got: &str) -> String {
+    let verdict = if met { "met" } else { "MISSED" };
+    format!("  [{verdict}] {scenario}: {wanted} (got {got})")
 }
 
 /// The rows of one ceiling measurement in the summary table.

@@ -4,7 +4,7 @@
 //! median of each figure over the rounds — every round's figure taken against
 //! its own round's ceiling — so no single slow or lucky minute decides.
 
-use crate::report::{Criterion, RunReport, CRITERIA};
+use crate::report::{target_line, Criterion, RunReport, CRITERIA};
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -70,16 +70,8 @@ impl RoundsReport {
             self.rounds.len()
         );
         for v in &self.verdicts {
-            let _ = writeln!(
-                out,
-                "  [{}] {}: {} (got {}; met in {} of {} rounds)",
-                if v.met { "met" } else { "MISSED" },
-                v.scenario,
-                v.wanted,
-                v.got,
-                v.met_in,
-                v.rounds,
-            );
+            let got = format!("{}; met in {} of {} rounds", v.got, v.met_in, v.rounds);
+            let _ = writeln!(out, "{}", target_line(v.met, &v.scenario, &v.wanted, &got));
         }
         out
     }
