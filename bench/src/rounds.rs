@@ -64,9 +64,13 @@ impl RoundsReport {
     /// The summary after the rounds' own tables.
     pub fn table(&self) -> String {
         let mut out = String::new();
+        let measured = match self.rounds.iter().any(|r| r.ceiling.is_some()) {
+            true => "each against its own ceiling; ",
+            false => "",
+        };
         let _ = writeln!(
             out,
-            "\nOver {} rounds (each against its own ceiling; speed targets judged on the median)",
+            "\nOver {} rounds ({measured}speed targets judged on the median)",
             self.rounds.len()
         );
         for v in &self.verdicts {
