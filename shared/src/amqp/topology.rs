@@ -190,10 +190,6 @@ impl Topology {
         channel: &Channel,
         subscription_id: &SubscriptionId,
     ) -> Result<u32, lapin::Error> {
-        // The exchange the queue is bound to is declared here too: delivery
-        // may start before ingest has declared it (a fresh namespace, pods
-        // starting in any order), and a bind to a missing exchange fails.
-        declare_exchange(channel, &self.deliver_exchange(), ExchangeKind::Direct).await?;
         let queue = channel
             .queue_declare(
                 self.subscription_queue(subscription_id).into(),
@@ -410,7 +406,6 @@ pub const DELAY_HEADER: &str = "postline-delay-ms";
 /// ms, as text). Delivery on an interval sends a copy at the first tick after it.
 pub const QUEUED_AT_HEADER: &str = "postline-queued-at";
 
-/// The binding of a delay queue to the delay exchange: its step, as text.
 /// Declares a durable exchange of `kind` without arguments (idempotent).
 async fn declare_exchange(
     channel: &Channel,
@@ -426,6 +421,7 @@ async fn declare_exchange(
         .await
 }
 
+/// The binding of a delay queue to the delay exchange: its step, as text.
 fn delay_binding(delay_ms: u64) -> FieldTable {
     let mut binding = FieldTable::default();
     binding.insert("x-match".into(), long_string("all"));
