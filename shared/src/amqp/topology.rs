@@ -245,7 +245,6 @@ impl Topology {
             );
             args.insert("x-overflow".into(), long_string("reject-publish"));
         }
-        declare_exchange(channel, &self.delay_exchange(), ExchangeKind::Headers).await?;
         channel
             .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
             .await?;
